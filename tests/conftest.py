@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW_PY = ROOT / ".venv-airflow" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def airflow_pods(tmp_path_factory) -> dict:
+    """The matrix's pods as Airflow's KubernetesPodOperator builds them, from the Airflow venv.
+
+    kfp 2.17 and the newest cncf-kubernetes provider cannot share a venv, so this
+    runs a helper under .venv-airflow (built by `make test`). Missing venv = failure.
+    """
+    if not AIRFLOW_PY.exists():
+        pytest.fail(f"{AIRFLOW_PY} is missing: run `make test` (or `make venv-airflow`) to build it")
+    out = tmp_path_factory.mktemp("airflow") / "pods.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "support")}
+    proc = subprocess.run(
+        [str(AIRFLOW_PY), str(ROOT / "tests" / "support" / "airflow_pods.py"), str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    return json.loads(out.read_text())

@@ -1,0 +1,102 @@
+"""Compute: defaults per kind, TPU shape facts, immutability, replace, from_dict."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from xpuflow import Compute, ComputeError, Security
+from xpuflow.accelerators import Gpu, Npu, Tpu
+
+
+def test_cpu_defaults_are_guaranteed_qos():
+    c = Compute.cpu(cpu="2", memory="4Gi")
+    assert (c.kind, c.cpu_request.text, c.memory_request.text) == ("cpu", "2", "4Gi")
+    assert c.cpu_limit == c.cpu_request and c.memory_limit == c.memory_request
+    assert c.accelerator is None and c.shm is None and c.pool == "general" and c.hosts == 1
+
+
+def test_gpu_training_gets_shared_memory_inference_does_not():
+    train = Compute.gpu(count=2, model="a100-80gb", memory="64Gi")
+    assert isinstance(train.accelerator, Gpu) and train.accelerator.count == 2
+    assert train.shm.text == "8Gi"  # a quarter of the limit, capped at 8Gi
+    assert Compute.gpu(memory="16Gi").shm.text == "4Gi"
+    assert Compute.gpu(pool="inference").shm is None
+    assert Compute.gpu(shm=None).shm is None
+
+
+def test_names_are_case_insensitive_and_normalised():
+    c = Compute.gpu(model="L4", vendor="NVIDIA")
+    assert (c.accelerator.model, c.accelerator.vendor) == ("l4", "nvidia")
+    assert Compute.gpu(model="A100-40GB", mig="MIG-1g.5gb").accelerator.mig == "1g.5gb"
+
+
+@pytest.mark.parametrize(
+    ("version", "topology", "chips", "per_host", "hosts", "machine"),
+    [
+        ("v5e", "1x1", 1, 1, 1, "ct5lp-hightpu-1t"),
+        ("v5e", "2x2", 4, 4, 1, "ct5lp-hightpu-4t"),
+        ("v5e", "2x4", 8, 8, 1, "ct5lp-hightpu-8t"),
+        ("v5e", "4x4", 16, 4, 4, "ct5lp-hightpu-4t"),
+        ("v5e", "16x16", 256, 4, 64, "ct5lp-hightpu-4t"),
+        ("v6e", "2x4", 8, 8, 1, "ct6e-standard-8t"),
+        ("v6e", "8x16", 128, 4, 32, "ct6e-standard-4t"),
+        ("v4", "2x2x1", 4, 4, 1, "ct4p-hightpu-4t"),
+        ("v4", "2x2x2", 8, 4, 2, "ct4p-hightpu-4t"),
+        ("v5p", "2x2x1", 4, 4, 1, "ct5p-hightpu-4t"),
+        ("v5p", "4x4x4", 64, 4, 16, "ct5p-hightpu-4t"),
+    ],
+)
+def test_tpu_shapes(version, topology, chips, per_host, hosts, machine):
+    c = Compute.tpu(version=version, topology=topology)
+    assert (c.chips, c.chips_per_host, c.hosts) == (chips, per_host, hosts)
+    assert c.accelerator.shape.machine_type == machine
+    assert c.accelerator.shape.multi_host is (hosts > 1)
+    assert c.chips == c.chips_per_host * c.hosts
+
+
+def test_non_tpu_compute_has_no_chips():
+    assert Compute.gpu().chips is None and Compute.cpu().chips_per_host is None
+
+
+def test_npu():
+    c = Compute.npu(device="Ascend-910", count=2)
+    assert isinstance(c.accelerator, Npu) and c.accelerator.device == "ascend-910" and c.pool == "inference"
+
+
+def test_immutable_and_replace_validates():
+    c = Compute.gpu(model="l4")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.spot = True  # type: ignore[misc]
+    spot = c.replace(spot=True, memory="32Gi")
+    assert spot.spot and spot.memory_request.text == "32Gi" and not c.spot
+    assert spot.memory_limit.text == "32Gi"  # a defaulted limit follows its request
+    assert c.replace(memory_limit="32Gi").replace(memory="20Gi").memory_limit.text == "32Gi"
+    with pytest.raises(ComputeError, match=r"memory='32GB'"):
+        c.replace(memory="32GB")
+    with pytest.raises(ComputeError, match=r"accelerator=.*Gpu for a gpu Compute"):
+        c.replace(accelerator=Tpu(version="v5e", topology="2x2"))
+
+
+def test_from_dict_round_trip_and_errors():
+    c = Compute.from_dict({"kind": "gpu", "count": 2, "model": "l4", "spot": True, "security": {"run_as_user": 2000, "run_as_group": 2000}})
+    assert c == Compute.gpu(count=2, model="l4", spot=True, security=Security(run_as_user=2000, run_as_group=2000))
+    with pytest.raises(ComputeError, match=r"steps\.train: kind='gpus' .*Did you mean 'gpu'\?"):
+        Compute.from_dict({"kind": "gpus"}, where="steps.train")
+    with pytest.raises(ComputeError, match=r"steps\.train: Compute\.gpu: option='topology' is not valid"):
+        Compute.from_dict({"kind": "gpu", "topology": "2x2"}, where="steps.train")
+
+
+def test_hardware_description():
+    assert Compute.gpu(count=2, model="l4").hardware == "2x nvidia l4"
+    assert Compute.gpu().hardware == "1x nvidia gpu (any model)"
+    assert Compute.tpu(version="v5p", topology="2x2x2").hardware == "tpu v5p 2x2x2 (8 chips, 2 hosts)"
+    assert Compute.cpu(cpu="500m", memory="1Gi").hardware == "cpu 500m / 1Gi"
+
+
+def test_security_defaults_are_restricted_and_overridable():
+    assert Security().restricted
+    relaxed = Security(run_as_non_root=False, run_as_user=0, allow_privilege_escalation=True)
+    assert not relaxed.restricted
+    assert Compute.cpu(security=relaxed).security is relaxed

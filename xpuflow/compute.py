@@ -1,0 +1,345 @@
+"""``Compute``: what one pipeline step needs, declared once, validated when built.
+
+    Compute.cpu(cpu="2", memory="4Gi")
+    Compute.gpu(count=1, model="l4")
+    Compute.tpu(version="v5e", topology="2x4")
+    Compute.npu(device="intel-npu")
+
+A ``Compute`` knows nothing about clusters; ``Cluster.place(compute)`` resolves
+it against a cluster profile into a ``Placement``. Everything here is immutable;
+change a declaration with ``compute.replace(...)``, which validates again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .accelerators import Accelerator, Gpu, Npu, Tpu
+from .errors import ComputeError, invalid
+from .quantity import Quantity, parse_cpu, parse_memory
+
+__all__ = ["Compute", "Security", "KINDS", "PURPOSES"]
+
+Kind = Literal["cpu", "gpu", "tpu", "npu"]
+KINDS: tuple[str, ...] = ("cpu", "gpu", "tpu", "npu")
+PURPOSES: tuple[str, ...] = ("general", "training", "inference")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_MAX_RETRIES = 20
+
+
+def _check_int(where: str, name: str, value: object, *, low: int, high: int | None = None, allowed: str, fix: str = "") -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        raise ComputeError(invalid(name, value, allowed, fix=fix, where=where))
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Security:
+    """Pod and container security settings; the default meets Pod Security "restricted".
+
+    Override explicitly, e.g. ``Security(read_only_root_filesystem=True)`` or
+    ``Security(run_as_user=1000, run_as_group=1000)``.
+    """
+
+    run_as_user: int = 10001
+    run_as_group: int = 10001
+    run_as_non_root: bool = True
+    allow_privilege_escalation: bool = False
+    drop_capabilities: tuple[str, ...] = ("ALL",)
+    seccomp_profile: Literal["RuntimeDefault", "Localhost", "Unconfined"] = "RuntimeDefault"
+    read_only_root_filesystem: bool = False
+
+    def __post_init__(self) -> None:
+        where = "Security"
+        _check_int(where, "run_as_user", self.run_as_user, low=0, allowed="a UID >= 0")
+        _check_int(where, "run_as_group", self.run_as_group, low=0, allowed="a GID >= 0")
+        for name in ("run_as_non_root", "allow_privilege_escalation", "read_only_root_filesystem"):
+            if not isinstance(getattr(self, name), bool):
+                raise ComputeError(invalid(name, getattr(self, name), "True or False", where=where))
+        if self.run_as_non_root and self.run_as_user == 0:
+            raise ComputeError(
+                invalid(
+                    "run_as_user", 0, "a non-zero UID while run_as_non_root=True", where=where,
+                    fix="pick a UID such as 10001, or set run_as_non_root=False explicitly",
+                )
+            )
+        if self.seccomp_profile not in ("RuntimeDefault", "Localhost", "Unconfined"):
+            raise ComputeError(
+                invalid("seccomp_profile", self.seccomp_profile, "one of RuntimeDefault, Localhost, Unconfined",
+                        where=where, choices=("RuntimeDefault", "Localhost", "Unconfined"))
+            )
+        object.__setattr__(self, "drop_capabilities", tuple(self.drop_capabilities))
+
+    @property
+    def restricted(self) -> bool:
+        """Whether these settings meet Pod Security Standards "restricted"."""
+        return (
+            self.run_as_non_root
+            and self.run_as_user != 0
+            and not self.allow_privilege_escalation
+            and "ALL" in self.drop_capabilities
+            and self.seccomp_profile in ("RuntimeDefault", "Localhost")
+        )
+
+    def pod_context(self) -> dict[str, Any]:
+        return {
+            "runAsNonRoot": self.run_as_non_root,
+            "runAsUser": self.run_as_user,
+            "runAsGroup": self.run_as_group,
+            "seccompProfile": {"type": self.seccomp_profile},
+        }
+
+    def container_context(self) -> dict[str, Any]:
+        return {
+            "allowPrivilegeEscalation": self.allow_privilege_escalation,
+            "capabilities": {"drop": list(self.drop_capabilities)},
+            "readOnlyRootFilesystem": self.read_only_root_filesystem,
+            "runAsNonRoot": self.run_as_non_root,
+            "seccompProfile": {"type": self.seccomp_profile},
+        }
+
+
+_DEFAULT = object()  # sentinel: "use the kind's default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compute:
+    """What a step needs. Build with ``Compute.cpu/gpu/tpu/npu``."""
+
+    kind: Kind
+    cpu_request: Quantity
+    memory_request: Quantity
+    cpu_limit: Quantity | None = None
+    memory_limit: Quantity | None = None
+    ephemeral_storage: Quantity | None = None
+    shm: Quantity | None = None
+    accelerator: Accelerator | None = None
+    spot: bool = False
+    pool: str = "general"
+    timeout: int | None = None
+    retries: int = 0
+    priority_class: str | None = None
+    grace_period: int | None = None
+    security: Security = field(default_factory=Security)
+
+    # ------------------------------------------------------------------ build
+    def __post_init__(self) -> None:
+        where = f"Compute.{self.kind}" if self.kind in KINDS else "Compute"
+        if self.kind not in KINDS:
+            raise ComputeError(invalid("kind", self.kind, f"one of {', '.join(KINDS)}", choices=KINDS, where="Compute"))
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        cpu = self.cpu_request if isinstance(self.cpu_request, Quantity) else parse_cpu("cpu", self.cpu_request, where=where)
+        mem = (
+            self.memory_request
+            if isinstance(self.memory_request, Quantity)
+            else parse_memory("memory", self.memory_request, where=where)
+        )
+        set_("cpu_request", cpu)
+        set_("memory_request", mem)
+        cpu_limit = cpu if self.cpu_limit is None else _as_q(parse_cpu, "cpu_limit", self.cpu_limit, where)
+        mem_limit = mem if self.memory_limit is None else _as_q(parse_memory, "memory_limit", self.memory_limit, where)
+        for name, limit, request, req_name in (
+            ("cpu_limit", cpu_limit, cpu, "cpu"),
+            ("memory_limit", mem_limit, mem, "memory"),
+        ):
+            if limit < request:
+                raise ComputeError(
+                    invalid(name, limit.text, f"a limit at or above the request ({req_name}={request.text!r})",
+                            where=where, fix=f"raise {name} or lower {req_name}")
+                )
+        set_("cpu_limit", cpu_limit)
+        set_("memory_limit", mem_limit)
+        if self.ephemeral_storage is not None:
+            set_("ephemeral_storage", _as_q(parse_memory, "ephemeral_storage", self.ephemeral_storage, where))
+        if self.shm is not None:
+            shm = _as_q(parse_memory, "shm", self.shm, where)
+            if not shm < mem_limit:
+                raise ComputeError(
+                    invalid("shm", shm.text, f"less than the memory limit ({mem_limit.text}), since a memory-backed "
+                            "/dev/shm counts against it", where=where, fix="lower shm or raise memory")
+                )
+            set_("shm", shm)
+        self._check_accelerator(where)
+        if not isinstance(self.spot, bool):
+            raise ComputeError(invalid("spot", self.spot, "True or False", where=where))
+        if self.pool not in PURPOSES:
+            raise ComputeError(
+                invalid("pool", self.pool, f"one of {', '.join(PURPOSES)}", where=where, choices=PURPOSES,
+                        fix="training and inference work use separate node pools; pick the purpose of this step")
+            )
+        if self.timeout is not None:
+            _check_int(where, "timeout", self.timeout, low=1, allowed="whole seconds >= 1, or None for no limit")
+        _check_int(where, "retries", self.retries, low=0, high=_MAX_RETRIES, allowed=f"a whole number from 0 to {_MAX_RETRIES}")
+        if self.priority_class is not None and not (
+            isinstance(self.priority_class, str) and len(self.priority_class) <= 253 and _DNS_SUBDOMAIN.match(self.priority_class)
+        ):
+            raise ComputeError(
+                invalid("priority_class", self.priority_class, "the name of a PriorityClass (lowercase DNS subdomain)",
+                        where=where, fix="use the name shown by `kubectl get priorityclass`")
+            )
+        if self.grace_period is not None:
+            _check_int(where, "grace_period", self.grace_period, low=0, high=3600,
+                       allowed="whole seconds from 0 to 3600 (the pod's terminationGracePeriodSeconds)")
+        if not isinstance(self.security, Security):
+            raise ComputeError(invalid("security", self.security, "a xpuflow.Security", where=where,
+                                       fix="pass security=Security(...)"))
+
+    def _check_accelerator(self, where: str) -> None:
+        expected = {"cpu": type(None), "gpu": Gpu, "tpu": Tpu, "npu": Npu}[self.kind]
+        if not isinstance(self.accelerator, expected):
+            raise ComputeError(
+                invalid("accelerator", self.accelerator, f"{expected.__name__} for a {self.kind} Compute", where=where,
+                        fix=f"build it with Compute.{self.kind}(...)")
+            )
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def cpu(cls, *, cpu: str | int | float = "1", memory: str | int = "2Gi", pool: str = "general", **options: Any) -> Compute:
+        """CPU-only work: data preparation, orchestration, export and compilation."""
+        return cls(kind="cpu", cpu_request=cpu, memory_request=memory, pool=pool, **_options("cpu", options))
+
+    @classmethod
+    def gpu(
+        cls,
+        count: int = 1,
+        model: str | None = None,
+        *,
+        vendor: str = "nvidia",
+        mig: str | None = None,
+        cpu: str | int | float = "4",
+        memory: str | int = "16Gi",
+        shm: Any = _DEFAULT,
+        pool: str = "training",
+        **options: Any,
+    ) -> Compute:
+        """Whole GPUs (``count``) of a ``model``, or ``count`` MIG slices of profile ``mig``.
+
+        Training pods get a memory-backed ``/dev/shm`` (data loader workers need it)
+        unless ``shm=None``; its default is a quarter of the memory limit, at most 8Gi.
+        """
+        accelerator = Gpu(vendor=vendor, model=model, count=count, mig=mig)
+        return cls._with_shm("gpu", accelerator, cpu, memory, shm, pool, options)
+
+    @classmethod
+    def tpu(
+        cls,
+        version: str,
+        topology: str,
+        *,
+        cpu: str | int | float = "8",
+        memory: str | int = "32Gi",
+        shm: Any = _DEFAULT,
+        pool: str = "training",
+        **options: Any,
+    ) -> Compute:
+        """A Cloud TPU slice; ``google.com/tpu`` is set to the chips of one host."""
+        accelerator = Tpu(version=version, topology=topology)
+        return cls._with_shm("tpu", accelerator, cpu, memory, shm, pool, options)
+
+    @classmethod
+    def npu(
+        cls,
+        device: str,
+        count: int = 1,
+        *,
+        cpu: str | int | float = "1",
+        memory: str | int = "4Gi",
+        pool: str = "inference",
+        **options: Any,
+    ) -> Compute:
+        """An NPU or inference accelerator device class from the catalog (``intel-npu``, ...)."""
+        accelerator = Npu(device=device, count=count)
+        return cls(kind="npu", cpu_request=cpu, memory_request=memory, accelerator=accelerator, pool=pool,
+                   **_options("npu", options))
+
+    @classmethod
+    def _with_shm(cls, kind: Kind, accelerator: Accelerator, cpu: Any, memory: Any, shm: Any, pool: str,
+                  options: dict[str, Any]) -> Compute:
+        opts = _options(kind, options)
+        if shm is _DEFAULT:
+            shm = None
+            if pool == "training":
+                limit = opts.get("memory_limit", memory)
+                shm = _default_shm(parse_memory("memory_limit" if "memory_limit" in opts else "memory", limit,
+                                                where=f"Compute.{kind}"))
+        return cls(kind=kind, cpu_request=cpu, memory_request=memory, accelerator=accelerator, shm=shm, pool=pool, **opts)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "compute") -> Compute:
+        """Build from plain data, e.g. ``{"kind": "gpu", "count": 2, "model": "l4"}`` (YAML, CLI)."""
+        if not isinstance(data, dict):
+            raise ComputeError(invalid("compute", data, "a mapping with a 'kind' key", where=where))
+        data = dict(data)
+        kind = data.pop("kind", None)
+        if kind not in KINDS:
+            raise ComputeError(invalid("kind", kind, f"one of {', '.join(KINDS)}", where=where, choices=KINDS))
+        if "security" in data and isinstance(data["security"], dict):
+            data["security"] = Security(**data["security"])
+        try:
+            return getattr(cls, kind)(**data)
+        except ComputeError as e:
+            raise ComputeError(f"{where}: {e}") from e
+        except TypeError as e:
+            raise ComputeError(f"{where}: {e}. Fix: see `help(xpuflow.Compute.{kind})` for the accepted keys.") from e
+
+    def replace(self, **changes: Any) -> Compute:
+        """A copy with ``changes`` applied and validated (``cpu``/``memory`` name the requests)."""
+        for short, full in (("cpu", "cpu_request"), ("memory", "memory_request")):
+            if short in changes:
+                changes[full] = changes.pop(short)
+        for request, limit in (("cpu_request", "cpu_limit"), ("memory_request", "memory_limit")):
+            # a limit that equals its request follows it, as it did when it was defaulted
+            if request in changes and limit not in changes and getattr(self, limit) == getattr(self, request):
+                changes[limit] = None
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def chips(self) -> int | None:
+        """TPU chips in the whole slice (None unless a TPU Compute)."""
+        return self.accelerator.chips if isinstance(self.accelerator, Tpu) else None
+
+    @property
+    def chips_per_host(self) -> int | None:
+        return self.accelerator.chips_per_host if isinstance(self.accelerator, Tpu) else None
+
+    @property
+    def hosts(self) -> int:
+        """Pods (one per VM) that this step spans: >1 only for multi-host TPU slices."""
+        return self.accelerator.hosts if isinstance(self.accelerator, Tpu) else 1
+
+    @property
+    def hardware(self) -> str:
+        """A short human description: ``cpu 2 / 4Gi``, ``1x nvidia l4``, ``tpu v5e 2x4``."""
+        if self.accelerator is None:
+            return f"cpu {self.cpu_request} / {self.memory_request}"
+        return self.accelerator.describe()
+
+
+def _as_q(parser: Any, name: str, value: Any, where: str) -> Quantity:
+    return value if isinstance(value, Quantity) else parser(name, value, where=where)
+
+
+_COMMON = {
+    "cpu_limit", "memory_limit", "ephemeral_storage", "shm", "spot", "timeout", "retries",
+    "priority_class", "grace_period", "security",
+}
+
+
+def _options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - _COMMON)
+    if unknown:
+        raise ComputeError(
+            invalid("option", unknown[0], f"one of {', '.join(sorted(_COMMON))}", where=f"Compute.{kind}",
+                    choices=_COMMON, fix="remove it or correct its spelling")
+        )
+    return options
+
+
+def _default_shm(memory_limit: Quantity) -> str:
+    mib = min(int(memory_limit.value) // 4, 8 * 2**30) // 2**20
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"

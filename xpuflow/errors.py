@@ -1,0 +1,79 @@
+"""Errors raised by xpuflow.
+
+Every user-facing error is an :class:`XpuflowError`. Bad values are also
+``ValueError`` so that ``except ValueError`` keeps working for callers that
+do not know about xpuflow. Messages follow one shape, built by :func:`invalid`:
+
+    <where>: <field>=<value!r> is not valid: <what is allowed>. Did you mean 'x'? Fix: <how>.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "XpuflowError",
+    "ComputeError",
+    "ClusterFileError",
+    "PlacementError",
+    "RenderError",
+    "invalid",
+    "did_you_mean",
+]
+
+
+class XpuflowError(Exception):
+    """Base class of every error xpuflow raises on purpose."""
+
+
+class ComputeError(XpuflowError, ValueError):
+    """A ``Compute`` declaration holds a value that is not allowed."""
+
+
+class ClusterFileError(XpuflowError, ValueError):
+    """A cluster profile (YAML) is malformed; the message points at the YAML path."""
+
+
+class PlacementError(XpuflowError):
+    """The cluster has no node pool that can run the requested compute."""
+
+
+class RenderError(XpuflowError):
+    """A backend cannot express a setting of the placement; refused before rendering."""
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """Return " Did you mean 'x'?" for a near miss among ``choices``, else ""."""
+    if not isinstance(value, str):
+        return ""
+    pool = list(choices)
+    lowered = {c.lower(): c for c in pool}
+    key = value.lower()
+    # A name that others extend is ambiguous (a100 -> a100-40gb / a100-80gb; v5 -> v5e / v5p):
+    # offer every extension rather than a shorter, different device (a100 is not a10).
+    extensions = [c for low, c in lowered.items() if low.startswith(key) and low != key]
+    if extensions:
+        return " Did you mean " + " or ".join(repr(c) for c in extensions[:4]) + "?"
+    matches = difflib.get_close_matches(key, list(lowered), n=1, cutoff=0.6)
+    if not matches:
+        return ""
+    return f" Did you mean {lowered[matches[0]]!r}?"
+
+
+def invalid(
+    field: str,
+    value: object,
+    allowed: str,
+    *,
+    fix: str = "",
+    where: str = "",
+    choices: Iterable[str] = (),
+) -> str:
+    """Format the one message shape every xpuflow validation error uses."""
+    head = f"{where}: " if where else ""
+    hint = did_you_mean(value, choices)
+    tail = f" Fix: {fix}" if fix else ""
+    if tail and not tail.endswith("."):
+        tail += "."
+    return f"{head}{field}={value!r} is not valid: {allowed}.{hint}{tail}"

@@ -1,0 +1,112 @@
+"""``xpuflow plan``: where each step would run on a cluster, and roughly what it costs.
+
+Pure functions: steps in, rows and text out. The CLI prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .cluster import Cluster
+from .compute import Compute
+from .errors import ClusterFileError, ComputeError, PlacementError
+from .placement import Placement
+
+__all__ = ["PlanRow", "plan", "format_table", "load_steps_file"]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    step: str
+    compute: Compute
+    placement: Placement | None
+    problem: str | None = None
+
+
+def plan(cluster: Cluster, steps: Mapping[str, Compute]) -> list[PlanRow]:
+    """Place every step; a step the cluster cannot run gets its reason instead of a placement."""
+    rows = []
+    for name, compute in steps.items():
+        try:
+            rows.append(PlanRow(name, compute, cluster.place(compute)))
+        except PlacementError as e:
+            rows.append(PlanRow(name, compute, None, str(e)))
+    return rows
+
+
+def load_steps_file(path: str | os.PathLike[str]) -> dict[str, Compute]:
+    """Read ``steps: {name: {kind: gpu, count: 1, ...}}`` from a YAML or JSON file."""
+    from .catalog import read_yaml_text
+
+    where = os.fspath(path)
+    try:
+        data = read_yaml_text(open(path, encoding="utf-8").read())
+    except OSError as e:
+        raise ClusterFileError(f"steps file {where!r}: cannot read it: {e.strerror}. Fix: check the path.") from e
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict) or not data["steps"]:
+        raise ComputeError(f"{where}: expected a mapping 'steps:' of step name -> compute, e.g. "
+                           "steps: {train: {kind: gpu, count: 1, model: l4}}")
+    return {name: Compute.from_dict(spec, where=f"{where}: steps.{name}") for name, spec in data["steps"].items()}
+
+
+def _price(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
+
+
+def _cells(row: PlanRow) -> list[list[str]]:
+    p = row.placement
+    if p is None:
+        return [[row.step], [row.compute.hardware], ["-"], ["not offered (see below)"], ["-"], ["-"], ["-"]]
+    selector = [f"{k}={v}" for k, v in p.node_selector.items()] or ["(any node)"]
+    if p.affinity:
+        for term in p.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
+            selector += [f"{e['key']} {e['operator']} {','.join(e['values'])}" for e in term["matchExpressions"]]
+    tolerations = [
+        f"{t['key']}{'=' + t['value'] if t.get('value') else ''}:{t['effect']}" for t in p.tolerations
+    ] or ["-"]
+    hardware = [p.hardware + (" (spot)" if p.spot else "")]
+    if p.accelerator:
+        hardware.append(f"{p.accelerator[0]}: {p.accelerator[1]}" + (f" x {p.hosts} hosts" if p.hosts > 1 else ""))
+    return [[row.step], hardware, [p.pool], selector, tolerations, [p.instance_type or "-"], [_price(p.price_per_hour)]]
+
+
+HEADERS = ["step", "hardware", "node pool", "node selector / affinity", "tolerations", "instance type", "node $/h"]
+
+
+def format_table(cluster: Cluster, rows: list[PlanRow]) -> str:
+    """A plain-text table (cells may span lines) plus total and the reasons for unplaced steps."""
+    table = [[[h] for h in HEADERS]] + [_cells(r) for r in rows]
+    widths = [max(len(line) for r in table for line in r[i]) for i in range(len(HEADERS))]
+    out = [f"cluster {cluster.name} ({cluster.source})" + (f", region {cluster.region}" if cluster.region else "")]
+    rule = "-+-".join("-" * w for w in widths)
+    for n, cells in enumerate(table):
+        height = max(len(c) for c in cells)
+        for i in range(height):
+            out.append(" | ".join((c[i] if i < len(c) else "").ljust(w) for c, w in zip(cells, widths)).rstrip())
+        out.append(rule if n == 0 else "")
+    placed = [r.placement for r in rows if r.placement]
+    priced = [p.price_per_hour for p in placed if p.price_per_hour is not None]
+    total = f"{sum(priced):,.2f}" if priced else "n/a"
+    unpriced = len(placed) - len(priced)
+    out.append(f"approximate node $/hour if every placed step ran at once: {total}"
+               + (f" (+{unpriced} step(s) without a price in the profile)" if unpriced else ""))
+    for r in rows:
+        if r.problem:
+            out.append(f"! {r.step}: {r.problem}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def to_json(rows: list[PlanRow]) -> str:
+    data: list[dict[str, Any]] = []
+    for r in rows:
+        item: dict[str, Any] = {"step": r.step, "hardware": r.compute.hardware}
+        if r.placement:
+            item["placement"] = r.placement.to_dict()
+        else:
+            item["problem"] = r.problem
+        data.append(item)
+    return json.dumps(data, indent=2)

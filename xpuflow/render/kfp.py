@@ -1,0 +1,84 @@
+"""Apply a ``Placement`` to a kfp v2 ``PipelineTask`` (core setters + kfp-kubernetes).
+
+    from xpuflow.render import kfp as render_kfp
+    task = train_op(...)
+    render_kfp.apply(task, cluster.place(Compute.gpu(model="l4", spot=True)))
+
+Requests, limits and the accelerator land in the compiled IR's
+``deploymentSpec``; node selector, tolerations, affinity, shared memory,
+timeout and security identity in the ``kubernetes`` platform spec. What KFP
+cannot express (priority class, grace period, ephemeral storage, a read-only
+root filesystem, multi-host slices) is refused before anything is set.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..placement import Placement
+from . import refuse_unsupported
+
+if TYPE_CHECKING:  # kfp is an optional extra; imported inside apply()
+    from kfp.dsl import PipelineTask
+
+__all__ = ["apply", "CANNOT"]
+
+CANNOT = (
+    "multi_host",
+    "priority_class",
+    "grace_period",
+    "ephemeral_storage",
+    "read_only_root_filesystem",
+    "container_security_beyond_identity",
+)
+
+
+def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> PipelineTask:
+    """Set ``placement`` on ``task`` and return it (fluent, like kfp's own setters)."""
+    refuse_unsupported(placement, "KFP", CANNOT, step=step or getattr(task, "name", ""))
+    from kfp import kubernetes
+
+    req, lim = placement.requests, placement.limits
+    task.set_cpu_request(req["cpu"]).set_cpu_limit(lim["cpu"])
+    task.set_memory_request(req["memory"]).set_memory_limit(lim["memory"])
+    if placement.accelerator is not None:
+        resource, count = placement.accelerator
+        task.set_accelerator_type(resource).set_accelerator_limit(count)
+    for key, value in placement.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for tol in placement.tolerations:
+        kubernetes.add_toleration(
+            task, key=tol["key"], operator=tol["operator"], value=tol.get("value"), effect=tol["effect"]
+        )
+    for term in _required_terms(placement.affinity):
+        kubernetes.add_node_affinity(task, match_expressions=[dict(e) for e in term["matchExpressions"]])
+    for name, value in placement.env.items():
+        task.set_env_variable(name, value)
+    for key, value in placement.labels.items():
+        kubernetes.add_pod_label(task, key, value)
+    volumes = {v["name"]: v for v in placement.volumes}
+    for mount in placement.volume_mounts:
+        empty_dir = volumes[mount["name"]]["emptyDir"]
+        kubernetes.empty_dir_mount(
+            task,
+            volume_name=mount["name"],
+            mount_path=mount["mountPath"],
+            medium=empty_dir.get("medium"),
+            size_limit=empty_dir.get("sizeLimit"),
+        )
+    ctx = placement.pod_security_context
+    kubernetes.set_security_context(
+        task, run_as_user=ctx["runAsUser"], run_as_group=ctx["runAsGroup"], run_as_non_root=ctx["runAsNonRoot"]
+    )
+    if placement.timeout is not None:
+        kubernetes.set_timeout(task, placement.timeout)
+    if placement.retries:
+        task.set_retry(placement.retries)
+    return task
+
+
+def _required_terms(affinity: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not affinity:
+        return []
+    required = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    return list(required["nodeSelectorTerms"])

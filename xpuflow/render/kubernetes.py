@@ -1,0 +1,119 @@
+"""Kubernetes manifests (plain dicts) from a ``Placement``: Pod and batch/v1 Job.
+
+    from xpuflow.render import kubernetes
+    manifest = kubernetes.job(placement, name="train", image="ghcr.io/me/train@sha256:...",
+                              command=["xpuflow", "step", "train"])
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import RenderError
+from ..placement import Placement
+from . import refuse_unsupported
+
+__all__ = ["container", "pod_spec", "pod", "job"]
+
+CONTAINER = "main"
+
+
+def _env(placement: Placement, extra: Mapping[str, str] | None) -> list[dict[str, str]]:
+    env = dict(placement.env)
+    for key, value in (extra or {}).items():
+        if key in env and env[key] != value:
+            raise RenderError(
+                f"env[{key!r}]={value!r} conflicts with the placement's {env[key]!r}. "
+                "Fix: drop it; the placement sets it for the chosen hardware."
+            )
+        env[key] = value
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def container(
+    placement: Placement,
+    *,
+    image: str,
+    command: Sequence[str] | None = None,
+    args: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    image_pull_policy: str = "IfNotPresent",
+) -> dict[str, Any]:
+    """The step's container: resources, env, mounts and security context from the placement."""
+    out: dict[str, Any] = {"name": CONTAINER, "image": image, "imagePullPolicy": image_pull_policy}
+    if command:
+        out["command"] = list(command)
+    if args:
+        out["args"] = list(args)
+    out["env"] = _env(placement, env)
+    out["resources"] = placement.resources()
+    out["securityContext"] = copy.deepcopy(placement.container_security_context)
+    if placement.volume_mounts:
+        out["volumeMounts"] = copy.deepcopy(list(placement.volume_mounts))
+    return out
+
+
+def pod_spec(placement: Placement, *, restart_policy: str = "Never", **container_args: Any) -> dict[str, Any]:
+    """A PodSpec for one host of the placement (``container_args`` go to :func:`container`)."""
+    spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "automountServiceAccountToken": False,
+        "securityContext": copy.deepcopy(placement.pod_security_context),
+        **placement.scheduling(),
+        "containers": [container(placement, **container_args)],
+    }
+    if placement.volumes:
+        spec["volumes"] = copy.deepcopy(list(placement.volumes))
+    if placement.priority_class:
+        spec["priorityClassName"] = placement.priority_class
+    if placement.grace_period is not None:
+        spec["terminationGracePeriodSeconds"] = placement.grace_period
+    return spec
+
+
+def _metadata(placement: Placement, name: str, namespace: str | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {**placement.labels, **(labels or {})}}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def pod(
+    placement: Placement,
+    *,
+    name: str,
+    namespace: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    **container_args: Any,
+) -> dict[str, Any]:
+    """A v1 Pod that runs the step once (single host; no retries: use :func:`job` for those)."""
+    refuse_unsupported(placement, "a Kubernetes Pod", ("multi_host", "retries"), step=name)
+    spec = pod_spec(placement, **container_args)
+    if placement.timeout is not None:
+        spec["activeDeadlineSeconds"] = placement.timeout
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(placement, name, namespace, labels), "spec": spec}
+
+
+def job(
+    placement: Placement,
+    *,
+    name: str,
+    namespace: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    ttl_seconds_after_finished: int | None = 86400,
+    **container_args: Any,
+) -> dict[str, Any]:
+    """A batch/v1 Job: ``retries`` -> backoffLimit, ``timeout`` -> activeDeadlineSeconds."""
+    refuse_unsupported(placement, "a Kubernetes Job", ("multi_host",), step=name)
+    meta = _metadata(placement, name, namespace, labels)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": placement.retries,
+        "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod_spec(placement, **container_args)},
+    }
+    if placement.timeout is not None:
+        job_spec["activeDeadlineSeconds"] = placement.timeout
+    if ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
