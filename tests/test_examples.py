@@ -1,0 +1,29 @@
+"""The examples run as a user would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from xpuflow import Cluster, Compute
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compute_per_hardware_example_runs_on_every_cluster():
+    for cluster in ("gke", "eks", "aks", "generic", str(ROOT / "examples" / "my-cluster.yaml")):
+        proc = subprocess.run([sys.executable, str(ROOT / "examples" / "compute_per_hardware.py"), cluster],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "== train (GPU, spot)" in proc.stdout
+
+
+def test_custom_cluster_example_places_by_purpose():
+    lab = Cluster.load(ROOT / "examples" / "my-cluster.yaml")
+    assert lab.place(Compute.gpu(model="l4", pool="inference")).pool == "l4-inference"
+    train = lab.place(Compute.gpu(count=8, model="a100-80gb"))
+    assert train.pool == "a100-training" and train.tolerations == ()
+    cpu = lab.place(Compute.cpu())
+    expr = cpu.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert expr["matchExpressions"][0]["values"] == ["a100-training"]  # the untainted GPU pool
