@@ -3,6 +3,7 @@
     xpuflow plan --cluster gke                 # where the example steps would run, and $/hour
     xpuflow plan --cluster my.yaml --steps steps.yaml -o json
     xpuflow catalog                            # clusters, GPUs, TPU topologies, NPU devices
+    xpuflow step train --data out/data --output out/model   # one step, as a pod runs it
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when a step cannot be placed on the cluster")
     c = sub.add_parser("catalog", help="list clusters, GPU models, TPU topologies and NPU devices")
     c.add_argument("--cluster", help="show one cluster's node pools")
+    s = sub.add_parser("step", help="run one step in this process (what a pod runs): xpuflow step NAME --help",
+                       add_help=False)
+    s.add_argument("name", nargs="?", help="preprocess | train")
+    s.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -86,6 +91,23 @@ def _catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step(args: argparse.Namespace) -> int:
+    import logging
+
+    from .steps import STEPS, build_parser, run
+
+    if not args.name or args.name in ("-h", "--help"):
+        print("usage: xpuflow step NAME [--option VALUE ...]\nsteps: " + ", ".join(STEPS))
+        print("each step's options: xpuflow step NAME --help")
+        return 0 if args.name else 2
+    if any(o in ("-h", "--help") for o in args.options):
+        build_parser(args.name).print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(args.name, args.options)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -93,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"plan": _plan, "catalog": _catalog}[args.command](args)
+        return {"plan": _plan, "catalog": _catalog, "step": _step}[args.command](args)
     except XpuflowError as e:
         print(f"xpuflow {args.command}: error: {e}", file=sys.stderr)
         return 2

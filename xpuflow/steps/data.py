@@ -1,0 +1,186 @@
+"""Input data: the embedded default data set, and streaming readers for CSV/Parquet.
+
+The default data set is scikit-learn's bundled *digits* (1,797 labelled 8x8
+images, 64 features, 10 classes); it ships inside the scikit-learn package, so
+nothing is downloaded. User data is CSV or Parquet at a local path or an fsspec
+URL (file://, s3://, gs://), read in record batches so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .io import StepError, open_binary
+
+__all__ = ["BUILTIN", "Source", "open_source"]
+
+BUILTIN = "builtin:digits"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A readable table: column names, label column, and a function yielding record batches."""
+
+    name: str
+    columns: tuple[str, ...]
+    label: str
+    features: tuple[str, ...]
+    batches: Any  # () -> Iterator[pyarrow.RecordBatch]
+
+
+def open_source(uri: str, *, label: str, batch_rows: int = 65536) -> Source:
+    """Open ``uri`` (builtin:digits, .csv, .parquet) and check its header."""
+    if uri == BUILTIN:
+        return _digits(label, batch_rows)
+    lower = uri.lower().split("?")[0]
+    if lower.endswith((".parquet", ".pq")):
+        return _parquet(uri, label, batch_rows)
+    if lower.endswith((".csv", ".csv.gz", ".txt")):
+        return _csv(uri, label, batch_rows)
+    raise StepError(f"input={uri!r} is not valid: expected {BUILTIN}, a .csv or a .parquet file (local path or "
+                    "fsspec URL). Fix: rename the file or convert it.")
+
+
+def _check_header(uri: str, columns: list[str], label: str) -> tuple[str, ...]:
+    if not columns:
+        raise StepError(f"{uri}: empty input: no header row. Fix: the first row must name the columns.")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        if name in seen:
+            raise StepError(f"{uri}: duplicate column {name!r} (columns #{seen[name] + 1} and #{i + 1}). "
+                            "Fix: give every column a unique name.")
+        seen[name] = i
+    if label not in seen:
+        from ..errors import did_you_mean
+
+        raise StepError(f"{uri}: label column {label!r} is missing; columns are: {', '.join(columns[:20])}"
+                        f"{' ...' if len(columns) > 20 else ''}.{did_you_mean(label, columns)} "
+                        "Fix: pass --label with the name of the label column.")
+    features = tuple(c for c in columns if c != label)
+    if not features:
+        raise StepError(f"{uri}: no feature columns besides the label {label!r}.")
+    return features
+
+
+def _digits(label: str, batch_rows: int) -> Source:
+    import numpy as np
+    import pyarrow as pa
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    names = [n.replace("pixel_", "px") for n in bunch.feature_names]
+    columns = [*names, label]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, len(bunch.target), batch_rows):
+            stop = start + batch_rows
+            arrays = [pa.array(bunch.data[start:stop, j].astype(np.float64)) for j in range(len(names))]
+            arrays.append(pa.array(bunch.target[start:stop].astype(np.int64)))
+            yield pa.RecordBatch.from_arrays(arrays, names=columns)
+
+    return Source(BUILTIN, tuple(columns), label, tuple(names), batches)
+
+
+def _read_csv_header(uri: str) -> list[str]:
+    with open_binary(uri) as raw:
+        stream = raw
+        if uri.lower().endswith(".gz"):
+            import gzip
+
+            stream = gzip.open(raw)
+        first = stream.readline().decode("utf-8-sig", errors="strict")
+    return next(csv.reader(io.StringIO(first)), [])
+
+
+_ARROW_CSV_ERROR = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to double: invalid value '(.*)'")
+
+
+def _csv(uri: str, label: str, batch_rows: int) -> Source:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    try:
+        columns = _read_csv_header(uri)
+    except UnicodeDecodeError as e:
+        raise StepError(f"{uri}: the header is not UTF-8 text ({e}). Fix: save the file as UTF-8 CSV.") from e
+    features = _check_header(uri, columns, label)
+    types = {name: pa.float64() for name in features}
+    types[label] = pa.string()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with open_binary(uri) as raw:
+            reader = pcsv.open_csv(
+                raw,
+                read_options=pcsv.ReadOptions(block_size=1 << 22),
+                convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+            )
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except pa.ArrowInvalid as e:
+                    match = _ARROW_CSV_ERROR.search(str(e))
+                    if match:
+                        col, row, value = int(match.group(1)), int(match.group(2)), match.group(3)
+                        raise StepError(
+                            f"{uri}: column {columns[col]!r} (#{col + 1}) is not numeric: row {row} holds {value!r}. "
+                            "Fix: features must be numbers (empty cells count as missing); encode or drop that column."
+                        ) from e
+                    raise StepError(f"{uri}: cannot parse the CSV: {e}") from e
+                for start in range(0, batch.num_rows, batch_rows):
+                    yield batch.slice(start, batch_rows)
+
+    return Source(uri, tuple(columns), label, features, batches)
+
+
+def _parquet(uri: str, label: str, batch_rows: int) -> Source:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with open_binary(uri) as raw:
+        try:
+            schema = pq.ParquetFile(raw).schema_arrow
+        except pa.ArrowInvalid as e:
+            raise StepError(f"{uri}: not a Parquet file ({e}). Fix: check the file.") from e
+    columns = list(schema.names)
+    features = _check_header(uri, columns, label)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        offset = 0
+        with open_binary(uri) as raw:
+            for batch in pq.ParquetFile(raw).iter_batches(batch_size=batch_rows):
+                arrays = []
+                for name in columns:
+                    col = batch.column(name)
+                    if name != label and not pa.types.is_floating(col.type):
+                        col = _to_double(uri, name, columns.index(name), col, offset, pc, pa)
+                    if name == label:
+                        col = pc.cast(col, pa.string())
+                    arrays.append(col)
+                offset += batch.num_rows
+                yield pa.RecordBatch.from_arrays(arrays, names=columns)
+
+    return Source(uri, tuple(columns), label, features, batches)
+
+
+def _to_double(uri: str, name: str, index: int, col: Any, offset: int, pc: Any, pa: Any) -> Any:
+    if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type) or pa.types.is_decimal(col.type):
+        return pc.cast(col, pa.float64())
+    for i, value in enumerate(col.to_pylist()):
+        if value is None:
+            continue
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise StepError(
+                f"{uri}: column {name!r} (#{index + 1}) is not numeric: row {offset + i + 1} holds {value!r}. "
+                "Fix: features must be numbers; encode or drop that column."
+            ) from None
+    return pc.cast(col, pa.float64())

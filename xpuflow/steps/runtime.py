@@ -1,0 +1,114 @@
+"""Where a training step runs: device, precision, distributed process group.
+
+The GPU rule: with CUDA visible, train on it. Without it, a local run falls back
+to the CPU with a WARNING; inside a cluster, on a pod placed on a GPU node
+(``KUBERNETES_SERVICE_HOST`` set and the placement's ``XPUFLOW_COMPUTE_KIND=gpu``),
+the step fails at once and names the node, so it never trains silently on the
+CPU of a paid GPU node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from .io import StepError
+
+__all__ = ["Runtime", "setup", "teardown"]
+
+log = logging.getLogger("xpuflow.train")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: Any  # torch.device
+    precision: str  # fp32 | bf16 | fp16
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def autocast_dtype(self) -> Any:
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+
+def _node() -> str:
+    node = os.environ.get("XPUFLOW_NODE_NAME") or os.environ.get("NODE_NAME")
+    pool = os.environ.get("XPUFLOW_NODE_POOL", "?")
+    return f"node {node or '(unknown: set NODE_NAME from spec.nodeName)'}, pod {socket.gethostname()}, node pool {pool}"
+
+
+def pick_device(requested: str, local_rank: int) -> Any:
+    import torch
+
+    if requested not in ("auto", "cuda", "cpu"):
+        raise StepError(f"train: device={requested!r} is not valid: auto, cuda or cpu.")
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if in_cluster and os.environ.get("XPUFLOW_COMPUTE_KIND") == "gpu":
+        raise StepError(
+            f"train: no GPU is visible on {_node()}, yet this step was placed on a GPU node. Refusing to train on "
+            "the CPU of a paid GPU node. Fix: check the NVIDIA device plugin and driver on that node "
+            "(`kubectl describe node`, `nvidia-smi`), or place the step with Compute.cpu()."
+        )
+    if requested == "cuda":
+        raise StepError("train: device='cuda' but no CUDA device is visible. Fix: use device='auto' or 'cpu'.")
+    if requested == "auto":
+        log.warning("train: no GPU visible, training on the CPU (a local run; metrics record device: cpu)")
+    return torch.device("cpu")
+
+
+def pick_precision(requested: str, device: Any) -> str:
+    import torch
+
+    if requested not in PRECISIONS:
+        raise StepError(f"train: precision={requested!r} is not valid: one of {', '.join(PRECISIONS)}.")
+    if requested != "auto":
+        if device.type == "cpu" and requested == "fp16":
+            raise StepError("train: precision='fp16' needs a GPU. Fix: use 'bf16' or 'fp32' on the CPU.")
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def setup(device: str = "auto", precision: str = "auto", deterministic: bool = False, seed: int = 0) -> Runtime:
+    """Initialise torch for this process (and the process group under torchrun)."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(seed)
+    return Runtime(dev, pick_precision(precision, dev), rank, world, local_rank)
+
+
+def teardown(rt: Runtime) -> None:
+    import torch.distributed as dist
+
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
