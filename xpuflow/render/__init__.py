@@ -29,11 +29,13 @@ SETTINGS = {
     "ephemeral_storage": lambda p: p.ephemeral_storage is not None,
     "read_only_root_filesystem": lambda p: p.compute.security.read_only_root_filesystem,
     "container_security_beyond_identity": lambda p: _beyond_identity(p.compute.security),
+    "trainjob_retries": lambda p: p.retries > 0,
 }
 
 _HINTS = {
     "multi_host": "a multi-host TPU slice runs one pod per host as a JobSet, which this backend does not "
-    "render; pick a single-host topology (v5e/v6e: 1x1, 2x2, 2x4; v4/v5p: 2x2x1)",
+    "render; render it with xpuflow.render.jobset.jobset(), or pick a single-host topology "
+    "(v5e/v6e: 1x1, 2x2, 2x4; v4/v5p: 2x2x1)",
     "retries": "a bare Pod cannot retry; render a Job (xpuflow.render.kubernetes.job) or set retries=0",
     "priority_class": "drop priority_class, or set a default PriorityClass for the namespace",
     "grace_period": "drop grace_period here and set terminationGracePeriodSeconds through the backend's pod defaults",
@@ -41,6 +43,8 @@ _HINTS = {
     "read_only_root_filesystem": "use Security(read_only_root_filesystem=False) for this backend",
     "container_security_beyond_identity": "this backend enforces the restricted defaults itself; keep "
     "allow_privilege_escalation=False, drop_capabilities=('ALL',), seccomp_profile='RuntimeDefault'",
+    "trainjob_retries": "a TrainJob has no retry count; restarts belong to the training runtime's JobSet "
+    "failurePolicy.maxRestarts: set retries=0 here and set maxRestarts in the runtime",
 }
 
 

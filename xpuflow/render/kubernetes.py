@@ -8,19 +8,32 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import RenderError
+from ..errors import ComputeError, RenderError, invalid
 from ..placement import Placement
 from . import refuse_unsupported
 
-__all__ = ["container", "pod_spec", "pod", "job"]
+__all__ = ["container", "pod_spec", "pod", "job", "container_env", "object_metadata", "check_pod_hostnames"]
 
 CONTAINER = "main"
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-def _env(placement: Placement, extra: Mapping[str, str] | None) -> list[dict[str, str]]:
+def check_pod_hostnames(kind: str, name: str, replicated_job: str, pods: int) -> None:
+    """JobSet-managed pods are named ``<name>-<replicated job>-0-<index>``; each must be a DNS label (<= 63)."""
+    longest = f"{name}-{replicated_job}-0-{pods - 1}"
+    if not (isinstance(name, str) and _DNS_1035.match(name)) or len(longest) > 63:
+        raise ComputeError(
+            invalid("name", name, "a lowercase DNS label (a-z, 0-9, '-', starting with a letter) short enough "
+                    f"that the pod hostname {longest!r} has at most 63 characters", where=kind,
+                    fix="use a shorter lowercase name")
+        )
+
+
+def container_env(placement: Placement, extra: Mapping[str, str] | None) -> list[dict[str, str]]:
     env = dict(placement.env)
     for key, value in (extra or {}).items():
         if key in env and env[key] != value:
@@ -47,7 +60,7 @@ def container(
         out["command"] = list(command)
     if args:
         out["args"] = list(args)
-    out["env"] = _env(placement, env)
+    out["env"] = container_env(placement, env)
     out["resources"] = placement.resources()
     out["securityContext"] = copy.deepcopy(placement.container_security_context)
     if placement.volume_mounts:
@@ -73,7 +86,7 @@ def pod_spec(placement: Placement, *, restart_policy: str = "Never", **container
     return spec
 
 
-def _metadata(placement: Placement, name: str, namespace: str | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
+def object_metadata(placement: Placement, name: str, namespace: str | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": {**placement.labels, **(labels or {})}}
     if namespace:
         meta["namespace"] = namespace
@@ -93,7 +106,7 @@ def pod(
     spec = pod_spec(placement, **container_args)
     if placement.timeout is not None:
         spec["activeDeadlineSeconds"] = placement.timeout
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(placement, name, namespace, labels), "spec": spec}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": object_metadata(placement, name, namespace, labels), "spec": spec}
 
 
 def job(
@@ -107,7 +120,7 @@ def job(
 ) -> dict[str, Any]:
     """A batch/v1 Job: ``retries`` -> backoffLimit, ``timeout`` -> activeDeadlineSeconds."""
     refuse_unsupported(placement, "a Kubernetes Job", ("multi_host",), step=name)
-    meta = _metadata(placement, name, namespace, labels)
+    meta = object_metadata(placement, name, namespace, labels)
     job_spec: dict[str, Any] = {
         "backoffLimit": placement.retries,
         "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod_spec(placement, **container_args)},
