@@ -57,7 +57,7 @@ def test_gke_spot_l4_training_whole_placement():
         "timeout": 3600,
         "retries": 3,
         "priorityClassName": None,
-        "terminationGracePeriodSeconds": None,
+        "terminationGracePeriodSeconds": 30,
         "price_per_hour": 0.27,
     }
 
@@ -181,3 +181,11 @@ def test_placement_is_deterministic():
     a = place("gke", Compute.gpu(spot=True)).to_dict()
     b = place("gke", Compute.gpu(spot=True)).to_dict()
     assert a == b
+
+
+def test_spot_placements_get_a_grace_period_that_covers_a_checkpoint():
+    # the train step's checkpoint must fit GKE Spot's 15 s window; tests/test_train.py measures it
+    for cluster in ("gke", "eks", "aks"):
+        assert place(cluster, Compute.gpu(spot=True)).grace_period == 30
+        assert place(cluster, Compute.gpu()).grace_period is None
+    assert place("gke", Compute.gpu(spot=True, grace_period=60)).grace_period == 60  # explicit wins

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from .cluster import Cluster, NodePool
     from .compute import Compute
 
-__all__ = ["Placement", "resolve", "SHM_VOLUME"]
+__all__ = ["Placement", "resolve", "SHM_VOLUME", "DEFAULT_GRACE_PERIOD"]
 
 SHM_VOLUME = "dshm"
+DEFAULT_GRACE_PERIOD = 30  # Kubernetes' terminationGracePeriodSeconds when a pod sets none
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from ..compute import Security
 from ..errors import RenderError
-from ..placement import Placement
+from ..placement import DEFAULT_GRACE_PERIOD, Placement
 
 __all__ = ["refuse_unsupported", "SETTINGS"]
 
@@ -25,7 +25,8 @@ SETTINGS = {
     "multi_host": lambda p: p.hosts > 1,
     "retries": lambda p: p.retries > 0,
     "priority_class": lambda p: p.priority_class is not None,
-    "grace_period": lambda p: p.grace_period is not None,
+    # pods get Kubernetes' default of 30 s when nothing is set, so 30 needs no expressing
+    "grace_period": lambda p: p.grace_period not in (None, DEFAULT_GRACE_PERIOD),
     "ephemeral_storage": lambda p: p.ephemeral_storage is not None,
     "read_only_root_filesystem": lambda p: p.compute.security.read_only_root_filesystem,
     "container_security_beyond_identity": lambda p: _beyond_identity(p.compute.security),
