@@ -97,7 +97,7 @@ def _read_csv_header(uri: str) -> list[str]:
     return next(csv.reader(io.StringIO(first)), [])
 
 
-_ARROW_CSV_ERROR = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to double: invalid value '(.*)'")
+_ARROW_CSV_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to double: invalid value '(.*)'")
 
 
 def _csv(uri: str, label: str, batch_rows: int) -> Source:
@@ -112,31 +112,59 @@ def _csv(uri: str, label: str, batch_rows: int) -> Source:
     types = {name: pa.float64() for name in features}
     types[label] = pa.string()
 
+    def refuse(e: Exception) -> StepError:
+        match = _ARROW_CSV_ERROR.search(str(e))
+        if not match:
+            return StepError(f"{uri}: cannot parse the CSV: {e}")
+        col, value = int(match.group(1)), match.group(3)
+        row = _first_non_numeric_row(uri, columns[col])
+        return StepError(
+            f"{uri}: column {columns[col]!r} (#{col + 1}) is not numeric: row {row} holds {value!r}. "
+            "Fix: features must be numbers (empty cells count as missing); encode or drop that column."
+        )
+
     def batches() -> Iterator[pa.RecordBatch]:
         with open_binary(uri) as raw:
-            reader = pcsv.open_csv(
-                raw,
-                read_options=pcsv.ReadOptions(block_size=1 << 22),
-                convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True),
-            )
+            try:
+                reader = pcsv.open_csv(
+                    raw,
+                    read_options=pcsv.ReadOptions(block_size=1 << 22),
+                    convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+                )
+            except pa.ArrowInvalid as e:
+                raise refuse(e) from e
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     return
                 except pa.ArrowInvalid as e:
-                    match = _ARROW_CSV_ERROR.search(str(e))
-                    if match:
-                        col, row, value = int(match.group(1)), int(match.group(2)), match.group(3)
-                        raise StepError(
-                            f"{uri}: column {columns[col]!r} (#{col + 1}) is not numeric: row {row} holds {value!r}. "
-                            "Fix: features must be numbers (empty cells count as missing); encode or drop that column."
-                        ) from e
-                    raise StepError(f"{uri}: cannot parse the CSV: {e}") from e
+                    raise refuse(e) from e
                 for start in range(0, batch.num_rows, batch_rows):
                     yield batch.slice(start, batch_rows)
 
     return Source(uri, tuple(columns), label, features, batches)
+
+
+def _first_non_numeric_row(uri: str, column: str) -> int | str:
+    """The 1-based data row of the first value in ``column`` that is not a number (an error path: reads as text)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    offset = 0
+    with open_binary(uri) as raw:
+        reader = pcsv.open_csv(raw, convert_options=pcsv.ConvertOptions(
+            include_columns=[column], column_types={column: pa.string()}, strings_can_be_null=True))
+        for batch in reader:
+            for i, value in enumerate(batch.column(0).to_pylist()):
+                if value is None:
+                    continue
+                try:
+                    float(value)
+                except ValueError:
+                    return offset + i + 1
+            offset += batch.num_rows
+    return "?"
 
 
 def _parquet(uri: str, label: str, batch_rows: int) -> Source:

@@ -12,7 +12,8 @@ Two passes over record batches, so peak memory does not grow with the input:
 NaN policy: a missing feature value (empty cell, NaN, null) is imputed with the
 training-split mean, i.e. 0.0 after standardisation, and counted in
 ``stats.json`` (``imputed``); a feature that is missing in every row is refused;
-a missing label is refused with its row. Outputs (``train.parquet``,
+a missing label is refused with its row (rows count data rows from 1, the
+header excluded). Outputs (``train.parquet``,
 ``validation.parquet``, ``test.parquet``, ``stats.json``) appear only when all of
 them are complete: each is written under a temporary name and renamed, with
 ``stats.json`` last.
