@@ -198,3 +198,14 @@ def test_bad_options_are_refused(data, tmp_path):
         train(data=str(tmp_path), output=str(tmp_path / "m"))
     with pytest.raises(StepError, match=r"precision='fp16' needs a GPU"):
         train(data=str(data), output=str(tmp_path / "m"), precision="fp16")
+
+
+def test_bf16_autocast_and_torch_compile_run_on_the_cpu(data, tmp_path):
+    from xpuflow.steps.train import train
+
+    bf16 = train(data=str(data), output=str(tmp_path / "bf16"), epochs=1, precision="bf16", batch_size=32)
+    assert bf16["precision"] == "bf16" and bf16["final"]["val_accuracy"] > 0.5
+    compiled = train(data=str(data), output=str(tmp_path / "compiled"), epochs=1, compile=True, batch_size=32)
+    assert compiled["compiled"] is True and compiled["final"]["val_accuracy"] > 0.5
+    model, _ = load_model(tmp_path / "compiled" / "model.pt")  # the saved weights are the plain module's
+    assert not any(k.startswith("_orig_mod") for k in model.state_dict())
