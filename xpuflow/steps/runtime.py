@@ -17,7 +17,7 @@ from typing import Any
 
 from .io import StepError
 
-__all__ = ["Runtime", "setup", "teardown"]
+__all__ = ["Runtime", "setup", "pick_device", "pick_precision"]
 
 log = logging.getLogger("xpuflow.train")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -25,6 +25,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass(frozen=True)
 class Runtime:
+    """One training process: where it runs, and the hooks the loop calls."""
+
     device: Any  # torch.device
     precision: str  # fp32 | bf16 | fp16
     rank: int
@@ -44,6 +46,69 @@ class Runtime:
         import torch
 
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    @property
+    def name(self) -> str:
+        return self.device.type
+
+    # ---- hooks the training loop calls; XlaRuntime (train_tpu) overrides them
+    def autocast(self) -> Any:
+        import torch
+
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.precision != "fp32")
+
+    def wrap(self, net: Any, compile: bool) -> Any:
+        """The module the loop calls: compiled and/or DDP-wrapped; ``net`` keeps the plain weights."""
+        import torch
+
+        runnable = torch.compile(net) if compile else net
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.local_rank] if self.device.type == "cuda" else None
+            runnable = DistributedDataParallel(runnable, device_ids=ids)
+        return runnable
+
+    def loader_options(self) -> dict[str, Any]:
+        return {"pin_memory": self.device.type == "cuda"}
+
+    def device_batches(self, loader: Any) -> Any:
+        for xb, yb in loader:
+            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+    def optimizer_step(self, opt: Any, scaler: Any) -> None:
+        scaler.step(opt)
+        scaler.update()
+
+    def sync(self) -> None:
+        """End of a training step (XLA cuts and runs its graph here)."""
+
+    def stop_requested(self, local: bool) -> bool:
+        """Whether any process was asked to stop; every rank must agree on the step."""
+        if not self.distributed:
+            return local
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def gather(self, obj: Any) -> Any:
+        """``obj`` from every rank (a list), or ``obj`` itself in a single process."""
+        if not self.distributed:
+            return obj
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def teardown(self) -> None:
+        import torch.distributed as dist
+
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _node() -> str:
@@ -105,10 +170,3 @@ def setup(device: str = "auto", precision: str = "auto", deterministic: bool = F
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(seed)
     return Runtime(dev, pick_precision(precision, dev), rank, world, local_rank)
-
-
-def teardown(rt: Runtime) -> None:
-    import torch.distributed as dist
-
-    if rt.distributed and dist.is_initialized():
-        dist.destroy_process_group()

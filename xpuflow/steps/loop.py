@@ -1,0 +1,279 @@
+"""The training loop shared by ``train`` (CUDA/CPU) and ``train_tpu`` (XLA).
+
+Device specifics live in the :class:`~xpuflow.steps.runtime.Runtime` hooks; the loop
+owns data order, checkpoints, resume, SIGTERM, metrics and the output files, so a
+checkpoint written by one step loads in the other (tensors are saved on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Checkpointer, restore_rng, rng_state
+from .io import StepError, local_path, write_json
+from .models import build_model, save_model
+from .preprocess import read_split
+from .report import write_curves
+from .runtime import Runtime
+
+__all__ = ["Options", "check_options", "fit", "PREEMPTED_EXIT_CODE", "GKE_SPOT_WINDOW_S"]
+
+log = logging.getLogger("xpuflow.train")
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: the pod was asked to stop and saved its state
+GKE_SPOT_WINDOW_S = 15.0
+
+
+@dataclass(frozen=True)
+class Options:
+    data: str
+    output: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    model: str
+    model_kwargs: dict[str, Any]
+    checkpoint_dir: str
+    checkpoint_every: int
+    compile: bool
+    num_workers: int
+
+
+def check_options(step: str, **values: Any) -> Options:
+    for name, low in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("num_workers", 0)):
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise StepError(f"{step}: {name}={value!r} is not valid: a whole number >= {low}.")
+    raw = values["model_kwargs"]
+    try:
+        values["model_kwargs"] = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise StepError(f"{step}: model_kwargs={raw!r} is not valid: a JSON object ({e}).") from e
+    return Options(**values)
+
+
+class _Stop:
+    """Set by SIGTERM; the loop checks it after every step."""
+
+    requested = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        cls.requested = True
+
+
+def _install_sigterm() -> Any:
+    _Stop.requested = False
+    try:
+        return signal.signal(signal.SIGTERM, _Stop.handler)
+    except ValueError:  # not the main thread (an embedding runner): no checkpoint on SIGTERM here
+        log.warning("train: not in the main thread; SIGTERM will not trigger a checkpoint")
+        return None
+
+
+def _order(n: int, batch_size: int, seed: int, epoch: int) -> list[Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return [perm[i * batch_size:(i + 1) * batch_size] for i in range(n // batch_size)]
+
+
+def _evaluate(model: Any, x: Any, y: Any, rt: Runtime) -> tuple[float, float]:
+    import torch
+
+    model.eval()
+    total_loss = torch.zeros((), device=rt.device)
+    correct = torch.zeros((), device=rt.device)
+    with torch.no_grad(), rt.autocast():
+        for start in range(0, len(x), 4096):  # one fixed shape per chunk: no recompilation on XLA
+            xb, yb = x[start:start + 4096].to(rt.device), y[start:start + 4096].to(rt.device)
+            logits = model(xb).float()
+            total_loss += torch.nn.functional.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+    rt.sync()
+    model.train()
+    return total_loss.item() / max(1, len(x)), correct.item() / max(1, len(x))
+
+
+def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
+    """Train on ``o.data`` with runtime ``rt``; write model.pt, metrics.json, curves.png to ``o.output``."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    started = time.perf_counter()
+    out = local_path(o.output)
+    if o.batch_size % rt.world_size:
+        raise StepError(f"{step_name}: batch_size={o.batch_size} is not divisible by the {rt.world_size} processes.")
+    x_train, y_train, stats = read_split(o.data, "train")
+    x_val, y_val, _ = read_split(o.data, "validation")
+    if len(x_train) < o.batch_size:
+        raise StepError(f"{step_name}: {len(x_train)} training rows are fewer than batch_size={o.batch_size}.")
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
+    classes = stats["classes"]
+
+    net = build_model(o.model, xt.shape[1], len(classes), o.model_kwargs).to(rt.device)
+    runnable = rt.wrap(net, o.compile)
+    steps_per_epoch = len(xt) // o.batch_size
+    total_steps = steps_per_epoch * o.epochs
+    opt = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    scaler = torch.amp.GradScaler("cuda" if rt.device.type == "cuda" else "cpu", enabled=rt.precision == "fp16")
+
+    ckpt = Checkpointer(o.checkpoint_dir or out / "checkpoints")
+    progress_path = Path(ckpt.root if not ckpt.remote else out) / "progress.log"
+    history: list[dict[str, Any]] = []
+    interruptions: list[dict[str, Any]] = []
+    save_times: list[float] = []
+    step, partial_loss = 0, 0.0  # partial: loss summed over this epoch's steps done before a resume
+    resumed = ckpt.latest(map_location="cpu")
+    if resumed:
+        step, state = resumed
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        restore_rng(rngs[rt.rank] if isinstance(rngs, list) else rngs)
+        history, interruptions, save_times = state["history"], state["interruptions"], state["save_times"]
+        partial_loss = state["epoch_loss"]
+        last = max(_last_progress(progress_path), step)
+        interruptions.append({"resumed_from_step": step, "last_step_before": last, "rpo_steps": last - step,
+                              "rto_seconds": None, "written_by": state.get("written_by", "train")})
+        log.info("%s: resumed from checkpoint step %d (last step before the stop: %d)", step_name, step, last)
+    previous = _install_sigterm()
+    progress = os.open(progress_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if rt.main else None
+    bar = _progress_bar(total_steps, step, rt, step_name)
+    local_batch = o.batch_size // rt.world_size
+    samples, train_seconds = 0, 0.0
+
+    def checkpoint(epoch_loss: Any) -> None:
+        state = {
+            "step": step, "model": _cpu(net.state_dict()), "optimizer": _cpu(opt.state_dict()),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rt.gather(rng_state()),
+            "history": history, "interruptions": interruptions, "save_times": save_times,
+            "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch,
+            "epoch_loss": float(epoch_loss) if step % steps_per_epoch else 0.0, "written_by": step_name,
+        }
+        if rt.main:
+            save_times.append(ckpt.save(step, state))
+
+    try:
+        while step < total_steps:
+            epoch, first = divmod(step, steps_per_epoch)
+            order = _order(len(xt), o.batch_size, o.seed, epoch)[first:]
+            shards = [b[rt.rank * local_batch:(rt.rank + 1) * local_batch] for b in order]
+            # its own generator: a DataLoader iterator otherwise draws from the global RNG, which would
+            # shift dropout masks after a mid-epoch resume
+            loader = DataLoader(TensorDataset(xt, yt), batch_sampler=shards, num_workers=o.num_workers,
+                                generator=torch.Generator().manual_seed(o.seed + epoch), **rt.loader_options())
+            epoch_loss, epoch_start = torch.zeros((), device=rt.device) + partial_loss, time.perf_counter()
+            partial_loss = 0.0
+            for xb, yb in rt.device_batches(loader):
+                with rt.autocast():
+                    loss = torch.nn.functional.cross_entropy(runnable(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                rt.optimizer_step(opt, scaler)
+                sched.step()
+                rt.sync()
+                step += 1
+                epoch_loss += loss.detach().float()
+                samples += o.batch_size
+                if progress is not None:
+                    os.write(progress, b"%d\n" % step)
+                if interruptions and interruptions[-1]["rto_seconds"] is None:
+                    interruptions[-1]["rto_seconds"] = round(time.perf_counter() - started, 3)
+                if bar is not None:
+                    bar.update(1)
+                if rt.stop_requested(_Stop.requested):
+                    checkpoint(epoch_loss)
+                    log.warning("%s: SIGTERM at step %d: checkpoint saved, exiting for a restart", step_name, step)
+                    raise SystemExit(PREEMPTED_EXIT_CODE)
+                if step % o.checkpoint_every == 0 and step < total_steps:
+                    checkpoint(epoch_loss)
+            train_seconds += time.perf_counter() - epoch_start
+            if step % steps_per_epoch == 0:
+                val_loss, val_acc = _evaluate(net, xv, yv, rt)
+                history.append({"epoch": epoch + 1, "train_loss": epoch_loss.item() / steps_per_epoch,
+                                "val_loss": val_loss, "val_accuracy": val_acc, "step": step})
+                if bar is None and rt.main:
+                    log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f",
+                             epoch + 1, o.epochs, history[-1]["train_loss"], val_loss, val_acc)
+    finally:
+        if progress is not None:
+            os.close(progress)
+        if bar is not None:
+            bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    metrics = {
+        "step": step_name,
+        "epochs": history,
+        "final": history[-1] if history else {},
+        "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        "device": rt.name,
+        "precision": rt.precision,
+        "world_size": rt.world_size,
+        "steps": step,
+        "batch_size": o.batch_size,
+        "interruptions": interruptions,
+        "rpo_steps": [i["rpo_steps"] for i in interruptions],
+        "rto_seconds": [i["rto_seconds"] for i in interruptions],
+        "checkpoint_save_seconds_max": round(max(save_times), 4) if save_times else None,
+        "checkpoint_fits_gke_spot_window": (max(save_times) < GKE_SPOT_WINDOW_S) if save_times else None,
+        "compiled": o.compile,
+    }
+    if rt.main:
+        meta = {
+            "architecture": o.model, "model_kwargs": o.model_kwargs, "input_shape": [1, int(xt.shape[1])],
+            "classes": classes, "features": stats["features"],
+            "normalisation": {"mean": stats["mean"], "std": stats["std"]},
+            "trained_on": {"device": rt.name, "precision": rt.precision, "world_size": rt.world_size,
+                           "step": step_name},
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        save_model(out / "model.pt", net, meta)
+        write_curves(out / "curves.png", history)
+        write_json(out / "metrics.json", metrics)  # last
+    rt.teardown()
+    return metrics
+
+
+def _cpu(obj: Any) -> Any:
+    """Tensors moved to the CPU (XLA and CUDA tensors do not load elsewhere)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _last_progress(path: Path) -> int:
+    try:
+        lines = path.read_bytes().split()
+    except OSError:
+        return 0
+    return int(lines[-1]) if lines else 0
+
+
+def _progress_bar(total: int, done: int, rt: Runtime, desc: str) -> Any:
+    if not rt.main or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="step", desc=desc, dynamic_ncols=True)
