@@ -9,9 +9,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 AIRFLOW_PY := .venv-airflow/bin/python
+XLA_PY := .venv-xla/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-airflow demo test test-main test-airflow bench lock clean
+.PHONY: help venv venv-airflow venv-xla demo test test-main test-airflow test-xla bench clean
 
 help:
 	@echo "make demo   run the main job (placement plan of the example steps on every shipped cluster)"
@@ -24,25 +25,32 @@ venv:
 venv-airflow:
 	@.ci/venv airflow >/dev/null
 
+venv-xla:
+	@.ci/venv xla >/dev/null
+
 demo: venv
 	$(PY) -m xpuflow plan --cluster gke
 	$(PY) -m xpuflow plan --cluster eks
 	$(PY) -m xpuflow plan --cluster aks
 
-# Two environments, two pytest runs: kfp 2.17 and the newest cncf-kubernetes
-# provider cannot share one venv (see docs/development.md).
-test: venv venv-airflow
-	$(PY) -m pytest tests --ignore=tests/airflow $(PYTEST_ARGS)
+# Three environments, three pytest runs: kfp 2.17 and the newest cncf-kubernetes
+# provider cannot share one venv, and torch_xla 2.9 needs torch 2.9 (docs/development.md).
+test: venv venv-airflow venv-xla
+	$(PY) -m pytest tests --ignore=tests/airflow --ignore=tests/xla $(PYTEST_ARGS)
 	$(AIRFLOW_PY) -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
+	PJRT_DEVICE=CPU $(XLA_PY) -m pytest tests/xla -p no:cacheprovider $(PYTEST_ARGS)
 
-test-main: venv
-	$(PY) -m pytest tests --ignore=tests/airflow $(PYTEST_ARGS)
+test-main: venv venv-airflow venv-xla
+	$(PY) -m pytest tests --ignore=tests/airflow --ignore=tests/xla $(PYTEST_ARGS)
 
 test-airflow: venv-airflow
-	$(AIRFLOW_PY) -m pytest tests/airflow $(PYTEST_ARGS)
+	$(AIRFLOW_PY) -m pytest tests/airflow -p no:cacheprovider $(PYTEST_ARGS)
+
+test-xla: venv venv-xla
+	PJRT_DEVICE=CPU $(XLA_PY) -m pytest tests/xla -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/import_time.py
 
 clean:
-	rm -rf .venv .venv-airflow .pytest_cache build *.egg-info
+	rm -rf .venv .venv-airflow .venv-xla .pytest_cache build *.egg-info

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from runs import interrupt, progress, run, step_cmd, weights
 
 from xpuflow.steps.checkpoint import Checkpointer
 from xpuflow.steps.io import StepError
@@ -31,46 +30,14 @@ def data(tmp_path_factory) -> Path:
     return out
 
 
-def step_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "xpuflow", "step", "train", "--data", str(data), "--output", str(out), *COMMON, *extra]
-
-
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "XPUFLOW_", "WORLD_SIZE", "RANK"))}
-    return {**clean, "PYTHONUNBUFFERED": "1"}
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
-
-
-def weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out / "model.pt", weights_only=True)["state_dict"]
-
-
-def progress(out: Path) -> int:
-    path = out / "checkpoints" / "progress.log"
-    lines = path.read_bytes().split() if path.exists() else []
-    return int(lines[-1]) if lines else 0
-
-
-def interrupt(cmd: list[str], out: Path, at_step: int, sig: int) -> int:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
-    deadline = time.time() + 120
-    while progress(out) < at_step:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.time() < deadline, "training did not reach the step in time"
-        time.sleep(0.005)
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
-    return proc.returncode
+def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return step_cmd("main", "train", data, out, *COMMON, *extra)
 
 
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
-    proc = run(step_cmd(data, out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(train_cmd(data, out))
     return out
 
 
@@ -91,10 +58,9 @@ def test_kill_9_at_a_random_step_resumes_bit_identical(data, reference, tmp_path
     out = tmp_path / "killed"
     total = EPOCHS * (1215 // 32)
     at = random.Random().randint(9, total - 10)
-    assert interrupt(step_cmd(data, out), out, at, signal.SIGKILL) == -signal.SIGKILL
+    assert interrupt(train_cmd(data, out), out, at, signal.SIGKILL) == -signal.SIGKILL
     before = progress(out)
-    proc = run(step_cmd(data, out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(train_cmd(data, out))
     mine, ref = weights(out), weights(reference)
     assert mine.keys() == ref.keys()
     for key in ref:
@@ -110,9 +76,8 @@ def test_kill_9_at_a_random_step_resumes_bit_identical(data, reference, tmp_path
 
 def test_sigterm_loses_no_steps(data, reference, tmp_path):
     out = tmp_path / "sigterm"
-    assert interrupt(step_cmd(data, out), out, 40, signal.SIGTERM) == 143
-    proc = run(step_cmd(data, out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert interrupt(train_cmd(data, out), out, 40, signal.SIGTERM) == 143
+    proc = run(train_cmd(data, out))
     metrics = json.loads((out / "metrics.json").read_text())
     (event,) = metrics["interruptions"]
     assert event["rpo_steps"] == 0
@@ -123,14 +88,13 @@ def test_sigterm_loses_no_steps(data, reference, tmp_path):
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous(data, reference, tmp_path):
     out = tmp_path / "corrupt"
-    interrupt(step_cmd(data, out), out, 60, signal.SIGKILL)
+    interrupt(train_cmd(data, out), out, 60, signal.SIGKILL)
     ckpt = Checkpointer(out / "checkpoints")
     newest, previous = ckpt.steps()[:2]
     path = out / "checkpoints" / f"ckpt-{newest:08d}.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     assert ckpt.latest()[0] == previous
-    proc = run(step_cmd(data, out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(train_cmd(data, out))
     assert "is damaged" in proc.stderr
     assert json.loads((out / "metrics.json").read_text())["interruptions"][0]["resumed_from_step"] == previous
     for key, value in weights(reference).items():
@@ -156,12 +120,10 @@ def test_ddp_two_processes_match_one_process(data, tmp_path):
     """
     extra = ["--model-kwargs", '{"dropout": 0.0}', "--epochs", "2"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    proc = run(step_cmd(data, single, *extra))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(train_cmd(data, single, *extra))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-                "-m", "xpuflow", *step_cmd(data, ddp, *extra)[3:]]
-    proc = run(torchrun)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+                "-m", "xpuflow", *train_cmd(data, ddp, *extra)[3:]]
+    run(torchrun)
     assert json.loads((ddp / "metrics.json").read_text())["world_size"] == 2
     worst = max((weights(single)[k] - weights(ddp)[k]).abs().max().item() for k in weights(single))
     print(f"DDP vs single process: max |weight difference| = {worst:.2e}")

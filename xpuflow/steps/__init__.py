@@ -23,6 +23,7 @@ __all__ = ["STEPS", "step_function", "build_parser", "run"]
 STEPS = {
     "preprocess": "xpuflow.steps.preprocess:preprocess",
     "train": "xpuflow.steps.train:train",
+    "train_tpu": "xpuflow.steps.train_tpu:train_tpu",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,6 +121,10 @@ def rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if "torch_xla" in sys.modules:  # the TPU step: XLA keeps its own RNG (an integer seed)
+        import torch_xla.core.xla_model as xm
+
+        state["xla"] = int(xm.get_rng_state())
     return state
 
 
@@ -135,3 +140,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "xla" in state and "torch_xla" in sys.modules:
+        import torch_xla.core.xla_model as xm
+
+        xm.set_rng_state(state["xla"])

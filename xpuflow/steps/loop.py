@@ -225,6 +225,7 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
         "device": rt.name,
         "precision": rt.precision,
         "world_size": rt.world_size,
+        "devices": rt.devices,
         "steps": step,
         "batch_size": o.batch_size,
         "interruptions": interruptions,

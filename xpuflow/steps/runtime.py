@@ -51,6 +51,11 @@ class Runtime:
     def name(self) -> str:
         return self.device.type
 
+    @property
+    def devices(self) -> int:
+        """Accelerators this run trains on (processes x devices each)."""
+        return self.world_size
+
     # ---- hooks the training loop calls; XlaRuntime (train_tpu) overrides them
     def autocast(self) -> Any:
         import torch

@@ -1,0 +1,60 @@
+"""Run a training step as a subprocess, stop it at a step, read its outputs (shared by several test files)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+VENVS = {"main": ROOT / ".venv" / "bin" / "python", "xla": ROOT / ".venv-xla" / "bin" / "python"}
+
+
+def python(venv: str) -> str:
+    path = VENVS[venv]
+    if not path.exists():
+        import pytest
+
+        pytest.fail(f"{path} is missing: run `make test` (it builds the {venv} venv)")
+    return str(path)
+
+
+def env(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "XPUFLOW_", "WORLD_SIZE", "RANK"))}
+    return {**clean, "PYTHONUNBUFFERED": "1", "PJRT_DEVICE": "CPU", **extra}
+
+
+def step_cmd(venv: str, step: str, data: Path, out: Path, *options: str) -> list[str]:
+    return [python(venv), "-m", "xpuflow", "step", step, "--data", str(data), "--output", str(out), *options]
+
+
+def run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def progress(out: Path) -> int:
+    path = out / "checkpoints" / "progress.log"
+    lines = path.read_bytes().split() if path.exists() else []
+    return int(lines[-1]) if lines else 0
+
+
+def interrupt(cmd: list[str], out: Path, at_step: int, sig: int) -> int:
+    """Start ``cmd``, wait until it has done ``at_step`` steps, send ``sig``; return its exit code."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+    deadline = time.time() + 300
+    while progress(out) < at_step:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "training did not reach the step in time"
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc.returncode
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "model.pt", weights_only=True)["state_dict"]
