@@ -92,6 +92,7 @@ class Tpu:
 
     version: str
     topology: str
+    chips_per_host: int | None = None  # optional cross-check of the catalog's value
 
     def __post_init__(self) -> None:
         where = "Compute.tpu"
@@ -113,6 +114,16 @@ class Tpu:
             )
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "topology", topology)
+        shape = spec.shape(topology)
+        if self.chips_per_host is not None and self.chips_per_host != shape.chips_per_host:
+            table = ", ".join(f"{t}: {spec.shape(t).chips_per_host}" for t in spec.topologies)
+            raise ComputeError(
+                invalid("chips_per_host", self.chips_per_host,
+                        f"{shape.chips_per_host} for {version} {topology} ({shape.machine_type}); "
+                        f"{version} chips per host by topology: {table}", where=where,
+                        fix="drop chips_per_host (the catalog knows it) or pick the topology that has it")
+            )
+        object.__setattr__(self, "chips_per_host", shape.chips_per_host)
 
     @property
     def shape(self) -> TpuShape:
@@ -121,10 +132,6 @@ class Tpu:
     @property
     def chips(self) -> int:
         return self.shape.chips
-
-    @property
-    def chips_per_host(self) -> int:
-        return self.shape.chips_per_host
 
     @property
     def hosts(self) -> int:

@@ -230,14 +230,18 @@ class Compute:
         version: str,
         topology: str,
         *,
+        chips_per_host: int | None = None,
         cpu: str | int | float = "8",
         memory: str | int = "32Gi",
         shm: Any = _DEFAULT,
         pool: str = "training",
         **options: Any,
     ) -> Compute:
-        """A Cloud TPU slice; ``google.com/tpu`` is set to the chips of one host."""
-        accelerator = Tpu(version=version, topology=topology)
+        """A Cloud TPU slice; ``google.com/tpu`` is set to the chips of one host.
+
+        ``chips_per_host`` is optional: when given it must match the catalog for that topology.
+        """
+        accelerator = Tpu(version=version, topology=topology, chips_per_host=chips_per_host)
         return cls._with_shm("tpu", accelerator, cpu, memory, shm, pool, options)
 
     @classmethod
