@@ -175,7 +175,8 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
             shards = [b[rt.rank * local_batch:(rt.rank + 1) * local_batch] for b in order]
             # its own generator: a DataLoader iterator otherwise draws from the global RNG, which would
             # shift dropout masks after a mid-epoch resume
-            loader = DataLoader(TensorDataset(xt, yt), batch_sampler=shards, num_workers=o.num_workers,
+            # sampler of index tensors + batch_size=None: each batch is one tensor index, not 64 collated samples
+            loader = DataLoader(TensorDataset(xt, yt), sampler=shards, batch_size=None, num_workers=o.num_workers,
                                 generator=torch.Generator().manual_seed(o.seed + epoch), **rt.loader_options())
             epoch_loss, epoch_start = torch.zeros((), device=rt.device) + partial_loss, time.perf_counter()
             partial_loss = 0.0
@@ -202,6 +203,7 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
                     raise SystemExit(PREEMPTED_EXIT_CODE)
                 if step % o.checkpoint_every == 0 and step < total_steps:
                     checkpoint(epoch_loss)
+            rt.wait()  # queued device work belongs to this epoch's time
             train_seconds += time.perf_counter() - epoch_start
             if step % steps_per_epoch == 0:
                 val_loss, val_acc = _evaluate(net, xv, yv, rt)

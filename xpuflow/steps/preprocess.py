@@ -142,7 +142,9 @@ def preprocess(
     schema = pa.schema([*(pa.field(f, pa.float32()) for f in features), pa.field("label", pa.int64())])
     with contextlib.ExitStack() as stack:
         paths = {s: stack.enter_context(atomic_path(out_dir / f"{s}.parquet")) for s in SPLITS}
-        writers = {s: stack.enter_context(pq.ParquetWriter(paths[s], schema, compression="zstd")) for s in SPLITS}
+        # dictionary encoding only for the label: float features are nearly unique, so dictionaries cost time and space
+        writers = {s: stack.enter_context(pq.ParquetWriter(paths[s], schema, compression="zstd",
+                                                           use_dictionary=["label"])) for s in SPLITS}
         done = 0
         for batch in source.batches():
             n = batch.num_rows

@@ -88,6 +88,13 @@ class Runtime:
     def sync(self) -> None:
         """End of a training step (XLA cuts and runs its graph here)."""
 
+    def wait(self) -> None:
+        """Block until the device has finished the queued work (for honest timings)."""
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
     def stop_requested(self, local: bool) -> bool:
         """Whether any process was asked to stop; every rank must agree on the step."""
         if not self.distributed:

@@ -98,6 +98,11 @@ class XlaRuntime(Runtime):
 
         torch_xla.sync()
 
+    def wait(self) -> None:
+        import torch_xla.core.xla_model as xm
+
+        xm.wait_device_ops()
+
     def stop_requested(self, local: bool) -> bool:
         return local  # one process drives every device
 
