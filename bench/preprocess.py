@@ -1,0 +1,285 @@
+"""Throughput and peak memory of the ``preprocess`` step on a synthetic labelled CSV.
+
+Generates a CSV with a fixed seed (32 float feature columns, a ``label`` column
+with 10 classes, about 0.1 % empty cells) in a temporary directory, then runs,
+each in a fresh interpreter and alternately (xpuflow, pandas, xpuflow, ...):
+
+- ``xpuflow.steps.preprocess.preprocess(input=csv, output=dir)``;
+- a plain pandas baseline doing the equivalent work on the same file:
+  ``pandas.read_csv`` -> train/validation/test split by seed -> standardise with
+  the training mean/std -> ``fillna(0)`` -> float32 -> three Parquet files (zstd).
+
+Prints medians of rows/s and MB/s (timer inside the child, around the call, with
+the libraries already imported; the child's wall time including interpreter
+start-up, and its CPU time from ``os.wait4``, are printed too), the ratio
+xpuflow/pandas (goal >= 1.0x) and the peak RSS of each child (its own ``VmHWM``;
+``ru_maxrss`` from ``os.wait4`` beside it; goal for the step on the ~2 GB file:
+< 1 GB). Generated files are removed unless ``--keep``.
+
+    .venv/bin/python bench/preprocess.py                 # ~200 MB CSV, 5 alternating pairs
+    .venv/bin/python bench/preprocess.py --reps 7        # the figures in docs/benchmarks.md
+    .venv/bin/python bench/preprocess.py --big           # ~2 GB CSV, 1 pair (peak RSS goal)
+    .venv/bin/python bench/preprocess.py --rows 100000 --reps 3 --keep --dir /tmp/prep-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = 32
+CLASSES = 10
+MISSING = 0.001  # fraction of empty feature cells
+BYTES_PER_ROW = 268  # measured for this generator (4 decimals, no quoting)
+DEFAULT_ROWS = 750_000  # ~200 MB
+BIG_ROWS = 7_500_000  # ~2 GB
+SEED = 0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def generate(path: Path, rows: int, seed: int = SEED, chunk: int = 250_000) -> float:
+    """Write the synthetic CSV in chunks (numpy + pyarrow); returns the seconds it took."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(0.5, 50.0, FEATURES)
+    loc = rng.uniform(-100.0, 100.0, FEATURES)
+    names = [f"f{j}" for j in range(FEATURES)] + ["label"]
+    schema = pa.schema([*(pa.field(n, pa.float64()) for n in names[:-1]), pa.field("label", pa.int64())])
+    with pcsv.CSVWriter(str(path), schema, write_options=pcsv.WriteOptions(quoting_style="none")) as writer:
+        for begin in range(0, rows, chunk):
+            n = min(chunk, rows - begin)
+            y = rng.integers(0, CLASSES, n)
+            # features carry a little class signal, so the data is not pure noise
+            x = rng.standard_normal((n, FEATURES)) * scale + loc + y[:, None] * (scale / 4)
+            x = np.round(x, 4)
+            x[rng.random((n, FEATURES)) < MISSING] = np.nan
+            arrays = [pa.array(x[:, j], from_pandas=True) for j in range(FEATURES)] + [pa.array(y)]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- jobs (run in a child)
+
+
+def _hwm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def job_xpuflow(csv: str, out: str, seed: int) -> dict:
+    import numpy  # noqa: F401  (imported before the timer, as in the pandas job)
+    import pyarrow  # noqa: F401
+    import pyarrow.compute  # noqa: F401
+    import pyarrow.csv  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from xpuflow.steps.preprocess import preprocess
+
+    start = time.perf_counter()
+    stats = preprocess(input=csv, output=out, seed=seed)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": stats["rows"]["total"], "split": [stats["rows"][s] for s in ("train", "validation", "test")]}
+
+
+def job_pandas(csv: str, out: str, seed: int, engine: str) -> dict:
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet  # noqa: F401
+
+    start = time.perf_counter()
+    df = pd.read_csv(csv, engine=None if engine == "c" else engine)
+    label = df.pop("label")
+    features = list(df.columns)
+    rng = np.random.default_rng(seed)
+    u = rng.random(len(df))
+    split = np.zeros(len(df), dtype=np.int8)
+    split[u < 0.30] = 1  # validation 0.15 + test 0.15, as the step's defaults
+    split[u < 0.15] = 2
+    train = df[split == 0]
+    mean = train.mean()
+    std = train.std(ddof=0).replace(0.0, 1.0)
+    df = ((df - mean) / std).fillna(0.0).astype(np.float32)
+    classes = sorted(label.unique())
+    df["label"] = pd.Categorical(label, categories=classes).codes.astype(np.int64)
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for s, name in enumerate(("train", "validation", "test")):
+        part = df[split == s]
+        part.to_parquet(os.path.join(out, f"{name}.parquet"), compression="zstd", index=False)
+        rows.append(len(part))
+    with open(os.path.join(out, "stats.json"), "w") as f:
+        json.dump({"features": features, "mean": mean.tolist(), "std": std.tolist(), "classes": [str(c) for c in classes]}, f)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": len(df), "split": rows}
+
+
+def child_main(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT))
+    if args.job == "generate":
+        result = {"seconds": generate(Path(args.csv), args.rows, args.seed)}
+    elif args.job == "xpuflow":
+        result = job_xpuflow(args.csv, args.out, args.seed)
+    else:
+        result = job_pandas(args.csv, args.out, args.seed, args.pandas_engine)
+    result["vmhwm_bytes"] = _hwm_bytes()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def run_child(job: str, csv: Path, out: Path, args: argparse.Namespace, rows: int = 0) -> dict:
+    """Run one job in a fresh interpreter, reaped with os.wait4: wall time, CPU time and peak RSS.
+
+    The child reports its own VmHWM (the headline peak RSS). ``ru_maxrss`` from wait4 is
+    printed too; on Linux it also counts the parent's RSS at fork time, which is why the
+    CSV is generated in a child as well: this parent never grows beyond a few tens of MiB.
+    """
+    cmd = [sys.executable, __file__, "--child", job, "--csv", str(csv), "--out", str(out),
+           "--seed", str(args.seed), "--pandas-engine", args.pandas_engine, "--rows", str(rows)]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        so.seek(0)
+        se.seek(0)
+        stdout, stderr = so.read(), se.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{job} child failed (exit {proc.returncode}):\n{stderr[-4000:]}")
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    result["wall"] = wall
+    result["maxrss_bytes"] = usage.ru_maxrss * 1024  # Linux: kilobytes
+    result["cpu"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=None, help=f"CSV rows (default {DEFAULT_ROWS:,}, ~200 MB)")
+    parser.add_argument("--big", action="store_true", help=f"{BIG_ROWS:,} rows (~2 GB); default reps 1")
+    parser.add_argument("--reps", type=int, default=None, help="alternating pairs (default 5, or 1 with --big)")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--pandas-engine", choices=("c", "pyarrow"), default="c",
+                        help="pandas.read_csv engine of the baseline (default: pandas' default, the C parser)")
+    parser.add_argument("--dir", help="working directory (default: a new temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated CSV and outputs")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    # internal: one measured job in this (fresh) interpreter
+    parser.add_argument("--child", choices=("generate", "xpuflow", "pandas"), help=argparse.SUPPRESS)
+    parser.add_argument("--csv", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.job = args.child
+        child_main(args)
+        return
+
+    rows = args.rows or (BIG_ROWS if args.big else DEFAULT_ROWS)
+    reps = args.reps or (1 if args.big else 5)
+    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="xpuflow-bench-prep-"))
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / f"synthetic-{rows}.csv"
+    try:
+        if csv.exists():
+            print(f"using existing {csv}")
+        else:
+            seconds = run_child("generate", csv, work, args, rows)["seconds"]
+            print(f"generated {csv} in {seconds:.1f} s")
+        size = csv.stat().st_size
+        print(f"CSV: {rows:,} rows x ({FEATURES} float features + label, {CLASSES} classes), "
+              f"{size / 1e6:,.0f} MB, ~{MISSING:.1%} empty cells; seed {args.seed}")
+        print(f"{reps} alternating pair(s), each job in a fresh interpreter; pandas read_csv engine: {args.pandas_engine}; "
+              f"load average before: {loadavg()}")
+
+        results: dict[str, list[dict]] = {"xpuflow": [], "pandas": []}
+        for i in range(reps):
+            for job in ("xpuflow", "pandas"):
+                out = work / f"out-{job}"
+                shutil.rmtree(out, ignore_errors=True)
+                r = run_child(job, csv, out, args)
+                results[job].append(r)
+                print(f"  rep {i + 1} {job:8s} {r['seconds']:7.2f} s in-call, {r['wall']:7.2f} s wall, "
+                      f"{r['cpu']:6.2f} s CPU, peak RSS {mib(r['vmhwm_bytes'])} (wait4 ru_maxrss {mib(r['maxrss_bytes'])}), "
+                      f"split {r['split']}", flush=True)
+                if not args.keep:
+                    shutil.rmtree(out, ignore_errors=True)
+        for job in results:
+            if any(r["rows"] != rows for r in results[job]):
+                raise SystemExit(f"{job}: row count differs from {rows}: {[r['rows'] for r in results[job]]}")
+
+        def med(job: str, key: str) -> float:
+            return statistics.median(r[key] for r in results[job])
+
+        summary = {"rows": rows, "csv_bytes": size, "reps": reps, "pandas_engine": args.pandas_engine,
+                   "loadavg_after": loadavg()}
+        print(f"load average after: {summary['loadavg_after']}")
+        print()
+        print(f"{'job':10s} {'median s':>9s} {'rows/s':>12s} {'MB/s':>8s} {'wall s':>8s} {'CPU s':>7s} {'peak RSS':>10s}")
+        for job in ("xpuflow", "pandas"):
+            s = med(job, "seconds")
+            peak = max(r["vmhwm_bytes"] for r in results[job])
+            summary[job] = {"seconds": s, "rows_per_s": rows / s, "mb_per_s": size / 1e6 / s,
+                            "wall_seconds": med(job, "wall"), "cpu_seconds": med(job, "cpu"), "peak_rss_bytes": peak,
+                            "all_seconds": [r["seconds"] for r in results[job]]}
+            print(f"{job:10s} {s:9.2f} {rows / s:12,.0f} {size / 1e6 / s:8.1f} {med(job, 'wall'):8.2f} "
+                  f"{med(job, 'cpu'):7.2f} {mib(peak):>10s}")
+        ratio = med("pandas", "seconds") / med("xpuflow", "seconds")
+        ratio_wall = med("pandas", "wall") / med("xpuflow", "wall")
+        ratio_cpu = med("pandas", "cpu") / med("xpuflow", "cpu")
+        summary.update(ratio_throughput=ratio, ratio_wall=ratio_wall, ratio_cpu=ratio_cpu)
+        print(f"throughput ratio xpuflow/pandas: {ratio:.2f}x (headline: in-call timer; goal >= 1.0x: "
+              f"{'met' if ratio >= 1.0 else 'NOT met'}); with interpreter start-up: {ratio_wall:.2f}x; "
+              f"CPU time (pandas/xpuflow): {ratio_cpu:.2f}x")
+        peak = summary["xpuflow"]["peak_rss_bytes"]
+        if size >= 1.5e9:
+            print(f"peak RSS of the step on a {size / 1e9:.1f} GB CSV: {mib(peak)} (goal < 1 GB: "
+                  f"{'met' if peak < 1e9 else 'NOT met'}); pandas baseline: {mib(summary['pandas']['peak_rss_bytes'])}")
+        else:
+            print(f"peak RSS of the step: {mib(peak)} on a {size / 1e6:.0f} MB CSV (the < 1 GB goal is for --big)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        elif args.dir:
+            csv.unlink(missing_ok=True)
+            for job in ("xpuflow", "pandas"):
+                shutil.rmtree(work / f"out-{job}", ignore_errors=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
