@@ -14,6 +14,11 @@ import sys
 from .errors import XpuflowError
 
 EPILOG = """examples:
+  xpuflow run train_gpu_export_npu --param epochs=3        # locally, real KFP local runner
+  xpuflow plan train_gpu_export_npu --cluster eks          # placement and cost per run
+  xpuflow lint train_tpu --cluster gke                     # problems before submitting
+  xpuflow compile train_gpu_export_npu --backend kfp --cluster gke -o out/pipeline.yaml
+  xpuflow graph train_gpu_export_npu -o out/graph.svg
   xpuflow plan --cluster gke
   xpuflow plan --cluster clusters/mine.yaml --steps steps.yaml
   xpuflow catalog --cluster eks
@@ -33,11 +38,33 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("plan", help="show where each step would run on a cluster and its approximate $/hour")
+    p = sub.add_parser("plan", help="placement and approximate cost of each step on a cluster")
+    p.add_argument("pipeline", nargs="?", help="train_gpu_export_npu | train_tpu (default: every xpuflow step)")
     p.add_argument("--cluster", default="gke", help="shipped profile (gke, eks, aks, generic) or a cluster YAML file")
-    p.add_argument("--steps", help="YAML file with 'steps: {name: {kind: ..., ...}}' (default: xpuflow's own steps)")
+    p.add_argument("--steps", help="YAML file with 'steps: {name: {kind: ..., ...}}' instead of a pipeline")
+    p.add_argument("--minutes", action="append", default=[], metavar="STEP=MIN",
+                   help="expected minutes of a step, for the cost per run (default: the flow's estimate)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--strict", action="store_true", help="exit 1 when a step cannot be placed on the cluster")
+    r = sub.add_parser("run", help="run a pipeline locally (kfp's SubprocessRunner) and summarise its artifacts")
+    r.add_argument("pipeline", help="train_gpu_export_npu | train_tpu | path/to/pipeline.py")
+    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)")
+    r.add_argument("--cluster", default="gke", help="the cluster whose placement the summary shows")
+    r.add_argument("--root", default="out/runs", help="where the run's artifacts go (default: out/runs)")
+    k = sub.add_parser("compile", help="compile a pipeline for kfp, airflow or k8s")
+    k.add_argument("pipeline")
+    k.add_argument("--backend", required=True, choices=("kfp", "airflow", "k8s"))
+    k.add_argument("--cluster", required=True, help="shipped profile or cluster YAML file")
+    k.add_argument("-o", "--output", required=True, help="output file (.yaml for kfp/k8s, .py for airflow)")
+    k.add_argument("--artifact-root", default="", help="k8s backend: URL the steps read and write artifacts under")
+    li = sub.add_parser("lint", help="find placement problems before submitting; exit 1 on errors")
+    li.add_argument("pipeline")
+    li.add_argument("--cluster", required=True)
+    li.add_argument("--backend", default="kfp", choices=("kfp", "airflow", "k8s"))
+    g = sub.add_parser("graph", help="draw the pipeline, steps coloured by compute class")
+    g.add_argument("pipeline")
+    g.add_argument("-o", "--output", required=True, help="file.svg or file.png")
+    g.add_argument("--cluster", help="also show each step's node pool on this cluster")
     c = sub.add_parser("catalog", help="list clusters, GPU models, TPU topologies and NPU devices")
     c.add_argument("--cluster", help="show one cluster's node pools")
     s = sub.add_parser("step", help="run one step in this process (what a pod runs): xpuflow step NAME --help",
@@ -50,13 +77,69 @@ def _parser() -> argparse.ArgumentParser:
 def _plan(args: argparse.Namespace) -> int:
     from .cluster import Cluster
     from .defaults import STEP_NAMES, default_compute
-    from .plan import format_table, load_steps_file, plan, to_json
+    from .plan import format_table, load_steps_file, plan, run_cost, to_json
 
     cluster = Cluster.load(args.cluster)
-    steps = load_steps_file(args.steps) if args.steps else {s: default_compute(s) for s in STEP_NAMES}
+    minutes: dict[str, float] = {}
+    if args.pipeline:
+        from .commands.pipelines import resolve_flow
+
+        flow = resolve_flow(args.pipeline)
+        steps = flow.computes()
+        minutes = {s.name: s.minutes for s in flow.steps}
+    else:
+        steps = load_steps_file(args.steps) if args.steps else {s: default_compute(s) for s in STEP_NAMES}
+    for pair in args.minutes:
+        key, _, value = pair.partition("=")
+        minutes[key] = float(value)
     rows = plan(cluster, steps)
-    sys.stdout.write(format_table(cluster, rows) if args.output == "table" else to_json(rows) + "\n")
+    if args.output == "table":
+        sys.stdout.write(format_table(cluster, rows))
+        if minutes:
+            sys.stdout.write(run_cost(rows, minutes))
+    else:
+        sys.stdout.write(to_json(rows) + "\n")
     return 1 if args.strict and any(r.problem for r in rows) else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .commands.run import print_summary, run_local
+
+    run_dir, rows = run_local(args.pipeline, args.cluster, args.root, args.param)
+    print_summary(run_dir, rows, args.cluster)
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from .commands.compile import compile_pipeline
+
+    out = compile_pipeline(args.pipeline, args.backend, args.cluster, args.output, args.artifact_root)
+    print(f"wrote {out} ({args.backend}, cluster {args.cluster})")
+    return 0
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from .cluster import Cluster
+    from .commands.pipelines import resolve_flow
+    from .lint import lint
+
+    flow = resolve_flow(args.pipeline)
+    findings = lint(flow, Cluster.load(args.cluster), args.backend)
+    for f in findings:
+        print(f)
+    errors = sum(f.level == "error" for f in findings)
+    print(f"{flow.name} on {args.cluster} ({args.backend}): {errors} error(s), {len(findings) - errors} warning(s)")
+    return 1 if errors else 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from .cluster import Cluster
+    from .commands.graph import draw
+    from .commands.pipelines import resolve_flow
+
+    out = draw(resolve_flow(args.pipeline), args.output, Cluster.load(args.cluster) if args.cluster else None)
+    print(f"wrote {out}")
+    return 0
 
 
 def _catalog(args: argparse.Namespace) -> int:
@@ -115,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"plan": _plan, "catalog": _catalog, "step": _step}[args.command](args)
+        commands = {"plan": _plan, "catalog": _catalog, "step": _step, "run": _run, "compile": _compile,
+                    "lint": _lint, "graph": _graph}
+        return commands[args.command](args)
     except XpuflowError as e:
         print(f"xpuflow {args.command}: error: {e}", file=sys.stderr)
         return 2

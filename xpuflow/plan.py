@@ -16,7 +16,7 @@ from .compute import Compute
 from .errors import ClusterFileError, ComputeError, PlacementError
 from .placement import Placement
 
-__all__ = ["PlanRow", "plan", "format_table", "load_steps_file"]
+__all__ = ["PlanRow", "plan", "format_table", "load_steps_file", "run_cost", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,26 @@ def format_table(cluster: Cluster, rows: list[PlanRow]) -> str:
         if r.problem:
             out.append(f"! {r.step}: {r.problem}")
     return "\n".join(out).rstrip() + "\n"
+
+
+def run_cost(rows: list[PlanRow], minutes: Mapping[str, float]) -> str:
+    """Approximate cost of one run: each placed step's node $/hour times its expected minutes."""
+    lines, total, unknown = ["approximate cost per run (node $/hour x expected minutes):"], 0.0, []
+    for r in rows:
+        if r.placement is None:
+            continue
+        mins = minutes.get(r.step, 0.0)
+        price = r.placement.price_per_hour
+        if price is None:
+            unknown.append(r.step)
+            lines.append(f"  {r.step:<20} {mins:>6.0f} min x n/a")
+            continue
+        cost = price * mins / 60
+        total += cost
+        lines.append(f"  {r.step:<20} {mins:>6.0f} min x ${price:,.2f}/h = ${cost:,.3f}")
+    lines.append(f"  total: ${total:,.2f}" + (f" + unpriced steps ({', '.join(unknown)})" if unknown else "")
+                 + "  (override durations with --minutes STEP=MIN)")
+    return "\n".join(lines) + "\n"
 
 
 def to_json(rows: list[PlanRow]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 from typing import Any
 
 __all__ = ["STEPS", "step_function", "build_parser", "run"]
@@ -24,6 +25,9 @@ STEPS = {
     "preprocess": "xpuflow.steps.preprocess:preprocess",
     "train": "xpuflow.steps.train:train",
     "train_tpu": "xpuflow.steps.train_tpu:train_tpu",
+    "evaluate": "xpuflow.steps.evaluate:evaluate",
+    "export": "xpuflow.steps.export:export",
+    "validate_on_device": "xpuflow.steps.validate:validate_on_device",
 }
 
 
@@ -58,6 +62,55 @@ def build_parser(name: str, prog: str = "xpuflow step") -> argparse.ArgumentPars
     return parser
 
 
+# Directory-valued options: an object-store URL (s3://, gs://, ...) is staged through a local directory.
+DIRECTORY_INPUTS = ("data", "model")
+COMPLETE_MARKER = "_COMPLETE"
+
+
 def run(name: str, argv: list[str]) -> dict[str, Any]:
-    args = build_parser(name).parse_args(argv)
-    return step_function(name)(**vars(args))
+    """Run step ``name`` with CLI ``argv``; directory inputs/outputs may be object-store URLs.
+
+    An input URL must hold a complete output (its ``_COMPLETE`` marker); an output URL is
+    written locally first, uploaded, then marked complete, so a half-uploaded output is
+    never taken for a finished one.
+    """
+    import tempfile
+
+    args = vars(build_parser(name).parse_args(argv))
+    with tempfile.TemporaryDirectory(prefix=f"xpuflow-{name}-") as tmp:
+        for key in DIRECTORY_INPUTS:
+            if key in args and _remote(args[key]):
+                args[key] = _download(args[key], os.path.join(tmp, key))
+        upload_to = args.get("output") if _remote(args.get("output")) else None
+        if upload_to:
+            args["output"] = os.path.join(tmp, "output")
+        result = step_function(name)(**args)
+        if upload_to:
+            _upload(args["output"], upload_to)
+    return result
+
+
+def _remote(value: Any) -> bool:
+    return isinstance(value, str) and "://" in value and not value.startswith("file://")
+
+
+def _download(url: str, local: str) -> str:
+    import fsspec
+
+    from .io import StepError
+
+    fs, root = fsspec.core.url_to_fs(url)
+    if not fs.exists(f"{root}/{COMPLETE_MARKER}"):
+        raise StepError(f"{url}: no {COMPLETE_MARKER} marker, so not a finished step output (a failed or running "
+                        "upstream step). Fix: rerun the upstream step.")
+    fs.get(f"{root}/", local + "/", recursive=True)
+    return local
+
+
+def _upload(local: str, url: str) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.makedirs(root, exist_ok=True)
+    fs.put(local + "/", f"{root}/", recursive=True)
+    fs.pipe_file(f"{root}/{COMPLETE_MARKER}", b"")  # last: the output is complete

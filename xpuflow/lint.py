@@ -1,0 +1,95 @@
+"""``xpuflow lint``: placement problems a cluster would only show at run time, found before submitting.
+
+Each finding names the step. Errors make ``xpuflow lint`` exit 1; warnings do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cluster import Cluster
+from .compute import Compute
+from .defaults import default_compute
+from .errors import PlacementError
+from .flows import Flow
+
+__all__ = ["Finding", "lint", "STEP_USES"]
+
+# The hardware each step's code can use. A Compute asking for other accelerators holds them idle.
+STEP_USES = {
+    "preprocess": {"cpu"},
+    "evaluate": {"cpu"},
+    "export": {"cpu"},
+    "train": {"gpu", "cpu"},
+    "train_tpu": {"tpu", "cpu"},
+    "validate_on_device": {"npu", "cpu"},
+}
+# Steps that use more than one accelerator of a pod only when launched for it (torchrun / SPMD).
+_ONE_PROCESS = {"train": "run it under torchrun (--nproc-per-node N) or ask for count=1"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # error | warning
+    step: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: step {self.step!r}: {self.message}"
+
+
+def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
+    """Check every step of ``flow`` placed on ``cluster`` for ``backend`` (kfp, airflow or k8s)."""
+    out: list[Finding] = []
+    for spec in flow.steps:
+        c = spec.compute
+        uses = STEP_USES.get(spec.step, {"cpu", "gpu", "tpu", "npu"})
+        if c.kind not in uses:
+            out.append(Finding("error", spec.name, f"asks for {c.hardware} but the {spec.step} step only uses "
+                               f"{'/'.join(sorted(uses))}: the accelerator would sit idle. Fix: "
+                               f"Compute.{sorted(uses)[0]}(...)"))
+        try:
+            p = cluster.place(c)
+        except PlacementError as e:
+            out.append(Finding("error", spec.name, str(e)))
+            continue
+        sized = spec.step in STEP_USES and c == default_compute(spec.step)  # xpuflow's own, sized defaults
+        if c.memory_request == default_compute_memory(c) and not sized:
+            out.append(Finding("warning", spec.name, f"memory request is the {c.kind} default ({c.memory_request}); "
+                               "size it for your data so the autoscaler picks the right node"))
+        taints = next(pool.taints for pool in cluster.node_pools if pool.name == p.pool)
+        tolerated = {(t["key"], t.get("value"), t["effect"]) for t in p.tolerations}
+        for taint in taints:
+            exists = any(t["key"] == taint.key and t["operator"] == "Exists" and t["effect"] == taint.effect
+                         for t in p.tolerations)
+            if (taint.key, taint.value, taint.effect) not in tolerated and not exists:
+                out.append(Finding("error", spec.name, f"pool {p.pool!r} is tainted {taint.key}={taint.value}:"
+                                   f"{taint.effect} but the step does not tolerate it: it would stay Pending"))
+        if c.kind == "tpu":
+            per_pod = int(p.limits.get("google.com/tpu", 0))
+            if per_pod != c.chips_per_host or per_pod * p.hosts != c.chips:
+                out.append(Finding("error", spec.name, f"google.com/tpu={per_pod} x {p.hosts} hosts does not make "
+                                   f"the {c.chips} chips of {c.accelerator.topology}"))  # type: ignore[union-attr]
+            if p.hosts > 1 and backend in ("kfp", "airflow"):
+                out.append(Finding("error", spec.name, f"{c.hardware} is multi-host: {backend} runs one pod per "
+                                   "task. Fix: a single-host topology, or submit the slice as a JobSet "
+                                   "(xpuflow compile --backend k8s)"))
+        count = getattr(c.accelerator, "count", 1) if c.kind == "gpu" else 1
+        if count > 1 and spec.step in _ONE_PROCESS:
+            out.append(Finding("warning", spec.name, f"{count} GPUs for one {spec.step} process: {count - 1} would "
+                               f"sit idle unless the pod launches one process per GPU. Fix: {_ONE_PROCESS[spec.step]}"))
+        if c.kind != "cpu" and not c.spot and any(cap == "spot" for pool in cluster.node_pools
+                                                  if pool.accelerator and pool.accelerator.kind == c.kind
+                                                  for cap in pool.capacity):
+            out.append(Finding("warning", spec.name, f"{c.hardware} on on-demand capacity while the cluster has "
+                               "spot pools for it; the train steps checkpoint and resume, so spot=True is safe"))
+    return out
+
+
+def default_compute_memory(c: Compute):  # noqa: ANN201 - a Quantity
+    """The memory request the kind's constructor defaults to (what an unsized step asks for)."""
+    builders = {"cpu": lambda: Compute.cpu(), "gpu": lambda: Compute.gpu(),
+                "tpu": lambda: Compute.tpu(version="v5e", topology="1x1"), "npu": lambda: Compute.npu(device="intel-npu")}
+    return builders[c.kind]().memory_request
+
+
