@@ -12,10 +12,10 @@ AIRFLOW_PY := .venv-airflow/bin/python
 XLA_PY := .venv-xla/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-airflow venv-xla demo test test-main test-airflow test-xla bench clean
+.PHONY: help venv venv-airflow venv-xla demo components test test-main test-airflow test-xla bench clean
 
 help:
-	@echo "make demo   run the main job (placement plan of the example steps on every shipped cluster)"
+	@echo "make demo   run the main job (train_gpu_export_npu locally, then its plan on GKE)"
 	@echo "make test   run the whole test suite (builds the venvs on first use)"
 	@echo "make bench  run the benchmarks in bench/"
 
@@ -28,10 +28,14 @@ venv-airflow:
 venv-xla:
 	@.ci/venv xla >/dev/null
 
+# The main job: train_gpu_export_npu on the embedded digits data, run locally with kfp's
+# SubprocessRunner (CPU here), then where each step would run on GKE and what a run costs.
 demo: venv
-	$(PY) -m xpuflow plan --cluster gke
-	$(PY) -m xpuflow plan --cluster eks
-	$(PY) -m xpuflow plan --cluster aks
+	$(PY) -m xpuflow run train_gpu_export_npu --cluster gke --root out/demo
+	$(PY) -m xpuflow plan train_gpu_export_npu --cluster gke
+
+components: venv
+	$(PY) -m xpuflow.commands.components components/
 
 # Three environments, three pytest runs: kfp 2.17 and the newest cncf-kubernetes
 # provider cannot share one venv, and torch_xla 2.9 needs torch 2.9 (docs/development.md).
@@ -49,8 +53,15 @@ test-airflow: venv-airflow
 test-xla: venv venv-xla
 	PJRT_DEVICE=CPU $(XLA_PY) -m pytest tests/xla -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: venv
+bench: venv venv-airflow venv-xla
 	$(PY) bench/import_time.py
+	$(PY) bench/preprocess.py
+	$(PY) bench/train.py
+	$(PY) bench/export.py
+	$(PY) bench/compile_time.py
+	$(AIRFLOW_PY) bench/dag_parse.py
+	$(PY) -m xpuflow step preprocess --output out/bench-data
+	PJRT_DEVICE=CPU $(XLA_PY) bench/train_tpu.py --data out/bench-data
 
 clean:
-	rm -rf .venv .venv-airflow .venv-xla .pytest_cache build *.egg-info
+	rm -rf .venv .venv-airflow .venv-xla .pytest_cache build *.egg-info out
