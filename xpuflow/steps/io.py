@@ -22,6 +22,7 @@ __all__ = [
     "atomic_file",
     "atomic_path",
     "write_json",
+    "read_finished",
     "open_binary",
     "StepError",
 ]
@@ -81,6 +82,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_finished(folder: str | os.PathLike[str], marker: str, *, who: str, option: str, producer: str) -> Any:
+    """The JSON ``marker`` a step writes last in its output folder; refused when absent (an unfinished output)."""
+    path = Path(folder) / marker
+    if not path.exists():
+        raise StepError(f"{who}: {option}={os.fspath(folder)!r} has no {marker}, so it is not a finished {producer} "
+                        f"output. Fix: run the {producer} step first (it writes {marker} last).")
+    return json.loads(path.read_text())
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import BUILTIN, open_source
-from .io import StepError, atomic_path, local_path, write_json
+from .io import StepError, atomic_path, local_path, read_finished, write_json
 
 __all__ = ["preprocess", "SPLITS", "read_split", "split_of"]
 
@@ -199,17 +199,11 @@ def _ordered_classes(labels: dict[str, list[int]]) -> list[str]:
 
 def read_split(directory: str | os.PathLike[str], split: str) -> tuple[Any, Any, dict[str, Any]]:
     """Load one split as (features float32 [n, d], labels int64 [n], stats)."""
-    import json
-
     import numpy as np
     import pyarrow.parquet as pq
 
     folder = Path(directory)
-    stats_path = folder / "stats.json"
-    if not stats_path.exists():
-        raise StepError(f"data={os.fspath(directory)!r}: no stats.json, so not a complete preprocess output. "
-                        "Fix: run the preprocess step first (it writes stats.json last).")
-    stats = json.loads(stats_path.read_text())
+    stats = read_finished(folder, "stats.json", who=f"reading the {split} split", option="data", producer="preprocess")
     table = pq.read_table(folder / stats["files"][split])
     x = np.column_stack([table.column(f).to_numpy() for f in stats["features"]]).astype(np.float32, copy=False)
     y = np.array(table.column("label").to_numpy(), dtype=np.int64)  # a writable copy (torch wants one)

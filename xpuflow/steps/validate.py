@@ -10,12 +10,11 @@ on a cluster it lands on an edge node pool with the device plugin's resource.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from .io import StepError, local_path, write_json
+from .io import StepError, local_path, read_finished, write_json
 from .preprocess import read_split
 
 __all__ = ["validate_on_device"]
@@ -45,11 +44,7 @@ def validate_on_device(export: str = "out/export", data: str = "out/data", outpu
     from .export.onnx_export import cpu_session
 
     folder = Path(export)
-    report_path = folder / "export.json"
-    if not report_path.exists():
-        raise StepError(f"validate_on_device: export={export!r} has no export.json, so it is not a finished export. "
-                        "Fix: run the export step first.")
-    report = json.loads(report_path.read_text())
+    report = read_finished(folder, "export.json", who="validate_on_device", option="export", producer="export")
     x, y, _ = read_split(data, split)
     shape = report["input"]["shape"]
     if x.shape[1] != shape[-1]:

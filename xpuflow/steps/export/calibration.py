@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..io import StepError
+from ..io import StepError, read_finished
 
 __all__ = ["SplitStream", "StreamReader", "check_data", "collect"]
 
@@ -23,11 +23,7 @@ __all__ = ["SplitStream", "StreamReader", "check_data", "collect"]
 def check_data(data: str | os.PathLike[str], meta: dict[str, Any], splits: tuple[str, ...]) -> list[str]:
     """The feature columns to read, after checking the data matches the model's input."""
     folder = Path(data)
-    stats_path = folder / "stats.json"
-    if not stats_path.exists():
-        raise StepError(f"export: data={os.fspath(data)!r} has no stats.json, so it is not a complete preprocess "
-                        "output. Fix: run the preprocess step first (it writes stats.json last).")
-    stats = json.loads(stats_path.read_text())
+    stats = read_finished(folder, "stats.json", who="export", option="data", producer="preprocess")
     features = list(stats["features"])
     expected = int(meta["input_shape"][-1])
     if len(features) != expected:
