@@ -28,3 +28,13 @@ def airflow_pods(tmp_path_factory) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    """The embedded digits data set, preprocessed once for the whole session (read-only for tests)."""
+    from xpuflow.steps.preprocess import preprocess
+
+    out = tmp_path_factory.mktemp("digits")
+    preprocess(output=str(out))
+    return out

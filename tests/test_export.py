@@ -59,13 +59,6 @@ def remote(pool: ProcessPoolExecutor, fn, *args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    preprocess(output=str(out))
-    return out
-
-
-@pytest.fixture(scope="module")
 def model(worker, data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model")
     remote(worker, train, data=str(data), output=str(out), epochs=6, checkpoint_every=1000)

@@ -13,14 +13,7 @@ import torch
 from runs import interrupt, python, run, step_cmd
 
 from xpuflow.steps.models import load_model
-from xpuflow.steps.preprocess import preprocess, read_split
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    preprocess(output=str(out))
-    return out
+from xpuflow.steps.preprocess import read_split
 
 
 @pytest.fixture(scope="module")

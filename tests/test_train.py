@@ -16,18 +16,10 @@ from runs import interrupt, progress, run, step_cmd, weights
 from xpuflow.steps.checkpoint import Checkpointer
 from xpuflow.steps.io import StepError
 from xpuflow.steps.models import load_model
-from xpuflow.steps.preprocess import preprocess
 from xpuflow.steps.runtime import pick_device
 
 EPOCHS = 4
 COMMON = ["--epochs", str(EPOCHS), "--checkpoint-every", "7", "--deterministic", "true", "--batch-size", "32"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    preprocess(output=str(out))
-    return out
 
 
 def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
