@@ -173,18 +173,22 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
             epoch, first = divmod(step, steps_per_epoch)
             order = _order(len(xt), o.batch_size, o.seed, epoch)[first:]
             shards = [b[rt.rank * local_batch:(rt.rank + 1) * local_batch] for b in order]
-            # its own generator: a DataLoader iterator otherwise draws from the global RNG, which would
-            # shift dropout masks after a mid-epoch resume
-            # sampler of index tensors + batch_size=None: each batch is one tensor index, not 64 collated samples
-            loader = DataLoader(TensorDataset(xt, yt), sampler=shards, batch_size=None, num_workers=o.num_workers,
-                                generator=torch.Generator().manual_seed(o.seed + epoch), **rt.loader_options())
+            if o.num_workers == 0 and rt.device.type == "cpu":
+                loader: Any = ((xt[idx], yt[idx]) for idx in shards)  # in memory already: index, no DataLoader
+            else:
+                # its own generator: a DataLoader iterator otherwise draws from the global RNG, which would
+                # shift dropout masks after a mid-epoch resume; sampler of index tensors + batch_size=None:
+                # each batch is one tensor index, not 64 collated samples
+                loader = DataLoader(TensorDataset(xt, yt), sampler=shards, batch_size=None,
+                                    num_workers=o.num_workers, generator=torch.Generator().manual_seed(o.seed + epoch),
+                                    **rt.loader_options())
             epoch_loss, epoch_start = torch.zeros((), device=rt.device) + partial_loss, time.perf_counter()
             partial_loss = 0.0
             for xb, yb in rt.device_batches(loader):
                 with rt.autocast():
                     loss = torch.nn.functional.cross_entropy(runnable(xb), yb)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                (scaler.scale(loss) if scaler.is_enabled() else loss).backward()
                 rt.optimizer_step(opt, scaler)
                 sched.step()
                 rt.sync()
@@ -198,7 +202,7 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
                 if bar is not None:
                     bar.update(1)
                 if rt.stop_requested(_Stop.requested):
-                    checkpoint(epoch_loss)
+                    checkpoint(epoch_loss)  # within the grace period, before exiting
                     log.warning("%s: SIGTERM at step %d: checkpoint saved, exiting for a restart", step_name, step)
                     raise SystemExit(PREEMPTED_EXIT_CODE)
                 if step % o.checkpoint_every == 0 and step < total_steps:

@@ -9,6 +9,7 @@ CPU of a paid GPU node.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -58,9 +59,11 @@ class Runtime:
 
     # ---- hooks the training loop calls; XlaRuntime (train_tpu) overrides them
     def autocast(self) -> Any:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()  # cheaper than a disabled autocast on every step
         import torch
 
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.precision != "fp32")
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def wrap(self, net: Any, compile: bool) -> Any:
         """The module the loop calls: compiled and/or DDP-wrapped; ``net`` keeps the plain weights."""
@@ -82,8 +85,11 @@ class Runtime:
             yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
 
     def optimizer_step(self, opt: Any, scaler: Any) -> None:
-        scaler.step(opt)
-        scaler.update()
+        if scaler.is_enabled():  # fp16: unscale, skip steps with inf/nan gradients, adapt the scale
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
 
     def sync(self) -> None:
         """End of a training step (XLA cuts and runs its graph here)."""
