@@ -1,0 +1,13 @@
+"""Airflow DAG: preprocess (CPU) -> train on a single-host TPU slice -> export (CPU INT8) on CPU.
+
+    XPUFLOW_AIRFLOW_MODE=local airflow dags test train_tpu -c '{"epochs": 2}'  # in-process (CPU without torch_xla)
+    airflow dags trigger train_tpu                                            # pods (default)
+
+Cluster profile: XPUFLOW_CLUSTER (default gke; the profile needs a TPU pool). See dags/README.md.
+"""
+
+import os
+
+from xpuflow.airflow import build_dag
+
+dag = build_dag("train_tpu", cluster=os.environ.get("XPUFLOW_CLUSTER", "gke"))

@@ -1,0 +1,58 @@
+"""xpuflow for Airflow 3: the example flows (``xpuflow/flows.py``) as DAGs.
+
+    # dags/train_gpu_export_npu.py
+    import os
+    from xpuflow.airflow import build_dag
+
+    dag = build_dag("train_gpu_export_npu", cluster=os.environ.get("XPUFLOW_CLUSTER", "gke"))
+
+One switch picks how the tasks run, read when the DAG file is parsed:
+``XPUFLOW_AIRFLOW_MODE`` = ``cluster`` (default) or ``local``; ``build_dag(mode=...)``
+overrides it.
+
+- ``cluster``: one ``KubernetesPodOperator`` per step, its pod placed by
+  ``Cluster.load(cluster).place(step.compute)`` through :mod:`xpuflow.render.airflow`,
+  running ``xpuflow step <step> ...`` in the image of its compute class
+  (:mod:`xpuflow.images`). Steps hand data over through an artifact root URL, one
+  directory per run and task. Accelerator tasks run in an Airflow pool per kind and
+  cluster (``xpuflow-gpu-gke``, ``xpuflow-tpu-gke``), one slot per device.
+- ``local``: the same steps run in the Airflow worker's process (``PythonOperator``
+  calling ``xpuflow.steps.step_function``), outputs under a local directory per run,
+  upstream output paths passed through XCom.
+
+:func:`write_dag_file` writes such a DAG file for one cluster (``xpuflow compile
+--backend airflow``). Importing this package imports neither airflow nor the
+kubernetes client, torch or kfp; :func:`build_dag` imports airflow when called.
+See docs/airflow.md.
+"""
+
+from __future__ import annotations
+
+from .dag import (
+    ARTIFACT_ROOT_ENV,
+    ARTIFACT_ROOT_VARIABLE,
+    LOCAL_ROOT_ENV,
+    MODE_ENV,
+    MODES,
+    artifact_root_template,
+    build_dag,
+    dag_params,
+    pool_for,
+    resolve_mode,
+)
+from .dagfile import dag_file_source, write_dag_file
+
+__all__ = [
+    "ARTIFACT_ROOT_ENV",
+    "ARTIFACT_ROOT_VARIABLE",
+    "LOCAL_ROOT_ENV",
+    "MODES",
+    "MODE_ENV",
+    "artifact_root_template",
+    "build_dag",
+    "dag_file_source",
+    "dag_params",
+    "pool_for",
+    "resolve_mode",
+    "write_dag_file",
+]
