@@ -97,3 +97,14 @@ def test_data_scientist_example_runs_locally_and_compiles(tmp_path):
     accel = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"]
     assert accel["resourceType"] == "nvidia.com/gpu"
     assert list((tmp_path / "runs").glob("*/train/model/model.pt"))
+
+
+def test_compile_airflow_writes_a_dag_file_for_the_cluster(tmp_path):
+    out = tmp_path / "dag_eks.py"
+    proc = xpuflow("compile", "train_gpu_export_npu", "--backend", "airflow", "--cluster", "eks", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "build_dag('train_gpu_export_npu', cluster='eks')" in text
+    compile(text, str(out), "exec")  # valid Python; tests/airflow parse the real DAGs with DagBag
+    refused = xpuflow("compile", "train_tpu", "--backend", "airflow", "--cluster", "eks", "-o", str(tmp_path / "t.py"))
+    assert refused.returncode == 2 and "no tpu pools" in refused.stderr and not (tmp_path / "t.py").exists()
