@@ -171,6 +171,12 @@ def _catalog(args: argparse.Namespace) -> int:
     print("npu devices:")
     for n in cat.npus.values():
         print(f"  {n.name:<16} {n.resource:<24} {n.description}")
+    from .steps.export.targets import TARGETS
+
+    print("npu export targets (xpuflow step export --target ...):")
+    for t in TARGETS.values():
+        state = "available" if t.available else "listed, unavailable here"
+        print(f"  {t.name:<14} {t.execution_provider:<30} {state}")
     return 0
 
 
