@@ -193,7 +193,7 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
                 sched.step()
                 rt.sync()
                 step += 1
-                epoch_loss += loss.detach().float()
+                epoch_loss += loss.detach() if loss.dtype == torch.float32 else loss.detach().float()
                 samples += o.batch_size
                 if progress is not None:
                     os.write(progress, b"%d\n" % step)

@@ -81,8 +81,9 @@ class Runtime:
         return {"pin_memory": self.device.type == "cuda"}
 
     def device_batches(self, loader: Any) -> Any:
-        for xb, yb in loader:
-            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            return loader  # already where the model is
+        return ((xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)) for xb, yb in loader)
 
     def optimizer_step(self, opt: Any, scaler: Any) -> None:
         if scaler.is_enabled():  # fp16: unscale, skip steps with inf/nan gradients, adapt the scale
