@@ -8,6 +8,7 @@ cluster file is read in one place; docs/clusters.md documents the same keys.
 
 from __future__ import annotations
 
+import abc
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +18,13 @@ from ..errors import ClusterFileError, did_you_mean
 __all__ = ["CLUSTER_SCHEMA", "check"]
 
 
-class Spec:
+class Spec(abc.ABC):
+    """One node of the schema: checks a value at a YAML path and returns it normalised."""
+
     what = "a value"
 
-    def check(self, value: Any, path: str, ctx: _Ctx) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def check(self, value: Any, path: str, ctx: _Ctx) -> Any: ...
 
 
 @dataclass
