@@ -58,6 +58,7 @@ bench: venv venv-airflow venv-xla
 	$(PY) bench/preprocess.py
 	$(PY) bench/train.py
 	$(PY) bench/export.py
+	$(PY) bench/embed.py
 	$(PY) bench/compile_time.py
 	$(AIRFLOW_PY) bench/dag_parse.py
 	$(PY) -m xpuflow step preprocess --output out/bench-data

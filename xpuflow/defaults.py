@@ -13,7 +13,8 @@ from .compute import Compute
 
 __all__ = ["default_compute", "STEP_NAMES"]
 
-STEP_NAMES = ("preprocess", "train", "train_tpu", "evaluate", "export", "validate_on_device")
+STEP_NAMES = ("preprocess", "train", "train_tpu", "evaluate", "export", "validate_on_device",
+              "chunk", "embed", "index", "batch_infer")
 
 
 @functools.cache
@@ -26,6 +27,12 @@ def _defaults() -> dict[str, Compute]:
         # conversion, calibration and compilation are CPU work; memory sized for calibration
         "export": Compute.cpu(cpu="2", memory="8Gi"),
         "validate_on_device": Compute.npu(device="intel-npu", count=1),
+        # retrieval (xpuflow.steps.rag): reading and cutting text is CPU work; embedding and batch
+        # scoring run on a GPU of the inference pool (not competing with training); FAISS builds on CPUs
+        "chunk": Compute.cpu(cpu="1", memory="2Gi"),
+        "embed": Compute.gpu(count=1, pool="inference", cpu="4", memory="16Gi"),
+        "index": Compute.cpu(cpu="2", memory="8Gi"),
+        "batch_infer": Compute.gpu(count=1, pool="inference", cpu="4", memory="16Gi"),
     }
 
 

@@ -28,6 +28,10 @@ STEPS = {
     "evaluate": "xpuflow.steps.evaluate:evaluate",
     "export": "xpuflow.steps.export:export",
     "validate_on_device": "xpuflow.steps.validate:validate_on_device",
+    "chunk": "xpuflow.steps.rag.chunk:chunk",
+    "embed": "xpuflow.steps.rag.embed:embed",
+    "index": "xpuflow.steps.rag.index:index",
+    "batch_infer": "xpuflow.steps.rag.batch_infer:batch_infer",
 }
 
 

@@ -136,36 +136,42 @@ def _node() -> str:
     return f"node {node or '(unknown: set NODE_NAME from spec.nodeName)'}, pod {socket.gethostname()}, node pool {pool}"
 
 
-def pick_device(requested: str, local_rank: int) -> Any:
+def pick_device(requested: str, local_rank: int, who: str = "train") -> Any:
+    """CUDA when visible; else the CPU (a WARNING locally), refused in-cluster on a GPU placement.
+
+    ``who`` names the step in the messages (the inference steps reuse the rule).
+    """
     import torch
 
+    verb = "train" if who == "train" else "run"
     if requested not in ("auto", "cuda", "cpu"):
-        raise StepError(f"train: device={requested!r} is not valid: auto, cuda or cpu.")
+        raise StepError(f"{who}: device={requested!r} is not valid: auto, cuda or cpu.")
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if in_cluster and os.environ.get("XPUFLOW_COMPUTE_KIND") == "gpu":
         raise StepError(
-            f"train: no GPU is visible on {_node()}, yet this step was placed on a GPU node. Refusing to train on "
+            f"{who}: no GPU is visible on {_node()}, yet this step was placed on a GPU node. Refusing to {verb} on "
             "the CPU of a paid GPU node. Fix: check the NVIDIA device plugin and driver on that node "
             "(`kubectl describe node`, `nvidia-smi`), or place the step with Compute.cpu()."
         )
     if requested == "cuda":
-        raise StepError("train: device='cuda' but no CUDA device is visible. Fix: use device='auto' or 'cpu'.")
+        raise StepError(f"{who}: device='cuda' but no CUDA device is visible. Fix: use device='auto' or 'cpu'.")
     if requested == "auto":
-        log.warning("train: no GPU visible, training on the CPU (a local run; metrics record device: cpu)")
+        doing = "training" if who == "train" else "running"
+        log.warning("%s: no GPU visible, %s on the CPU (a local run; metrics record device: cpu)", who, doing)
     return torch.device("cpu")
 
 
-def pick_precision(requested: str, device: Any) -> str:
+def pick_precision(requested: str, device: Any, who: str = "train") -> str:
     import torch
 
     if requested not in PRECISIONS:
-        raise StepError(f"train: precision={requested!r} is not valid: one of {', '.join(PRECISIONS)}.")
+        raise StepError(f"{who}: precision={requested!r} is not valid: one of {', '.join(PRECISIONS)}.")
     if requested != "auto":
         if device.type == "cpu" and requested == "fp16":
-            raise StepError("train: precision='fp16' needs a GPU. Fix: use 'bf16' or 'fp32' on the CPU.")
+            raise StepError(f"{who}: precision='fp16' needs a GPU. Fix: use 'bf16' or 'fp32' on the CPU.")
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -1,0 +1,186 @@
+"""``embed`` (GPU, inference pool): a sentence-embedding vector for every chunk, in resumable shards.
+
+Input: a finished ``chunk`` output (``data``). The chunks are cut, in their order in
+``chunks.parquet``, into shards of ``shard_size`` rows: shard k holds rows
+[k * shard_size, (k + 1) * shard_size), a contiguous range of chunk ids. Each shard is encoded
+(length-sorted batches, see :mod:`.encoder`) and written atomically as
+``embeddings/shard-<k:05d>.parquet`` (``chunk_id``, ``vector``: fixed-size list of float32),
+with a fingerprint in its Parquet metadata: the model's identity, the precision, the token limit
+and a hash of the shard's chunk ids and texts.
+
+Resume: a restarted task (spot preemption, kill -9) keeps every shard file whose fingerprint
+matches what it would compute now, and encodes only the others; temporary files of an
+interrupted write are removed, and shards past the end of the input are deleted. The result
+is the same as an uninterrupted run's.
+
+Device: the GPU rule of training (:func:`xpuflow.steps.runtime.pick_device`): CUDA when visible
+(fp16/bf16 weights, ``precision="auto"`` picks bf16 where supported), else the CPU in fp32 with a
+WARNING locally, and a hard error in a cluster on a GPU placement.
+
+Outputs in ``output/``: ``embeddings/shard-*.parquet``, ``chunks.parquet`` (a copy of the input
+chunks, so the index has the texts beside the vectors) and ``embeddings.json`` (last).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ...errors import invalid
+from ..io import StepError, atomic_file, atomic_path, local_path, write_json
+from .chunk import MARKER as CHUNKS_MARKER
+from .encoder import DEFAULT_MODEL, load_encoder
+
+__all__ = ["embed", "read_embeddings", "MARKER"]
+
+log = logging.getLogger("xpuflow.embed")
+MARKER = "embeddings.json"
+SHARDS = "embeddings"
+_FINGERPRINT = b"xpuflow.fingerprint"
+
+
+def _shards(path: Path, shard_size: int) -> Iterator[tuple[list[str], list[str]]]:
+    """(chunk ids, texts) of each shard, exactly ``shard_size`` rows except the last."""
+    import pyarrow.parquet as pq
+
+    ids: list[str] = []
+    texts: list[str] = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=shard_size, columns=["chunk_id", "text"]):
+        ids += batch.column(0).to_pylist()
+        texts += batch.column(1).to_pylist()
+        while len(ids) >= shard_size:
+            yield ids[:shard_size], texts[:shard_size]
+            ids, texts = ids[shard_size:], texts[shard_size:]
+    if ids:
+        yield ids, texts
+
+
+def _fingerprint(identity: str, precision: str, max_length: int, ids: list[str], texts: list[str]) -> str:
+    digest = hashlib.sha256(f"{identity}\0{precision}\0{max_length}\0".encode())
+    for chunk_id, text in zip(ids, texts):
+        digest.update(chunk_id.encode())
+        digest.update(b"\0")
+        digest.update(text.encode())
+        digest.update(b"\1")
+    return digest.hexdigest()
+
+
+def _stored_fingerprint(path: Path) -> str | None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # unreadable: recompute it
+        return None
+    value = meta.get(_FINGERPRINT)
+    return value.decode() if value else None
+
+
+def _write_shard(path: Path, ids: list[str], vectors: Any, fingerprint: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = vectors.shape[1]
+    table = pa.table({"chunk_id": pa.array(ids, pa.string()),
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)})
+    table = table.replace_schema_metadata({_FINGERPRINT: fingerprint.encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def embed(
+    data: str = "out/chunks",
+    output: str = "out/embeddings",
+    model: str = DEFAULT_MODEL,
+    batch_size: int = 64,
+    shard_size: int = 4096,
+    device: str = "auto",
+    precision: str = "auto",
+) -> dict[str, Any]:
+    """Embed the chunks of ``data`` (a chunk output); returns the summary written to ``output/embeddings.json``."""
+    from ..io import read_finished
+
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int) or value < 1:
+            raise StepError(invalid(name, value, "a positive integer", where="embed"))
+    chunks = read_finished(data, CHUNKS_MARKER, who="embed", option="data", producer="chunk")
+    encoder = load_encoder(model, device, precision, who="embed")  # the GPU rule: refused before any output
+    source = Path(data) / chunks["files"]["chunks"]
+    out = local_path(output)
+    shard_dir = out / SHARDS
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).unlink(missing_ok=True)  # removed first, written last
+    for stale in shard_dir.glob(".shard-*.tmp"):  # a write cut short by kill -9
+        stale.unlink(missing_ok=True)
+    started = time.perf_counter()
+    shards, reused, computed, encoded, encode_seconds = [], 0, 0, 0, 0.0
+    for k, (ids, texts) in enumerate(_shards(source, shard_size)):
+        path = shard_dir / f"shard-{k:05d}.parquet"
+        fingerprint = _fingerprint(encoder.identity, encoder.precision, encoder.max_length, ids, texts)
+        if path.exists() and _stored_fingerprint(path) == fingerprint:
+            reused += 1
+        else:
+            t0 = time.perf_counter()
+            vectors = encoder.encode(texts, batch_size)
+            encode_seconds += time.perf_counter() - t0
+            _write_shard(path, ids, vectors, fingerprint)
+            computed += 1
+            encoded += len(ids)
+            log.info("embed: shard %d (%s .. %s, %d chunks) written", k, ids[0], ids[-1], len(ids))
+        shards.append({"file": f"{SHARDS}/{path.name}", "rows": len(ids), "first_id": ids[0], "last_id": ids[-1]})
+    if not shards:
+        raise StepError(f"embed: data={data!r} holds no chunks. Fix: check the chunk step's input.")
+    for extra in sorted(shard_dir.glob("shard-*.parquet")):
+        if extra.name not in {Path(s["file"]).name for s in shards}:
+            log.warning("embed: removing %s: past the end of this input (a previous, larger run)", extra.name)
+            extra.unlink()
+    with open(source, "rb") as src, atomic_file(out / "chunks.parquet") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    summary = {
+        "data": str(data),
+        "model": model,
+        "model_identity": encoder.identity,
+        "dimension": encoder.dim,
+        "max_tokens": encoder.max_length,
+        "normalised": True,
+        "metric": "inner product of L2-normalised vectors = cosine similarity",
+        "device": encoder.device.type,
+        "precision": encoder.precision,
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "rows": sum(s["rows"] for s in shards),
+        "shards": shards,
+        "shards_reused": reused,
+        "shards_computed": computed,
+        "chunks_per_second": round(encoded / encode_seconds, 1) if encode_seconds else None,
+        "seconds": round(time.perf_counter() - started, 3),
+        "files": {"chunks": "chunks.parquet"},
+    }
+    write_json(out / MARKER, summary)
+    log.info("embed: %d chunks in %d shards (%d reused, %d computed) on %s/%s -> %s", summary["rows"], len(shards),
+             reused, computed, encoder.device.type, encoder.precision, out)
+    return summary
+
+
+def read_embeddings(folder: str, who: str) -> tuple[list[str], Any, dict[str, Any]]:
+    """(chunk ids, vectors [n, dim] float32, summary) of a finished ``embed`` output."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ..io import read_finished
+
+    summary = read_finished(folder, MARKER, who=who, option="data", producer="embed")
+    ids: list[str] = []
+    parts = []
+    for shard in summary["shards"]:
+        table = pq.read_table(Path(folder) / shard["file"])
+        column = table.column("vector").combine_chunks()
+        ids += table.column("chunk_id").to_pylist()
+        parts.append(column.flatten().to_numpy(zero_copy_only=False).reshape(len(table), column.type.list_size))
+    vectors = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, summary["dimension"]))
+    return ids, vectors, summary

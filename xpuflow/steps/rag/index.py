@@ -1,0 +1,188 @@
+"""``index`` (CPU): a FAISS index over the chunk embeddings, published only when its recall passes a gate.
+
+FAISS runs in-process (an embedded engine: no server), on L2-normalised vectors with inner
+product, i.e. cosine similarity. ``kind``:
+
+- ``flat`` (default): ``IndexFlatIP``, exact search by brute force; right up to a few hundred
+  thousand chunks (search cost grows linearly with the corpus);
+- ``hnsw``: ``IndexHNSWFlat`` (M=32, ``ef_search``), a graph index for millions of vectors when
+  memory allows (the graph adds about 20 % to the vectors) and queries must stay in the milliseconds;
+- ``ivf``: ``IndexIVFFlat`` (``nlist`` = 4 sqrt(n) clusters trained with k-means, ``nprobe``
+  searched), for millions of vectors with a cheaper build than HNSW.
+
+Quality gate: for each chunk (or a seeded sample of ``queries`` chunks), its longest sentence is
+a query, embedded with the same model; recall@k is the share of queries whose own chunk is among
+the k nearest. Below ``min_recall`` the step fails and writes nothing.
+
+Outputs in ``output/`` (each written atomically, ``index.json`` last; all three removed first):
+``index.faiss``, ``ids.parquet`` (FAISS row -> chunk_id, doc_id, n, start, end, text, source),
+``index.json`` (kind, size, dimension, model, recall@k, timings).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ...errors import invalid
+from ..io import StepError, atomic_path, local_path, read_finished, write_json
+from .embed import read_embeddings
+from .encoder import load_encoder
+
+__all__ = ["index", "query_sentence", "search", "KINDS"]
+
+log = logging.getLogger("xpuflow.index")
+KINDS = ("flat", "hnsw", "ivf")
+MARKER = "index.json"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n#+\s")
+
+
+def query_sentence(text: str) -> str:
+    """The longest sentence of ``text`` (sentences end at . ! ? or a blank line)."""
+    parts = [p.strip(" \t\n#*-") for p in _SENTENCE.split(text)]
+    return max((p for p in parts if p), key=len, default=text.strip())
+
+
+def _build(kind: str, vectors: Any, ef_search: int, nprobe: int) -> tuple[Any, dict[str, Any]]:
+    import faiss
+
+    n, dim = vectors.shape
+    if kind == "flat":
+        idx = faiss.IndexFlatIP(dim)
+        params: dict[str, Any] = {"faiss": "IndexFlatIP"}
+    elif kind == "hnsw":
+        idx = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        idx.hnsw.efConstruction = 80
+        idx.hnsw.efSearch = ef_search
+        params = {"faiss": "IndexHNSWFlat", "M": 32, "ef_construction": 80, "ef_search": ef_search}
+    else:
+        nlist = max(1, min(int(4 * n**0.5), n // 39))  # FAISS wants >= 39 training points per cluster
+        idx = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        idx.train(vectors)
+        idx.nprobe = min(nprobe, nlist)
+        params = {"faiss": "IndexIVFFlat", "nlist": nlist, "nprobe": idx.nprobe}
+    idx.add(vectors)
+    return idx, params
+
+
+def index(
+    data: str = "out/embeddings",
+    output: str = "out/index",
+    kind: str = "flat",
+    k: int = 5,
+    min_recall: float = 0.9,
+    queries: int = 1000,
+    seed: int = 0,
+    model: str = "",
+    device: str = "cpu",
+    batch_size: int = 64,
+    ef_search: int = 64,
+    nprobe: int = 16,
+) -> dict[str, Any]:
+    """Index the vectors of ``data`` (an embed output); returns the summary written to ``output/index.json``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if kind not in KINDS:
+        raise StepError(invalid("kind", kind, "flat, hnsw or ivf", where="index", choices=KINDS))
+    for name, value in (("k", k), ("queries", queries), ("batch_size", batch_size), ("ef_search", ef_search),
+                        ("nprobe", nprobe)):
+        if not isinstance(value, int) or value < 1:
+            raise StepError(invalid(name, value, "a positive integer", where="index"))
+    if not isinstance(min_recall, (int, float)) or min_recall < 0:
+        raise StepError(invalid("min_recall", min_recall, "a fraction in [0, 1]", where="index",
+                                fix="0.9 is a sensible floor; 0 turns the gate off"))
+    out = local_path(output)
+    for name in (MARKER, "index.faiss", "ids.parquet"):  # a failed run leaves no index, not an older one
+        (out / name).unlink(missing_ok=True)
+    ids, vectors, summary = read_embeddings(data, who="index")
+    chunks = pq.read_table(Path(data) / summary["files"]["chunks"])
+    if chunks.column("chunk_id").to_pylist() != ids:
+        raise StepError(f"index: data={data!r}: the shards' chunk ids do not match chunks.parquet (a mixed or "
+                        "damaged output). Fix: rerun the embed step into an empty directory.")
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
+    bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3))
+    if len(bad):
+        raise StepError(f"index: data={data!r}: {len(bad)} of {len(ids)} vectors are not unit length (first: chunk "
+                        f"{ids[bad[0]]!r}, norm {norms[bad[0]]:.4g}): the shards are damaged or not from the embed "
+                        "step. Fix: rerun embed.")
+    if not len(ids):
+        raise StepError(f"index: data={data!r} holds no vectors.")
+
+    started = time.perf_counter()
+    built, params = _build(kind, vectors, ef_search, nprobe)
+    build_seconds = time.perf_counter() - started
+
+    encoder = load_encoder(model or summary["model"], device, "fp32", who="index")
+    if encoder.identity != summary["model_identity"]:
+        raise StepError(f"index: model={model!r} is {encoder.identity}, but the vectors come from "
+                        f"{summary['model_identity']}: queries must be embedded with the same model. Fix: pass the "
+                        "embed step's model, or leave --model empty.")
+    rows = np.arange(len(ids))
+    if len(rows) > queries:
+        rows = np.sort(np.random.default_rng(seed).choice(len(ids), queries, replace=False))
+    texts = chunks.column("text").to_pylist()
+    query_vectors = encoder.encode([query_sentence(texts[i]) for i in rows], batch_size)
+    t0 = time.perf_counter()
+    _, found = built.search(query_vectors, min(k, len(ids)))
+    search_seconds = time.perf_counter() - t0
+    hits = (found == rows[:, None]).any(axis=1)
+    recall = float(hits.mean())
+    top1 = float((found[:, 0] == rows).mean())
+    misses = [ids[i] for i in rows[~hits][:5]]
+    if recall < min_recall:
+        missed = f" (missed e.g. {', '.join(misses)})" if misses else ""
+        raise StepError(f"index: recall@{k} = {recall:.3f} on {len(rows)} queries is below min_recall={min_recall}"
+                        f"{missed}; no index was written. Fix: check the embeddings (same "
+                        "model, not damaged), use kind='flat' or a larger ef_search/nprobe, or lower --min-recall.")
+
+    out.mkdir(parents=True, exist_ok=True)
+    import faiss
+
+    with atomic_path(out / "index.faiss") as tmp:
+        faiss.write_index(built, str(tmp))
+    table = chunks.add_column(0, "row", pa.array(np.arange(len(ids), dtype=np.int64)))
+    with atomic_path(out / "ids.parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    result = {
+        "kind": kind,
+        "params": params,
+        "metric": "inner product on L2-normalised vectors (cosine similarity)",
+        "vectors": len(ids),
+        "dimension": int(vectors.shape[1]),
+        "model": summary["model"],
+        "model_identity": summary["model_identity"],
+        "k": k,
+        f"recall_at_{k}": round(recall, 4),
+        "recall_at_1": round(top1, 4),
+        "min_recall": min_recall,
+        "queries": len(rows),
+        "query_set": "the longest sentence of each chunk (a seeded sample when there are more chunks than queries)",
+        "missed": misses,
+        "build_seconds": round(build_seconds, 4),
+        "search_ms_per_query": round(1000 * search_seconds / len(rows), 4),
+        "faiss_version": faiss.__version__,
+        "files": {"index": "index.faiss", "ids": "ids.parquet"},
+    }
+    write_json(out / MARKER, result)
+    log.info("index: %s over %d vectors, recall@%d %.3f (recall@1 %.3f) on %d queries -> %s", kind, len(ids), k,
+             recall, top1, len(rows), out)
+    return result
+
+
+def search(index_dir: str, texts: list[str], k: int = 5, model: str = "", device: str = "cpu") -> list[list[dict]]:
+    """The ``k`` nearest chunks of each text: [{chunk_id, doc_id, score, text}, ...] per text."""
+    import faiss
+    import pyarrow.parquet as pq
+
+    summary = read_finished(index_dir, MARKER, who="search", option="index_dir", producer="index")
+    built = faiss.read_index(str(Path(index_dir) / summary["files"]["index"]))
+    table = pq.read_table(Path(index_dir) / summary["files"]["ids"], columns=["chunk_id", "doc_id", "text"]).to_pylist()
+    encoder = load_encoder(model or summary["model"], device, "fp32", who="search")
+    scores, found = built.search(encoder.encode(list(texts)), k)
+    return [[{**table[j], "score": float(s)} for s, j in zip(row_scores, row) if j >= 0]
+            for row_scores, row in zip(scores, found)]
