@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,11 @@ def test_train_tpu_pipeline_runs_end_to_end_locally(tmp_path):
     assert metrics["step"] == "train_tpu" and metrics["device"] == "cpu"  # no torch_xla in the main venv: said so
     export = json.loads((run / "export" / "onnx" / "export.json").read_text())
     assert export["target"] == "cpu-int8" and (run / "export" / "onnx" / "model.int8.onnx").exists()
+
+
+def test_rag_index_pipeline_runs_end_to_end_locally(tmp_path):
+    proc = run_local("rag_index", tmp_path)
+    run = only_run(tmp_path)
+    record = json.loads((run / "index" / "faiss_index" / "index.json").read_text())
+    assert record["recall_at_5"] >= 0.9 and (run / "index" / "faiss_index" / "index.faiss").is_file()
+    assert re.search(r"embed\s+on gke: gpu-l4-inference", proc.stdout)  # the inference pool, not the training one

@@ -89,10 +89,19 @@ def _flows() -> dict[str, Flow]:
                          {"model": "train_tpu", "data": "preprocess"}, "export", 10),
             ),
         ),
+        "rag_index": Flow(
+            "rag_index",
+            "chunk documents on CPU -> embed on a GPU of the inference pool -> build and check a FAISS index on CPU",
+            (
+                StepSpec("chunk", "chunk", default_compute("chunk"), {"input": "builtin:docs"}),
+                StepSpec("embed", "embed", default_compute("embed"), {}, {"data": "chunk"}, "dataset", 10),
+                StepSpec("index", "index", default_compute("index"), {}, {"data": "embed"}, "dataset", 5),
+            ),
+        ),
     }
 
 
-FLOW_NAMES = ("train_gpu_export_npu", "train_tpu")
+FLOW_NAMES = ("train_gpu_export_npu", "train_tpu", "rag_index")
 
 
 def flow(name: str) -> Flow:

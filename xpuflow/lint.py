@@ -23,7 +23,13 @@ STEP_USES = {
     "train": {"gpu", "cpu"},
     "train_tpu": {"tpu", "cpu"},
     "validate_on_device": {"npu", "cpu"},
+    "chunk": {"cpu"},
+    "index": {"cpu"},
+    "embed": {"gpu", "cpu"},
+    "batch_infer": {"gpu", "cpu"},
 }
+# Steps that resume where they stopped after a preemption (checkpoints, finished shards).
+_RESUMABLE = {"train", "train_tpu", "embed"}
 # Steps that use more than one accelerator of a pod only when launched for it (torchrun / SPMD).
 _ONE_PROCESS = {"train": "run it under torchrun (--nproc-per-node N) or ask for count=1"}
 
@@ -78,11 +84,12 @@ def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
         if count > 1 and spec.step in _ONE_PROCESS:
             out.append(Finding("warning", spec.name, f"{count} GPUs for one {spec.step} process: {count - 1} would "
                                f"sit idle unless the pod launches one process per GPU. Fix: {_ONE_PROCESS[spec.step]}"))
-        if c.kind != "cpu" and not c.spot and any(cap == "spot" for pool in cluster.node_pools
-                                                  if pool.accelerator and pool.accelerator.kind == c.kind
-                                                  for cap in pool.capacity):
+        if spec.step in _RESUMABLE and c.kind != "cpu" and not c.spot and any(
+            cap == "spot" for pool in cluster.node_pools
+            if pool.accelerator and pool.accelerator.kind == c.kind for cap in pool.capacity
+        ):
             out.append(Finding("warning", spec.name, f"{c.hardware} on on-demand capacity while the cluster has "
-                               "spot pools for it; the train steps checkpoint and resume, so spot=True is safe"))
+                               f"spot pools for it; the {spec.step} step resumes after preemption, so spot=True is safe"))
     return out
 
 

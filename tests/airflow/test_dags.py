@@ -75,7 +75,7 @@ def test_dag_files_import_nothing_heavy():
         "for mode in ('cluster', 'local'):\n"
         f"    os.environ[{MODE_ENV!r}] = mode\n"
         "    bag = DagBag(sys.argv[1])\n"
-        "    assert not bag.import_errors and len(bag.dags) == 2, bag.import_errors\n"
+        f"    assert not bag.import_errors and len(bag.dags) == {len(FLOW_NAMES)}, bag.import_errors\n"
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
         "print('HEAVY', heavy)\n"
     )
@@ -134,7 +134,7 @@ def test_a_cluster_without_the_hardware_is_an_import_error_that_says_so(monkeypa
     monkeypatch.setenv(MODE_ENV, "cluster")
     monkeypatch.setenv("XPUFLOW_CLUSTER", "eks")
     bag = DagBag(dag_folder=str(DAGS))
-    assert set(bag.dags) == {"train_gpu_export_npu"}
+    assert set(bag.dags) == {"train_gpu_export_npu", "rag_index"}
     [(path, error)] = bag.import_errors.items()
     assert path.endswith("train_tpu.py") and "cluster 'eks'" in error and "no node pool offers tpu v5e 2x4" in error
     monkeypatch.setenv(MODE_ENV, "local")  # local mode places nothing: runs anywhere
@@ -228,10 +228,11 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def run_local(env: dict[str, str], name: str, tmp_path: Path) -> tuple[Path, str]:
-    """``dag.test()`` of dags/<name>.py with 2 epochs; returns the run's directory and the log."""
+def run_local(env: dict[str, str], name: str, tmp_path: Path, conf: dict | None = None) -> tuple[Path, str]:
+    """``dag.test()`` of dags/<name>.py (2 epochs unless ``conf`` says otherwise); returns the run directory and log."""
     result = tmp_path / "result.json"
-    out = subprocess.run([sys.executable, "-c", RUN, str(DAGS / f"{name}.py"), name, json.dumps({"epochs": 2}),
+    conf = {"epochs": 2} if conf is None else conf
+    out = subprocess.run([sys.executable, "-c", RUN, str(DAGS / f"{name}.py"), name, json.dumps(conf),
                           str(result)], env=env, capture_output=True, text=True, check=False, timeout=300)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
@@ -275,3 +276,21 @@ def test_local_mode_runs_train_tpu_end_to_end_on_cpu_without_torch_xla(airflow_e
     record = json.loads((run / "export" / "export.json").read_text())
     assert record["target"] == "cpu-int8" and record["gates"]["passed"] is True
     assert record["source_model"]["sha256"] == sha256(run / "train_tpu" / "model.pt")
+
+
+def test_local_mode_runs_rag_index_end_to_end(airflow_env, tmp_path):
+    run, log = run_local(airflow_env, "rag_index", tmp_path, conf={})
+    assert sorted(p.name for p in run.iterdir()) == ["chunk", "embed", "index"]
+    record = json.loads((run / "index" / "index.json").read_text())
+    assert record["recall_at_5"] >= 0.9 and (run / "index" / "index.faiss").is_file()
+    assert "no GPU visible" in log  # embed fell back to the CPU locally, and said so
+
+
+def test_rag_embed_waits_in_the_gpu_pool_on_the_inference_node_pool(monkeypatch):
+    dag = dagbag(DAGS / "rag_index.py", monkeypatch, "cluster", "gke").dags["rag_index"]
+    embed = dag.get_task("embed")
+    pod = pod_of(embed)
+    assert embed.pool == "xpuflow-gpu-gke" and embed.pool_slots == 1
+    assert pod["spec"]["nodeSelector"]["cloud.google.com/gke-nodepool"] == "gpu-l4-inference"
+    for cpu_task in ("chunk", "index"):
+        assert dag.get_task(cpu_task).pool == "default_pool"

@@ -21,6 +21,10 @@ COMPONENTS = {
     "evaluate": "evaluate",
     "export": "export",
     "validate_on_device": "validate_on_device",
+    "chunk": "chunk",
+    "embed": "embed",
+    "index": "index",
+    "batch_infer": "batch_infer",
 }
 
 

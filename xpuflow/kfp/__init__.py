@@ -41,6 +41,10 @@ _STEPS = {
     "evaluate": "evaluate",
     "export": "export",
     "validate-on-device": "validate_on_device",
+    "chunk": "chunk",
+    "embed": "embed",
+    "index": "index",
+    "batch-infer": "batch_infer",
 }
 
 

@@ -5,7 +5,7 @@ Imports of the step code happen inside the component bodies (they run in the pod
 """
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from ..images import image_for
 
@@ -93,3 +93,43 @@ def validate_on_device(exported: Input[Model], data: Input[Dataset], metrics: Ou
     result = step(export=exported.path, data=data.path, output=metrics.path + ".d")
     for key in ("accuracy", "agreement_with_fp32"):
         metrics.log_metric(key, result[key])
+
+
+@dsl.component(base_image=CPU_IMAGE)
+def chunk(chunks: Output[Dataset], input_uri: str = "builtin:docs", unit: str = "words", size: int = 100,
+          overlap: int = 20):
+    """CPU: documents (text, Markdown, JSONL) -> chunks with stable ids and source offsets (chunks.parquet)."""
+    from xpuflow.steps.rag.chunk import chunk as step
+
+    result = step(input=input_uri, output=chunks.path, unit=unit, size=size, overlap=overlap)
+    chunks.metadata.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+
+
+@dsl.component(base_image=CUDA_IMAGE)
+def embed(chunks: Input[Dataset], embeddings: Output[Dataset], batch_size: int = 64):
+    """GPU (inference pool): normalised sentence embeddings, length-sorted batches, resumable by shard."""
+    from xpuflow.steps.rag.embed import embed as step
+
+    result = step(data=chunks.path, output=embeddings.path, batch_size=batch_size)
+    embeddings.metadata.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+
+
+@dsl.component(base_image=CPU_IMAGE)
+def index(embeddings: Input[Dataset], faiss_index: Output[Artifact], metrics: Output[Metrics],
+          min_recall: float = 0.9):
+    """CPU: a FAISS index of the embeddings, with recall@5 on queries drawn from the corpus (gated)."""
+    from xpuflow.steps.rag.index import index as step
+
+    result = step(data=embeddings.path, output=faiss_index.path, min_recall=min_recall)
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
+
+
+@dsl.component(base_image=CUDA_IMAGE)
+def batch_infer(model: Input[Model], data: Input[Dataset], predictions: Output[Dataset], split: str = "test"):
+    """GPU (inference pool): score a data set with a trained model; batch size fitted to the GPU memory."""
+    from xpuflow.steps.rag.batch_infer import batch_infer as step
+
+    result = step(model=model.path, data=data.path, output=predictions.path, split=split)
+    predictions.metadata.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
