@@ -48,7 +48,7 @@ def test_gke_spot_l4_training_whole_placement():
             {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},
             {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
         ],
-        "env": {"XPUFLOW_COMPUTE_KIND": "gpu", "XPUFLOW_NODE_POOL": "gpu-l4-training"},
+        "env": {"XPUFLOW_COMPUTE_KIND": "gpu", "XPUFLOW_NODE_POOL": "gpu-l4-training", "XPUFLOW_GPU_MEMORY_GIB": "24"},
         "labels": {"xpuflow.io/compute": "gpu", "xpuflow.io/node-pool": "gpu-l4-training"},
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}}],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
@@ -189,3 +189,10 @@ def test_spot_placements_get_a_grace_period_that_covers_a_checkpoint():
         assert place(cluster, Compute.gpu(spot=True)).grace_period == 30
         assert place(cluster, Compute.gpu()).grace_period is None
     assert place("gke", Compute.gpu(spot=True, grace_period=60)).grace_period == 60  # explicit wins
+
+
+def test_gpu_placements_tell_the_step_how_much_gpu_memory_it_has():
+    assert place("aks", Compute.gpu()).env["XPUFLOW_GPU_MEMORY_GIB"] == "80"  # A100 80GB pool
+    mig = place("gke", Compute.gpu(model="a100-40gb", mig="1g.5gb", pool="inference", cpu="1", memory="4Gi"))
+    assert mig.env["XPUFLOW_GPU_MEMORY_GIB"] == "5"  # one 1g.5gb slice
+    assert "XPUFLOW_GPU_MEMORY_GIB" not in place("gke", Compute.cpu()).env

@@ -126,6 +126,8 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
     env = {"XPUFLOW_COMPUTE_KIND": compute.kind, "XPUFLOW_NODE_POOL": pool.name}
     if isinstance(acc, Tpu):
         env["PJRT_DEVICE"] = "TPU"
+    if isinstance(acc, Gpu) and pool.accelerator is not None:
+        env["XPUFLOW_GPU_MEMORY_GIB"] = str(_gpu_memory_gib(pool.accelerator.name, pool.accelerator.mig))
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if compute.shm is not None:
@@ -165,6 +167,15 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         price_per_hour=None if price is None else round(price * compute.hosts, 4),
         compute=compute,
     )
+
+
+def _gpu_memory_gib(model: str, mig: str | None) -> int:
+    """Memory of one GPU (or MIG slice: the ``<n>gb`` of its profile), for steps that size batches to it."""
+    from .catalog import catalog
+
+    if mig:
+        return int(mig.split(".")[1].removesuffix("gb"))
+    return catalog().gpus[model].memory_gib
 
 
 def _dedupe(items: list[dict[str, str]]) -> list[dict[str, str]]:
