@@ -186,6 +186,7 @@ def test_whole_trainjob_for_a_spot_gpu_step(validator):
                 "env": [
                     {"name": "XPUFLOW_COMPUTE_KIND", "value": "gpu"},
                     {"name": "XPUFLOW_NODE_POOL", "value": "gpu-a100-training"},
+                    {"name": "XPUFLOW_GPU_MEMORY_GIB", "value": "40"},
                     {"name": "NCCL_DEBUG", "value": "WARN"},
                 ],
                 "numNodes": 2,
