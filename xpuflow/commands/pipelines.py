@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -40,12 +39,7 @@ def load_kfp_module(name: str) -> ModuleType:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    previous = os.environ.get("XPUFLOW_CLUSTER")
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if previous is None:
-            os.environ.pop("XPUFLOW_CLUSTER", None)
+    spec.loader.exec_module(module)
     return module
 
 

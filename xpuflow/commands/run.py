@@ -103,7 +103,7 @@ def summarise(run_dir: Path, flow: Any, cluster: Cluster) -> list[dict[str, Any]
         artifacts, metrics = [], {}
         executor = task_dir / "executor_output.json"
         if executor.exists():
-            for name, items in json.loads(executor.read_text()).get("artifacts", {}).items():
+            for items in json.loads(executor.read_text()).get("artifacts", {}).values():
                 for art in items.get("artifacts", []):
                     meta = art.get("metadata", {})
                     metrics.update({k: v for k, v in meta.items() if isinstance(v, (int, float))})
