@@ -3,6 +3,7 @@
 #
 #     bash bench/gpu_check.sh            # from the repository root (or anywhere: it cd's there)
 #     EPOCHS=20 BATCH=64 REPS=2 BUDGET_S=300 OUT=/tmp/out bash bench/gpu_check.sh
+#     EMBED_MODEL=/path/to/minilm RAG_ARGS="--copies 100 --rows 500000" bash bench/gpu_check.sh
 #
 # What it does, in about 5 minutes at most (BUDGET_S, default 300):
 #   1. prints nvidia-smi; fails at once, with a message, when no NVIDIA GPU is visible;
@@ -17,7 +18,10 @@
 #   5. with more than one GPU: DDP with `python -m torch.distributed.run --nproc-per-node N
 #      -m xpuflow step train ...` (global batch BATCH*N, so each GPU gets BATCH) and prints
 #      samples/s;
-#   6. writes a summary to $OUT/gpu_check.json when OUT is set.
+#   6. writes a summary to $OUT/gpu_check.json when OUT is set;
+#   7. with EMBED_MODEL set (a sentence-transformers model directory or package): the RAG steps,
+#      bench/gpu_rag_check.py (embed vs SentenceTransformer.encode in fp16 and bf16, batch_infer
+#      on CUDA vs the CPU); its summary goes to $OUT/gpu_rag_check.json.
 # Exit codes: 0 done, 2 no GPU / no usable torch, 3 a run failed, 124 the budget ran out.
 # GPU_CHECK_DRY_RUN_CPU=1 (with GPU_CHECK_NGPU=N) runs the same flow on the CPU, only to test
 # this script on a machine without a GPU; its figures are not GPU figures.
@@ -178,3 +182,16 @@ if os.environ.get("OUT"):
 else:
     print(json.dumps(summary, indent=2))
 EOF
+
+# ---- 7. the RAG steps on the GPU (EMBED_MODEL: a sentence-transformers model directory or package)
+if [ -n "${EMBED_MODEL:-}" ]; then
+    rag_args=(--embed-model "$EMBED_MODEL" --train-output "${RUNS[0]#*:}" --data "$WORK/data")
+    [ "$DRY" = 1 ] && rag_args+=(--device cpu)
+    [ -n "${OUT:-}" ] && rag_args+=(--out "$OUT/gpu_rag_check.json")
+    # shellcheck disable=SC2086  # RAG_ARGS: extra options, split on purpose
+    budgeted "$PY" bench/gpu_rag_check.py "${rag_args[@]}" ${RAG_ARGS:-} >"$WORK/rag.log" 2>&1 \
+        || { tail -40 "$WORK/rag.log" >&2; die 3 "the RAG check failed"; }
+    grep -E '^(embed|recall|batch_infer)' "$WORK/rag.log" || true
+else
+    say "EMBED_MODEL not set: RAG check (embed, batch_infer) skipped"
+fi

@@ -23,7 +23,7 @@ from xpuflow.steps import STEPS, build_parser
 from xpuflow.steps import run as run_step
 from xpuflow.steps.io import StepError
 from xpuflow.steps.rag import corpus_dir
-from xpuflow.steps.rag.batch_infer import CPU_BATCH, auto_batch_size, batch_infer, bytes_per_row
+from xpuflow.steps.rag.batch_infer import CPU_BATCH, auto_batch_size, batch_infer, bytes_per_row, fit_batch_size
 from xpuflow.steps.rag.chunk import chunk, split_text
 from xpuflow.steps.rag.embed import embed, read_embeddings
 from xpuflow.steps.rag.encoder import load_encoder
@@ -401,6 +401,47 @@ def test_batch_infer_on_parquet_files_small_batches_and_raw_features(data, train
         batch_infer(model=str(trained), data=str(tmp_path / "other.parquet"), output=str(tmp_path / "x"))
     with pytest.raises(StepError, match=r"is not an xpuflow model|cannot be loaded safely"):
         batch_infer(model=str(tmp_path / "other.parquet"), data=str(data), output=str(tmp_path / "x"))
+    text = t.set_column(3, t.field(3).name, pa.array(["n/a"] * len(t)))
+    pq.write_table(text, tmp_path / "text.parquet")
+    with pytest.raises(StepError, match=rf"1 feature columns are not numeric: {t.field(3).name} \(string\)"):
+        batch_infer(model=str(trained), data=str(tmp_path / "text.parquet"), output=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_batch_infer_threads_keep_order_and_raise_errors_where_scored():
+    from xpuflow.steps.rag.batch_infer import _background, _Writer
+
+    assert list(_background(iter(range(100)), depth=2)) == list(range(100))
+
+    def failing():
+        yield from range(3)
+        raise OSError("read failed at batch 3")
+
+    got = []
+    with pytest.raises(OSError, match="batch 3"):
+        for item in _background(failing()):
+            got.append(item)
+    assert got == [0, 1, 2]  # every item before the failure, in order, then the reader's own error
+    written = []
+    writer = _Writer(written.append)
+    for i in range(50):
+        writer.submit(i)
+    writer.close()
+    assert written == list(range(50))
+
+    def bad_write(item):
+        if item == 2:
+            raise OSError("disk full")
+        written.append(item)
+
+    writer, written = _Writer(bad_write, depth=1), []
+    with pytest.raises(OSError, match="disk full"):
+        try:
+            for i in range(50):
+                writer.submit(i)
+        finally:
+            writer.close()
+    assert written == [0, 1]  # nothing after the failed write
 
 
 def test_batch_size_rule_from_gpu_memory(trained):
@@ -410,9 +451,13 @@ def test_batch_size_rule_from_gpu_memory(trained):
     row = bytes_per_row(net, 64)
     assert row == 4 * (64 + 6 * 128 + 10)  # inputs + each layer's output for one row of the default MLP
     weights = sum(p.numel() * 4 for p in net.parameters())
-    assert auto_batch_size(row, weights, 2) == int((2 * 2**30 / 2 - weights) // (2 * row)) // 256 * 256 == 159232
-    assert auto_batch_size(row, weights, 0.001) == 256 and auto_batch_size(row, weights, 24) == 1 << 20  # clamped
-    assert auto_batch_size(row, weights, None) == CPU_BATCH
+    assert fit_batch_size(row, weights, 2) == int((2 * 2**30 / 2 - weights) // (2 * row)) // 256 * 256 == 159232
+    assert fit_batch_size(row, weights, 0.001) == 256 and fit_batch_size(row, weights, 24) == 1 << 20  # clamped
+    assert auto_batch_size(row, weights, None, 64) == (CPU_BATCH, "cpu default")
+    # the host cap (4 MiB of float32 input) holds a small model down; a large one is held down by the memory fit
+    assert auto_batch_size(row, weights, 2, 64) == (16384, "host cap (fits the GPU memory: 159232)")
+    assert auto_batch_size(row, weights, 0.02, 64) == (fit_batch_size(row, weights, 0.02), "fits the GPU memory")
+    assert auto_batch_size(row, weights, 141, 1 << 20) == (256, "host cap (fits the GPU memory: 1048576)")
 
 
 # ---------------------------------------------------------------- registry and defaults

@@ -183,8 +183,7 @@ def load_encoder(model: str = DEFAULT_MODEL, device: str = "auto", precision: st
         except Exception as e:
             raise StepError(f"{who}: model={model!r} ({path}) does not load as a sentence-transformers model: {e}. "
                             "Fix: check the directory (modules.json, config.json, weights).") from e
-        if prec in ("fp16", "bf16"):
-            st.to({"fp16": torch.float16, "bf16": torch.bfloat16}[prec])
+        st.to({"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[prec])  # whatever it was saved in
         st.eval()
         _CACHE[key] = Encoder(st, dev, prec, identity, path)
         logging.getLogger(f"xpuflow.{who}").info(
