@@ -2,7 +2,8 @@
 
 The shipped corpus (``builtin:docs``, 6 documents) is repeated ``--copies`` times as JSONL documents
 with distinct ids and cut by the ``chunk`` step (default 60 copies = 2,040 chunks of up to 100
-words). Then, in this process, alternately (one untimed warm-up round on 64 chunks first):
+words); ``--corpus varied`` makes each copy a seeded selection of the document's paragraphs, so the
+chunks have many lengths, as in a real corpus. Then, in this process, alternately (one untimed warm-up round on 64 chunks first):
 
 - ``step``: ``xpuflow.steps.rag.embed.embed(data, output=<fresh dir>, batch_size=B)``, timed around
   the whole call: reading ``chunks.parquet``, hashing shards, tokenizing, encoding, writing the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import statistics
 import sys
 import tempfile
@@ -40,6 +42,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--corpus", choices=("repeated", "varied"), default="repeated",
+                        help="repeated: whole copies of the shipped documents (identical chunks sort together); "
+                             "varied: each copy a seeded selection of paragraphs, so chunk lengths vary")
     args = parser.parse_args()
 
     import numpy as np
@@ -58,10 +63,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="xpuflow-bench-embed-"))
     docs = sorted(corpus_dir().glob("*.md"))
+    rng = random.Random(0)
     with open(tmp / "docs.jsonl", "w") as f:
         for copy in range(args.copies):
             for p in docs:
-                f.write(json.dumps({"id": f"{copy}/{p.name}", "text": p.read_text()}) + "\n")
+                text = p.read_text()
+                if args.corpus == "varied":  # a seeded selection of paragraphs: chunks of many lengths
+                    paragraphs = [x for x in text.split("\n\n") if x.strip()]
+                    text = "\n\n".join(rng.sample(paragraphs, rng.randint(1, len(paragraphs))))
+                f.write(json.dumps({"id": f"{copy}/{p.name}", "text": text}) + "\n")
     chunk(input=str(tmp / "docs.jsonl"), output=str(tmp / "chunks"))
     texts = pq.read_table(tmp / "chunks" / "chunks.parquet", columns=["text"]).column("text").to_pylist()
     n = len(texts)
@@ -95,7 +105,7 @@ def main() -> None:
     step, base = statistics.median(rates["step"]), statistics.median(rates["st"])
     print()
     print(f"device {encoder.device} ({encoder.precision}), torch threads {torch.get_num_threads()}, "
-          f"{n} chunks, batch {args.batch_size}, {args.reps} rounds, model {encoder.identity}")
+          f"{args.corpus} corpus, {n} chunks, batch {args.batch_size}, {args.reps} rounds, model {encoder.identity}")
     print(f"embed step            : {step:7.1f} embeddings/s (median)")
     print(f"SentenceTransformer   : {base:7.1f} embeddings/s (median)")
     print(f"ratio step / encode   : {step / base:.3f}x (goal >= 1.0x on the CPU)")

@@ -7,6 +7,6 @@ COPY xpuflow ./xpuflow
 COPY .ci/constraints/main.txt /tmp/constraints.txt
 RUN pip install --no-cache-dir -c /tmp/constraints.txt --index-url https://download.pytorch.org/whl/cpu \
         --extra-index-url https://pypi.org/simple "torch==2.13.0" \
- && pip install --no-cache-dir -c /tmp/constraints.txt ".[train,export]"
+ && pip install --no-cache-dir -c /tmp/constraints.txt ".[train,export,rag,pgvector]"
 USER 10001
 ENTRYPOINT ["xpuflow"]

@@ -9,6 +9,6 @@ COPY pyproject.toml README.md ./
 COPY xpuflow ./xpuflow
 COPY .ci/constraints/main.txt /tmp/constraints.txt
 # torch 2.13.0 from PyPI is the CUDA build on x86_64; the constraints pin everything else
-RUN pip install --no-cache-dir "torch==2.13.0" && pip install --no-cache-dir -c /tmp/constraints.txt ".[train]"
+RUN pip install --no-cache-dir "torch==2.13.0" && pip install --no-cache-dir -c /tmp/constraints.txt ".[train,rag]"
 USER 10001
 ENTRYPOINT ["xpuflow"]

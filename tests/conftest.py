@@ -38,3 +38,43 @@ def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits")
     preprocess(output=str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def docs(tmp_path_factory) -> Path:
+    """The corpus shipped in the package, chunked once (read-only for tests)."""
+    from xpuflow.steps.rag.chunk import chunk
+
+    out = tmp_path_factory.mktemp("chunks")
+    chunk(output=str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from xpuflow.steps.rag.encoder import load_encoder
+
+    return load_encoder()
+
+
+@pytest.fixture(scope="session")
+def vectors(docs, encoder, tmp_path_factory) -> Path:
+    """The shipped corpus embedded once, in shards of 8 chunks (read-only for tests)."""
+    from xpuflow.steps.rag.embed import embed
+
+    out = tmp_path_factory.mktemp("embeddings")
+    embed(data=str(docs), output=str(out), shard_size=8)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pg() -> str:
+    """A PostgreSQL + pgvector server for the session: a connection string with a password, for a role of its own
+    (the Unix socket trusts it either way; the password is there to check that it never reaches an output)."""
+    import psycopg
+    from pgserver import postgres_server
+
+    with postgres_server() as superuser:
+        with psycopg.connect(superuser, autocommit=True) as conn:
+            conn.execute("CREATE ROLE indexer LOGIN SUPERUSER PASSWORD 's3cret-pw'")
+        yield superuser.replace("postgresql://postgres@", "postgresql://indexer:s3cret-pw@")

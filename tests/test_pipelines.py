@@ -91,6 +91,37 @@ def test_train_tpu_pipeline_runs_end_to_end_locally(tmp_path):
     assert export["target"] == "cpu-int8" and (run / "export" / "onnx" / "model.int8.onnx").exists()
 
 
+def test_rag_index_pipeline_writes_a_pgvector_table_with_the_dsn_from_the_env(pg, tmp_path, monkeypatch):
+    import psycopg
+
+    monkeypatch.setenv("XPUFLOW_PGVECTOR_DSN", pg)  # what a Secret gives the pod; never a pipeline parameter
+    run_local("rag_index", tmp_path, "index_engine=pgvector", "pgvector_table=rag_pipeline")
+    record = json.loads((only_run(tmp_path) / "index" / "faiss_index" / "index.json").read_text())
+    assert record["engine"] == "pgvector" and record["table"] == "rag_pipeline" and record["recall_at_5"] >= 0.9
+    assert "s3cret-pw" not in json.dumps(record)
+    with psycopg.connect(pg) as conn:
+        assert conn.execute("SELECT count(*) FROM rag_pipeline").fetchone() == (record["vectors"],)
+
+
+def test_rag_index_pipeline_gives_the_index_task_the_secret_and_nothing_else(tmp_path):
+    from kfp import compiler
+
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    try:
+        import rag_index
+    finally:
+        sys.path.remove(str(ROOT / "pipelines"))
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(rag_index.build("gke", pgvector_secret="rag-db"), str(path))
+    platform = [d for d in yaml.safe_load_all(path.read_text()) if "platforms" in d][0]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    with_secrets = {name: spec["secretAsEnv"] for name, spec in executors.items() if "secretAsEnv" in spec}
+    assert list(with_secrets) == ["exec-index"]
+    (entry,) = with_secrets["exec-index"]
+    assert entry["keyToEnv"] == [{"secretKey": "dsn", "envVar": "XPUFLOW_PGVECTOR_DSN"}]
+    assert "rag-db" in json.dumps(entry)
+
+
 def test_rag_index_pipeline_runs_end_to_end_locally(tmp_path):
     proc = run_local("rag_index", tmp_path)
     run = only_run(tmp_path)

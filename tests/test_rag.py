@@ -26,31 +26,11 @@ from xpuflow.steps.rag import corpus_dir
 from xpuflow.steps.rag.batch_infer import CPU_BATCH, auto_batch_size, batch_infer, bytes_per_row, fit_batch_size
 from xpuflow.steps.rag.chunk import chunk, split_text
 from xpuflow.steps.rag.embed import embed, read_embeddings
-from xpuflow.steps.rag.encoder import load_encoder
 from xpuflow.steps.rag.index import index, query_sentence, search
 
 
 def table(folder: Path, name: str = "chunks.parquet") -> list[dict]:
     return pq.read_table(folder / name).to_pylist()
-
-
-@pytest.fixture(scope="module")
-def docs(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("chunks")
-    chunk(output=str(out))
-    return out
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return load_encoder()
-
-
-@pytest.fixture(scope="module")
-def vectors(docs, encoder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("embeddings")
-    embed(data=str(docs), output=str(out), shard_size=8)
-    return out
 
 
 # ---------------------------------------------------------------- chunk

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pss
-import pytest
 import yaml
 from manifests import rendered
 

@@ -52,7 +52,7 @@ def test_kill_9_at_a_random_step_resumes_bit_identical(data, reference, tmp_path
     at = random.Random().randint(9, total - 10)
     assert interrupt(train_cmd(data, out), out, at, signal.SIGKILL) == -signal.SIGKILL
     before = progress(out)
-    proc = run(train_cmd(data, out))
+    run(train_cmd(data, out))
     mine, ref = weights(out), weights(reference)
     assert mine.keys() == ref.keys()
     for key in ref:
@@ -69,7 +69,7 @@ def test_kill_9_at_a_random_step_resumes_bit_identical(data, reference, tmp_path
 def test_sigterm_loses_no_steps(data, reference, tmp_path):
     out = tmp_path / "sigterm"
     assert interrupt(train_cmd(data, out), out, 40, signal.SIGTERM) == 143
-    proc = run(train_cmd(data, out))
+    run(train_cmd(data, out))
     metrics = json.loads((out / "metrics.json").read_text())
     (event,) = metrics["interruptions"]
     assert event["rpo_steps"] == 0

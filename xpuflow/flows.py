@@ -91,11 +91,13 @@ def _flows() -> dict[str, Flow]:
         ),
         "rag_index": Flow(
             "rag_index",
-            "chunk documents on CPU -> embed on a GPU of the inference pool -> build and check a FAISS index on CPU",
+            "chunk documents on CPU -> embed on a GPU of the inference pool -> build and check a vector index on CPU "
+            "(FAISS, or PostgreSQL + pgvector)",
             (
                 StepSpec("chunk", "chunk", default_compute("chunk"), {"input": "builtin:docs"}),
                 StepSpec("embed", "embed", default_compute("embed"), {}, {"data": "chunk"}, "dataset", 10),
-                StepSpec("index", "index", default_compute("index"), {}, {"data": "embed"}, "dataset", 5),
+                StepSpec("index", "index", default_compute("index"), {"engine": "faiss", "table": "xpuflow_chunks"},
+                         {"data": "embed"}, "dataset", 5),
             ),
         ),
     }

@@ -294,3 +294,18 @@ def test_rag_embed_waits_in_the_gpu_pool_on_the_inference_node_pool(monkeypatch)
     assert pod["spec"]["nodeSelector"]["cloud.google.com/gke-nodepool"] == "gpu-l4-inference"
     for cpu_task in ("chunk", "index"):
         assert dag.get_task(cpu_task).pool == "default_pool"
+
+
+def test_secret_env_reaches_only_its_pod_and_the_index_engine_is_a_dag_param():
+    secret_env = {"index": {"XPUFLOW_PGVECTOR_DSN": ("rag-db", "dsn")}}
+    dag = build_dag("rag_index", mode="cluster", secret_env=secret_env)
+    index, embed = pod_of(dag.get_task("index")), pod_of(dag.get_task("embed"))
+    env = index["spec"]["containers"][0]["env"]
+    assert {"name": "XPUFLOW_PGVECTOR_DSN", "valueFrom": {"secretKeyRef": {"name": "rag-db", "key": "dsn"}}} in env
+    assert not [e for e in embed["spec"]["containers"][0].get("env") or [] if "valueFrom" in e]
+    assert (dag.params["engine"], dag.params["table"]) == ("faiss", "xpuflow_chunks")
+    arguments = dag.get_task("index").arguments
+    assert arguments[arguments.index("--engine") + 1] == "{{ params['engine'] }}"
+    with pytest.raises(ComputeError, match=r"secret_env names 'indexer', not tasks of rag_index \(chunk, embed, "
+                                           r"index\)"):
+        build_dag("rag_index", mode="cluster", secret_env={"indexer": secret_env["index"]})

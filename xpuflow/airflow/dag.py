@@ -122,6 +122,7 @@ def build_dag(
     compute: Mapping[str, Compute] | None = None,
     namespace: str | None = None,
     service_account_name: str | None = None,
+    secret_env: Mapping[str, Mapping[str, tuple[str, str]]] | None = None,
 ) -> DAG:
     """The flow ``flow_name`` as an Airflow DAG (see the package docstring for the two modes).
 
@@ -131,6 +132,9 @@ def build_dag(
     to image; default :func:`xpuflow.images.image_for`. ``compute``: per-task Compute
     overrides. ``namespace``, ``service_account_name``: the pods' (default: the operator's); the
     service account is how pods get object-store credentials (GKE Workload Identity, EKS IRSA).
+    ``secret_env``: per task, environment variables read from Kubernetes Secrets in cluster mode,
+    ``{task: {VAR: (secret name, key)}}``, e.g. ``{"index": {"XPUFLOW_PGVECTOR_DSN": ("rag-db", "dsn")}}``;
+    the values never enter the DAG (local mode reads them from the worker's environment).
     """
     from airflow.sdk import DAG, Param
 
@@ -161,11 +165,16 @@ def build_dag(
         doc_md=f"{fl.description}\n\nBuilt by `xpuflow.airflow.build_dag` from `xpuflow/flows.py` in **{mode}** mode "
         f"(`{MODE_ENV}`); see docs/airflow.md.",
     )
+    unknown = sorted(set(secret_env or {}) - {s.name for s in fl.steps})
+    if unknown:
+        raise ComputeError(f"build_dag: secret_env names {', '.join(map(repr, unknown))}, not tasks of {fl.name} "
+                           f"({', '.join(s.name for s in fl.steps)}). Fix: key secret_env by task name.")
     tasks = {}
     for spec in fl.steps:
         if mode == "cluster":
             tasks[spec.name] = _pod_task(dag, spec, placements[spec.name], wiring[spec.name], root, image,
-                                         namespace=namespace, service_account_name=service_account_name)
+                                         (secret_env or {}).get(spec.name, {}), namespace=namespace,
+                                         service_account_name=service_account_name)
         else:
             tasks[spec.name] = _local_task(dag, spec, wiring[spec.name], artifact_root)
     for spec in fl.steps:
@@ -195,8 +204,10 @@ def _image(image: str | Mapping[str, str] | None, kind: str) -> str:
 
 
 def _pod_task(dag: DAG, spec: StepSpec, placement: Placement, wiring: Mapping[str, str], root: str,
-              image: str | Mapping[str, str] | None, **pod: str | None) -> Any:
+              image: str | Mapping[str, str] | None, secret_env: Mapping[str, tuple[str, str]],
+              **pod: str | None) -> Any:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.secret import Secret
 
     from ..render import airflow as render_airflow
 
@@ -223,6 +234,7 @@ def _pod_task(dag: DAG, spec: StepSpec, placement: Placement, wiring: Mapping[st
         on_finish_action="delete_succeeded_pod",
         doc_md=f"`xpuflow step {spec.step}` on {where}" + (f", Airflow pool `{pool[0]}` x{pool[1]}" if pool else ""),
         dag=dag,
+        secrets=[Secret("env", var, secret, key) for var, (secret, key) in secret_env.items()] or None,
         **{k: v for k, v in pod.items() if v},
         **kwargs,
     )

@@ -116,11 +116,15 @@ def embed(chunks: Input[Dataset], embeddings: Output[Dataset], batch_size: int =
 
 @dsl.component(base_image=CPU_IMAGE)
 def index(embeddings: Input[Dataset], faiss_index: Output[Artifact], metrics: Output[Metrics],
-          min_recall: float = 0.9):
-    """CPU: a FAISS index of the embeddings, with recall@5 on queries drawn from the corpus (gated)."""
+          min_recall: float = 0.9, engine: str = "faiss", table: str = "xpuflow_chunks"):
+    """CPU: a vector index of the embeddings, with recall@5 on queries drawn from the corpus (gated).
+
+    engine "faiss": an index file in faiss_index; "pgvector": the table ``table`` of the PostgreSQL server whose
+    connection string the task reads from XPUFLOW_PGVECTOR_DSN (mount it from a Secret), faiss_index/index.json
+    naming it."""
     from xpuflow.steps.rag.index import index as step
 
-    result = step(data=embeddings.path, output=faiss_index.path, min_recall=min_recall)
+    result = step(data=embeddings.path, output=faiss_index.path, min_recall=min_recall, engine=engine, table=table)
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, value)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .io import StepError
-from .loop import Options, check_options, fit
+from .loop import check_options, fit
 from .models import DEFAULT_ARCH
 from .runtime import Runtime, setup
 

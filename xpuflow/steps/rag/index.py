@@ -10,13 +10,23 @@ product, i.e. cosine similarity. ``kind``:
 - ``ivf``: ``IndexIVFFlat`` (``nlist`` = 4 sqrt(n) clusters trained with k-means, ``nprobe``
   searched), for millions of vectors with a cheaper build than HNSW.
 
+``engine``: ``faiss`` (default) runs in-process, embedded: no server to run, the index is a file
+that travels with the pipeline's artifacts, and exact search over a few hundred thousand vectors
+takes milliseconds. ``pgvector`` is the scale-out option: PostgreSQL with the pgvector extension,
+one server that many readers (gateways, retrievers) query over the network, with transactional
+updates, SQL filters beside the vector search and the database's own backup and replication; see
+:mod:`.pgvector`. The same ``kind`` names map onto it (``flat``: exact scan, ``hnsw``, ``ivf``:
+ivfflat).
+
 Quality gate: for each chunk (or a seeded sample of ``queries`` chunks), its longest sentence is
 a query, embedded with the same model; recall@k is the share of queries whose own chunk is among
 the k nearest. Below ``min_recall`` the step fails and writes nothing.
 
 Outputs in ``output/`` (each written atomically, ``index.json`` last; all three removed first):
 ``index.faiss``, ``ids.parquet`` (FAISS row -> chunk_id, doc_id, n, start, end, text, source),
-``index.json`` (kind, size, dimension, model, recall@k, timings).
+``index.json`` (engine, kind, size, dimension, model, recall@k, timings). With ``pgvector`` the
+vectors and texts go to the server's table and ``index.json`` names it (connection string without
+its password).
 """
 
 from __future__ import annotations
@@ -32,10 +42,11 @@ from ..io import StepError, atomic_path, local_path, read_finished, write_json
 from .embed import read_embeddings
 from .encoder import load_encoder
 
-__all__ = ["index", "query_sentence", "search", "KINDS"]
+__all__ = ["index", "query_sentence", "search", "KINDS", "ENGINES"]
 
 log = logging.getLogger("xpuflow.index")
 KINDS = ("flat", "hnsw", "ivf")
+ENGINES = ("faiss", "pgvector")
 MARKER = "index.json"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n#+\s")
 
@@ -46,26 +57,51 @@ def query_sentence(text: str) -> str:
     return max((p for p in parts if p), key=len, default=text.strip())
 
 
-def _build(kind: str, vectors: Any, ef_search: int, nprobe: int) -> tuple[Any, dict[str, Any]]:
-    import faiss
+class _Faiss:
+    """The embedded engine: an in-memory FAISS index, written to ``output/index.faiss`` on publish."""
 
-    n, dim = vectors.shape
-    if kind == "flat":
-        idx = faiss.IndexFlatIP(dim)
-        params: dict[str, Any] = {"faiss": "IndexFlatIP"}
-    elif kind == "hnsw":
-        idx = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        idx.hnsw.efConstruction = 80
-        idx.hnsw.efSearch = ef_search
-        params = {"faiss": "IndexHNSWFlat", "M": 32, "ef_construction": 80, "ef_search": ef_search}
-    else:
-        nlist = max(1, min(int(4 * n**0.5), n // 39))  # FAISS wants >= 39 training points per cluster
-        idx = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        idx.train(vectors)
-        idx.nprobe = min(nprobe, nlist)
-        params = {"faiss": "IndexIVFFlat", "nlist": nlist, "nprobe": idx.nprobe}
-    idx.add(vectors)
-    return idx, params
+    def __init__(self, kind: str, vectors: Any, ef_search: int, nprobe: int) -> None:
+        import faiss
+
+        n, dim = vectors.shape
+        if kind == "flat":
+            idx = faiss.IndexFlatIP(dim)
+            params: dict[str, Any] = {"faiss": "IndexFlatIP"}
+        elif kind == "hnsw":
+            idx = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            idx.hnsw.efConstruction = 80
+            idx.hnsw.efSearch = ef_search
+            params = {"faiss": "IndexHNSWFlat", "M": 32, "ef_construction": 80, "ef_search": ef_search}
+        else:
+            nlist = max(1, min(int(4 * n**0.5), n // 39))  # FAISS wants >= 39 training points per cluster
+            idx = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            idx.train(vectors)
+            idx.nprobe = min(nprobe, nlist)
+            params = {"faiss": "IndexIVFFlat", "nlist": nlist, "nprobe": idx.nprobe}
+        idx.add(vectors)
+        self.index, self.params = idx, {"engine": "faiss", **params, "faiss_version": faiss.__version__}
+
+    def search(self, queries: Any, k: int) -> Any:
+        return self.index.search(queries, k)[1]
+
+    def publish(self, out: Path, chunks: Any) -> dict[str, str]:
+        import faiss
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with atomic_path(out / "index.faiss") as tmp:
+            faiss.write_index(self.index, str(tmp))
+        table = chunks.add_column(0, "row", pa.array(np.arange(len(chunks), dtype=np.int64)))
+        with atomic_path(out / "ids.parquet") as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        return {"index": "index.faiss", "ids": "ids.parquet"}
+
+    def discard(self) -> None:
+        pass  # nothing outside this process
+
+    def close(self) -> None:
+        pass
 
 
 def index(
@@ -81,14 +117,27 @@ def index(
     batch_size: int = 64,
     ef_search: int = 64,
     nprobe: int = 16,
+    engine: str = "faiss",
+    dsn: str = "",
+    table: str = "xpuflow_chunks",
 ) -> dict[str, Any]:
-    """Index the vectors of ``data`` (an embed output); returns the summary written to ``output/index.json``."""
+    """Index the vectors of ``data`` (an embed output); returns the summary written to ``output/index.json``.
+
+    ``engine='pgvector'`` loads them into ``table`` of the PostgreSQL server at ``dsn`` (default: the
+    ``XPUFLOW_PGVECTOR_DSN`` environment variable) instead of a FAISS file.
+    """
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if engine not in ENGINES:
+        raise StepError(invalid("engine", engine, "faiss (embedded) or pgvector (a PostgreSQL server)", where="index",
+                                choices=ENGINES))
     if kind not in KINDS:
         raise StepError(invalid("kind", kind, "flat, hnsw or ivf", where="index", choices=KINDS))
+    if engine == "pgvector":
+        from .pgvector import check_table
+
+        check_table(table)
     for name, value in (("k", k), ("queries", queries), ("batch_size", batch_size), ("ef_search", ef_search),
                         ("nprobe", nprobe)):
         if not isinstance(value, int) or value < 1:
@@ -114,8 +163,55 @@ def index(
         raise StepError(f"index: data={data!r} holds no vectors.")
 
     started = time.perf_counter()
-    built, params = _build(kind, vectors, ef_search, nprobe)
+    if engine == "pgvector":
+        from .pgvector import PgvectorIndex
+
+        backend: Any = PgvectorIndex(dsn, table, kind, ef_search, nprobe)  # connects: a bad dsn is refused here
+        try:
+            backend.build(chunks, vectors)
+        except BaseException:
+            backend.discard()
+            backend.close()
+            raise
+    else:
+        backend = _Faiss(kind, vectors, ef_search, nprobe)
     build_seconds = time.perf_counter() - started
+    try:
+        gate = _gate(backend, chunks.column("text").to_pylist(), ids, summary, model=model, device=device,
+                     batch_size=batch_size, k=k, min_recall=min_recall, queries=queries, seed=seed)
+        out.mkdir(parents=True, exist_ok=True)
+        files = backend.publish(out, chunks) if engine == "faiss" else backend.publish()
+    except BaseException:
+        backend.discard()  # a failed gate: nothing is published, the previous index stays as it was
+        raise
+    finally:
+        backend.close()
+    result = {
+        "engine": engine,
+        "kind": kind,
+        "params": backend.params,
+        "metric": "inner product on L2-normalised vectors (cosine similarity)",
+        "vectors": len(ids),
+        "dimension": int(vectors.shape[1]),
+        "model": summary["model"],
+        "model_identity": summary["model_identity"],
+        **gate,
+        "build_seconds": round(build_seconds, 4),
+        "files": files,
+    }
+    if engine == "pgvector":
+        result.update({"table": table, "dsn": backend.dsn})
+    write_json(out / MARKER, result)
+    log.info("index: %s %s over %d vectors, recall@%d %.3f (recall@1 %.3f) on %d queries -> %s", engine, kind,
+             len(ids), k, gate[f"recall_at_{k}"], gate["recall_at_1"], gate["queries"],
+             f"table {table} in {backend.dsn}" if engine == "pgvector" else out)
+    return result
+
+
+def _gate(backend: Any, texts: list[str], ids: list[str], summary: dict[str, Any], *, model: str, device: str,
+          batch_size: int, k: int, min_recall: float, queries: int, seed: int) -> dict[str, Any]:
+    """recall@k of ``backend`` on the query set; raises below ``min_recall``."""
+    import numpy as np
 
     encoder = load_encoder(model or summary["model"], device, "fp32", who="index")
     if encoder.identity != summary["model_identity"]:
@@ -125,10 +221,9 @@ def index(
     rows = np.arange(len(ids))
     if len(rows) > queries:
         rows = np.sort(np.random.default_rng(seed).choice(len(ids), queries, replace=False))
-    texts = chunks.column("text").to_pylist()
     query_vectors = encoder.encode([query_sentence(texts[i]) for i in rows], batch_size)
     t0 = time.perf_counter()
-    _, found = built.search(query_vectors, min(k, len(ids)))
+    found = backend.search(query_vectors, min(k, len(ids)))
     search_seconds = time.perf_counter() - t0
     hits = (found == rows[:, None]).any(axis=1)
     recall = float(hits.mean())
@@ -139,23 +234,7 @@ def index(
         raise StepError(f"index: recall@{k} = {recall:.3f} on {len(rows)} queries is below min_recall={min_recall}"
                         f"{missed}; no index was written. Fix: check the embeddings (same "
                         "model, not damaged), use kind='flat' or a larger ef_search/nprobe, or lower --min-recall.")
-
-    out.mkdir(parents=True, exist_ok=True)
-    import faiss
-
-    with atomic_path(out / "index.faiss") as tmp:
-        faiss.write_index(built, str(tmp))
-    table = chunks.add_column(0, "row", pa.array(np.arange(len(ids), dtype=np.int64)))
-    with atomic_path(out / "ids.parquet") as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    result = {
-        "kind": kind,
-        "params": params,
-        "metric": "inner product on L2-normalised vectors (cosine similarity)",
-        "vectors": len(ids),
-        "dimension": int(vectors.shape[1]),
-        "model": summary["model"],
-        "model_identity": summary["model_identity"],
+    return {
         "k": k,
         f"recall_at_{k}": round(recall, 4),
         "recall_at_1": round(top1, 4),
@@ -163,26 +242,29 @@ def index(
         "queries": len(rows),
         "query_set": "the longest sentence of each chunk (a seeded sample when there are more chunks than queries)",
         "missed": misses,
-        "build_seconds": round(build_seconds, 4),
         "search_ms_per_query": round(1000 * search_seconds / len(rows), 4),
-        "faiss_version": faiss.__version__,
-        "files": {"index": "index.faiss", "ids": "ids.parquet"},
     }
-    write_json(out / MARKER, result)
-    log.info("index: %s over %d vectors, recall@%d %.3f (recall@1 %.3f) on %d queries -> %s", kind, len(ids), k,
-             recall, top1, len(rows), out)
-    return result
 
 
-def search(index_dir: str, texts: list[str], k: int = 5, model: str = "", device: str = "cpu") -> list[list[dict]]:
-    """The ``k`` nearest chunks of each text: [{chunk_id, doc_id, score, text}, ...] per text."""
+def search(index_dir: str, texts: list[str], k: int = 5, model: str = "", device: str = "cpu",
+           dsn: str = "") -> list[list[dict]]:
+    """The ``k`` nearest chunks of each text: [{chunk_id, doc_id, score, text}, ...] per text.
+
+    For a pgvector index, ``dsn`` (default: ``XPUFLOW_PGVECTOR_DSN``) connects to its server: the
+    index output records the table, not the password.
+    """
+    summary = read_finished(index_dir, MARKER, who="search", option="index_dir", producer="index")
+    encoder = load_encoder(model or summary["model"], device, "fp32", who="search")
+    vectors = encoder.encode(list(texts))
+    if summary.get("engine", "faiss") == "pgvector":
+        from .pgvector import nearest
+
+        return nearest(dsn, summary["table"], summary["params"], vectors, k)
     import faiss
     import pyarrow.parquet as pq
 
-    summary = read_finished(index_dir, MARKER, who="search", option="index_dir", producer="index")
     built = faiss.read_index(str(Path(index_dir) / summary["files"]["index"]))
     table = pq.read_table(Path(index_dir) / summary["files"]["ids"], columns=["chunk_id", "doc_id", "text"]).to_pylist()
-    encoder = load_encoder(model or summary["model"], device, "fp32", who="search")
-    scores, found = built.search(encoder.encode(list(texts)), k)
+    scores, found = built.search(vectors, k)
     return [[{**table[j], "score": float(s)} for s, j in zip(row_scores, row) if j >= 0]
             for row_scores, row in zip(scores, found)]
