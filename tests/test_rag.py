@@ -388,6 +388,25 @@ def test_batch_infer_on_parquet_files_small_batches_and_raw_features(data, train
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
+def test_batch_infer_cli_scores_a_single_parquet_file_in_an_object_store(data, trained, tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    with fs.open("/bucket/incoming/rows.parquet", "wb") as f:
+        pq.write_table(pq.read_table(data / "test.parquet"), f)
+    result = run_step("batch_infer", ["--model", str(trained), "--data", "memory://bucket/incoming/rows.parquet",
+                                      "--output", "memory://bucket/predictions"])
+    assert result["data"] == "memory://bucket/incoming/rows.parquet" and result["rows"] == 292
+    assert fs.exists("/bucket/predictions/_COMPLETE") and fs.exists("/bucket/predictions/predictions.parquet")
+    base = batch_infer(model=str(trained), data=str(data), output=str(tmp_path / "base"))
+    with fs.open("/bucket/predictions/predictions.parquet", "rb") as f:
+        assert pq.read_table(f).column("predicted").to_pylist() == [
+            r["predicted"] for r in table(tmp_path / "base", "predictions.parquet")] and base["rows"] == 292
+    with pytest.raises(StepError, match=r"memory://bucket/incoming: no _COMPLETE marker"):  # a folder, unfinished
+        run_step("batch_infer", ["--model", str(trained), "--data", "memory://bucket/incoming", "--output",
+                                 str(tmp_path / "x")])
+
+
 def test_batch_infer_threads_keep_order_and_raise_errors_where_scored():
     from xpuflow.steps.rag.batch_infer import _background, _Writer
 

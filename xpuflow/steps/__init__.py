@@ -74,7 +74,8 @@ COMPLETE_MARKER = "_COMPLETE"
 def run(name: str, argv: list[str]) -> dict[str, Any]:
     """Run step ``name`` with CLI ``argv``; directory inputs/outputs may be object-store URLs.
 
-    An input URL must hold a complete output (its ``_COMPLETE`` marker); an output URL is
+    An input URL must hold a complete output (its ``_COMPLETE`` marker), or be a single file, which
+    is passed on as a URL for the step to read (``batch_infer --data s3://bucket/rows.parquet``); an output URL is
     written locally first, uploaded, then marked complete, so a half-uploaded output is
     never taken for a finished one.
     """
@@ -104,6 +105,8 @@ def _download(url: str, local: str) -> str:
     from .io import StepError
 
     fs, root = fsspec.core.url_to_fs(url)
+    if fs.isfile(root):  # a single file (a Parquet data set): the step reads it through fsspec itself
+        return url
     if not fs.exists(f"{root}/{COMPLETE_MARKER}"):
         raise StepError(f"{url}: no {COMPLETE_MARKER} marker, so not a finished step output (a failed or running "
                         "upstream step). Fix: rerun the upstream step.")
