@@ -16,8 +16,8 @@ Batch size (``batch_size=0``, the default, picks it):
   256, between 256 and 1,048,576 rows;
 - batch = the smaller of the fit and the host cap: 4 MiB of float32 input per batch (16,384 rows
   of 64 features). Reading, converting and writing the rows is host work whose speed falls when
-  a batch leaves the CPU caches (measured on the CPU: 1M-row batches scored 0.4x as fast as 8k-row
-  ones before the reading and writing threads, 0.55x with them), while a GPU is already saturated by far fewer rows for a model that
+  a batch leaves the CPU caches (measured: 1M-row batches scored 0.4x as fast as 16k-row ones on an
+  H200, 0.55x on the CPU), while a GPU is already saturated by far fewer rows for a model that
   small; a model with large activations is held down by the fit instead;
 - on the CPU: 8,192 rows (a fixed default; it keeps the working set in the caches).
 
