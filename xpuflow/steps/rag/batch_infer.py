@@ -233,15 +233,14 @@ def batch_infer(
     net, meta = load_model(path / "model.pt" if path.is_dir() else path)
     features = meta.get("features") or []
     parquet, name, scaled = _source(data, split, standardise)
-    columns = parquet.schema_arrow.names
-    missing = [f for f in features if f not in columns]
+    given = parquet.schema_arrow
+    missing = [f for f in features if f not in given.names]
     if not features or missing:
         raise StepError(f"batch_infer: {name} lacks {len(missing)} of the model's {len(features)} feature columns "
                         f"({', '.join(missing[:5]) or 'the model records none'}). Fix: score data with the columns "
                         "the model was trained on.")
-    schema = parquet.schema_arrow
-    wrong = [f"{f} ({schema.field(f).type})" for f in features
-             if not (pa.types.is_floating(schema.field(f).type) or pa.types.is_integer(schema.field(f).type))]
+    wrong = [f"{f} ({given.field(f).type})" for f in features
+             if not (pa.types.is_floating(given.field(f).type) or pa.types.is_integer(given.field(f).type))]
     if wrong:
         raise StepError(f"batch_infer: {name}: {len(wrong)} feature columns are not numeric: {', '.join(wrong[:5])}. "
                         "Fix: write the features as float or integer columns (missing values as nulls).")
@@ -264,7 +263,7 @@ def batch_infer(
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.parquet") as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as pw:
-        writer = _Writer(lambda b: pw.write_batch(b))
+        writer = _Writer(pw.write_batch)
         try:
             for batch in _background(parquet.iter_batches(batch_size=chosen, columns=features)):
                 x = _matrix(batch, standardise, mean, std)

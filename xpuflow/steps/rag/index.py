@@ -60,9 +60,13 @@ def query_sentence(text: str) -> str:
 class _Faiss:
     """The embedded engine: an in-memory FAISS index, written to ``output/index.faiss`` on publish."""
 
-    def __init__(self, kind: str, vectors: Any, ef_search: int, nprobe: int) -> None:
+    def __init__(self, kind: str, ef_search: int, nprobe: int) -> None:
+        self.kind, self.ef_search, self.nprobe = kind, ef_search, nprobe
+
+    def build(self, chunks: Any, vectors: Any) -> None:
         import faiss
 
+        kind, ef_search, nprobe = self.kind, self.ef_search, self.nprobe
         n, dim = vectors.shape
         if kind == "flat":
             idx = faiss.IndexFlatIP(dim)
@@ -162,27 +166,22 @@ def index(
     if not len(ids):
         raise StepError(f"index: data={data!r} holds no vectors.")
 
-    started = time.perf_counter()
     if engine == "pgvector":
         from .pgvector import PgvectorIndex
 
         backend: Any = PgvectorIndex(dsn, table, kind, ef_search, nprobe)  # connects: a bad dsn is refused here
-        try:
-            backend.build(chunks, vectors)
-        except BaseException:
-            backend.discard()
-            backend.close()
-            raise
     else:
-        backend = _Faiss(kind, vectors, ef_search, nprobe)
-    build_seconds = time.perf_counter() - started
+        backend = _Faiss(kind, ef_search, nprobe)
     try:
+        started = time.perf_counter()
+        backend.build(chunks, vectors)
+        build_seconds = time.perf_counter() - started
         gate = _gate(backend, chunks.column("text").to_pylist(), ids, summary, model=model, device=device,
                      batch_size=batch_size, k=k, min_recall=min_recall, queries=queries, seed=seed)
         out.mkdir(parents=True, exist_ok=True)
-        files = backend.publish(out, chunks) if engine == "faiss" else backend.publish()
+        files = backend.publish(out, chunks)
     except BaseException:
-        backend.discard()  # a failed gate: nothing is published, the previous index stays as it was
+        backend.discard()  # a failed build or gate: nothing is published, the previous index stays as it was
         raise
     finally:
         backend.close()

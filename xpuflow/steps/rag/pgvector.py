@@ -158,8 +158,9 @@ class PgvectorIndex:
                 found[i, :len(rows)] = rows
         return found
 
-    def publish(self) -> dict[str, str]:
-        """Replace ``table`` by the staging table, atomically for readers; no files (the table is the index)."""
+    def publish(self, out: Any = None, chunks: Any = None) -> dict[str, str]:
+        """Replace ``table`` by the staging table, atomically for readers; no files in ``out`` (the table is the
+        index, and holds ``chunks``)."""
         from psycopg import sql
 
         with self.conn.transaction():
