@@ -112,3 +112,60 @@ def test_kfp_refuses_what_it_cannot_express(case, compute, pattern, tmp_path):
 
     compiler.Compiler().compile(pipeline, str(tmp_path / "p.yaml"))
     assert seen == [None, {}]
+
+
+# ------------------------------------------------------------------ placing twice replaces
+def _compile_one(tmp_path, name, *placements, before=None):
+    """One task placed with each of ``placements`` in turn; returns (container, platform, task) of the IR."""
+    path = tmp_path / f"{name}.yaml"
+
+    @dsl.pipeline(name=name)
+    def pipeline():
+        task = noop_step(message="x").set_display_name("t")
+        if before:
+            before(task)
+        for p in placements:
+            render_kfp.apply(task, p)
+
+    compiler.Compiler().compile(pipeline, str(path))
+    import yaml
+
+    return executor_of(list(yaml.safe_load_all(path.read_text())), "t")
+
+
+def test_placing_twice_gives_exactly_the_second_placement(tmp_path):
+    gke = Cluster.load("gke")
+    first = gke.place(Compute.gpu(model="l4", spot=True, timeout=600, retries=3))
+    second = gke.place(Compute.gpu(model="a100-40gb", memory="32Gi"))
+    twice = _compile_one(tmp_path, "twice", first, second)
+    once = _compile_one(tmp_path, "once", second)
+    assert twice[0] == once[0]  # resources and env
+    assert twice[1] == once[1]  # selector, tolerations, /dev/shm, labels, security, timeout
+    assert twice[2].get("retryPolicy") == once[2].get("retryPolicy")
+    assert "cloud.google.com/gke-spot" not in twice[1]["nodeSelector"]["labels"]
+    assert len(twice[1]["emptyDirMounts"]) == 1
+
+
+def test_replacing_gpu_with_cpu_drops_the_accelerator(tmp_path):
+    gke = Cluster.load("gke")
+    container, platform, _ = _compile_one(tmp_path, "tocpu", gke.place(Compute.gpu(model="l4", spot=True)),
+                                          gke.place(Compute.cpu()))
+    assert "accelerator" not in container["resources"]
+    assert "tolerations" not in platform and "emptyDirMounts" not in platform
+    assert platform["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "cpu-general"}
+
+
+def test_replacing_keeps_the_users_own_settings(tmp_path):
+    from kfp import kubernetes
+
+    def own(task):
+        kubernetes.add_toleration(task, key="team", operator="Equal", value="ml", effect="NoSchedule")
+        kubernetes.add_node_selector(task, label_key="team", label_value="ml")
+        task.set_env_variable("MY_VAR", "1")
+
+    gke = Cluster.load("gke")
+    _, platform, _ = _compile_one(tmp_path, "own", gke.place(Compute.gpu(model="l4", spot=True)),
+                                  gke.place(Compute.gpu(model="a100-40gb")), before=own)
+    assert {"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"} in platform["tolerations"]
+    assert platform["nodeSelector"]["labels"]["team"] == "ml"
+    assert len(platform["tolerations"]) == 2

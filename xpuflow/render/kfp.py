@@ -9,6 +9,11 @@ Requests, limits and the accelerator land in the compiled IR's
 timeout and security identity in the ``kubernetes`` platform spec. What KFP
 cannot express (priority class, grace period, ephemeral storage, a read-only
 root filesystem, multi-host slices) is refused before anything is set.
+
+Applying again replaces: what the previous ``apply`` set on the task is taken off
+first (selector labels, tolerations, affinity terms, the ``/dev/shm`` mount, labels,
+env, accelerator, timeout, retries), so the task carries exactly the new placement
+plus whatever the user set on it themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ if TYPE_CHECKING:  # kfp is an optional extra; imported inside apply()
     from kfp.dsl import PipelineTask
 
 __all__ = ["apply", "CANNOT"]
+
+_APPLIED = "_xpuflow_placement"  # attribute on the task: the placement apply() last set
 
 CANNOT = (
     "multi_host",
@@ -38,6 +45,9 @@ def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> Pipeli
     refuse_unsupported(placement, "KFP", CANNOT, step=step or getattr(task, "name", ""))
     from kfp import kubernetes
 
+    previous = getattr(task, _APPLIED, None)
+    if previous is not None:
+        _take_off(task, previous, placement)
     req, lim = placement.requests, placement.limits
     task.set_cpu_request(req["cpu"]).set_cpu_limit(lim["cpu"])
     task.set_memory_request(req["memory"]).set_memory_limit(lim["memory"])
@@ -74,7 +84,53 @@ def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> Pipeli
         kubernetes.set_timeout(task, placement.timeout)
     if placement.retries:
         task.set_retry(placement.retries)
+    setattr(task, _APPLIED, placement)
     return task
+
+
+def _present(d: dict[str, Any]) -> dict[str, Any]:
+    """A kfp-kubernetes entry without its empty fields (MessageToDict omits them)."""
+    return {k: v for k, v in d.items() if v not in (None, "")}
+
+
+def _without(items: list[Any], remove: list[Any]) -> list[Any]:
+    """``items`` less one occurrence of each of ``remove``."""
+    out = list(items)
+    for item in remove:
+        if item in out:
+            out.remove(item)
+    return out
+
+
+def _take_off(task: PipelineTask, old: Placement, new: Placement) -> None:
+    """Remove what ``apply(task, old)`` set, keeping everything else on the task."""
+    config = task.platform_config.get("kubernetes") or {}
+    labels = config.get("nodeSelector", {}).get("labels", {})
+    for key, value in old.node_selector.items():
+        if labels.get(key) == value:
+            del labels[key]
+    config["tolerations"] = _without(config.get("tolerations", []), [_present(t) for t in old.tolerations])
+    config["nodeAffinity"] = _without(config.get("nodeAffinity", []), _required_terms(old.affinity))
+    old_volumes = {m["name"] for m in old.volume_mounts}
+    config["emptyDirMounts"] = [m for m in config.get("emptyDirMounts", []) if m.get("volumeName") not in old_volumes]
+    pod_labels = config.get("podMetadata", {}).get("labels", {})
+    for key, value in old.labels.items():
+        if pod_labels.get(key) == value:
+            del pod_labels[key]
+    if old.timeout is not None and config.get("activeDeadlineSeconds") == str(old.timeout):
+        del config["activeDeadlineSeconds"]
+    for key in [k for k, v in config.items() if v in ({}, [], {"labels": {}})]:
+        del config[key]
+    env = task.container_spec.env or {}
+    for name, value in old.env.items():
+        if env.get(name) == value:
+            del env[name]
+    resources = task.container_spec.resources
+    if old.accelerator is not None and new.accelerator is None and resources is not None:
+        resources.accelerator_type = resources.accelerator_count = None
+    policy = task._task_spec.retry_policy  # noqa: SLF001 - kfp keeps it there; no public getter
+    if old.retries and policy is not None and policy.max_retry_count == old.retries:
+        task._task_spec.retry_policy = None  # noqa: SLF001
 
 
 def _required_terms(affinity: dict[str, Any] | None) -> list[dict[str, Any]]:
