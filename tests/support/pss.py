@@ -1,7 +1,7 @@
 """Pod Security Standards "restricted", mirrored rule by rule for exact checks.
 
-Source: kubernetes/pod-security-admission policy/check_*.go (see
-../shared/reference/platform-facts.md). checkov has no exact PSS check and no
+Source: kubernetes/pod-security-admission policy/check_*.go (the upstream
+rules, https://kubernetes.io/docs/concepts/security/pod-security-standards/). checkov has no exact PSS check and no
 volume allow-list, so the suite asserts these rules itself as well.
 """
 
