@@ -175,3 +175,14 @@ def test_kill_9_at_random_moments_leaves_the_old_output_or_a_new_whole_one(tmp_p
                 (staging / name).write_bytes(data)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert len(versions) > 1  # the kills did land while it was publishing
+
+
+def test_a_reader_of_a_finished_output_recovers_a_switch_cut_short(tmp_path):
+    from xpuflow.steps.io import read_finished
+
+    ready = tmp_path / ".chunks.xpuflow-ready-0123"
+    ready.mkdir()
+    (ready / "chunks.json").write_text('{"chunks": 7}')
+    assert read_finished(tmp_path / "chunks", "chunks.json", who="embed", option="data", producer="chunk") == {
+        "chunks": 7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks"]

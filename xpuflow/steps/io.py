@@ -86,6 +86,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def read_finished(folder: str | os.PathLike[str], marker: str, *, who: str, option: str, producer: str) -> Any:
     """The JSON ``marker`` a step writes last in its output folder; refused when absent (an unfinished output)."""
+    from .publish import recover
+
+    recover(folder)  # a writer killed between the renames of its switch: move the new (else old) output in
     path = Path(folder) / marker
     if not path.exists():
         raise StepError(f"{who}: {option}={os.fspath(folder)!r} has no {marker}, so it is not a finished {producer} "
