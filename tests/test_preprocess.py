@@ -134,3 +134,147 @@ def test_peak_memory_does_not_grow_with_the_input(tmp_path):
     print(f"peak RSS {peaks[1] / 2**20:.0f} MiB -> {peaks[4] / 2**20:.0f} MiB for {files[1] / 2**20:.0f} -> "
           f"{files[4] / 2**20:.0f} MiB of CSV")
     assert peaks[4] < 1.25 * peaks[1] and peaks[4] < 600 * 2**20
+
+
+# ----------------------------------------------------------------------------- bad numbers (issue 11)
+
+
+def rows_in(seed: int, split: str, n: int = 200) -> list[int]:
+    """0-based data rows that the step's split puts into ``split`` (the step's own hash, not a copy of it)."""
+    return np.flatnonzero(split_of(np.arange(n), seed, 0.15, 0.15) == SPLITS.index(split)).tolist()
+
+
+def numeric_csv(tmp_path, bad_row: int, bad_value: str, n: int = 200, name: str = "num.csv") -> str:
+    lines = ["a,b,label"] + [f"{i},{bad_value if i == bad_row else (i * 7) % 13},{i % 3}" for i in range(n)]
+    return csv(tmp_path, "\n".join(lines) + "\n", name)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("value", ["inf", "-inf"])
+def test_infinite_feature_is_refused_by_default_naming_column_and_row(tmp_path, split, value):
+    row = rows_in(0, split)[3]
+    out = tmp_path / "out"
+    with pytest.raises(StepError, match=rf"column 'b' \(#2\) holds {value} in row {row + 1}: .*--non-finite impute"):
+        preprocess(input=numeric_csv(tmp_path, row, value), output=str(out))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_infinite_feature_imputed_on_request_and_counted(tmp_path):
+    train_row, test_row = rows_in(0, "train")[5], rows_in(0, "test")[1]
+    lines = ["a,b,label"] + [f"{i},{'inf' if i == train_row else '-inf' if i == test_row else (i * 7) % 13},{i % 3}"
+                             for i in range(200)]
+    stats = preprocess(input=csv(tmp_path, "\n".join(lines) + "\n"), output=str(tmp_path / "o"), non_finite="impute")
+    clean = np.array([(i * 7) % 13 for i in range(200) if i not in (train_row, test_row)
+                      and i in rows_in(0, "train")], dtype=float)
+    assert stats["mean"]["b"] == pytest.approx(clean.mean()) and stats["std"]["b"] == pytest.approx(clean.std())
+    assert stats["non_finite"] == {"b": 2} and stats["non_finite_policy"] == "impute"
+    for split in SPLITS:
+        x, _, _ = read_split(tmp_path / "o", split)
+        assert np.isfinite(x).all()
+    x, _, _ = read_split(tmp_path / "o", "train")
+    assert x[rows_in(0, "train").index(train_row), 1] == 0.0 and x[:, 1].std() > 0.5
+
+
+def test_huge_finite_value_in_training_rows_gives_finite_statistics(tmp_path):
+    """1e308 is a number: the statistics stay finite (no overflow to inf/NaN) and the column is not zeroed."""
+    train = rows_in(0, "train")
+    values = np.array([(i * 7) % 13 for i in range(200)], dtype=np.float64)
+    values[train[0]] = 1e308
+    lines = ["a,b,label"] + [f"{i},{float(values[i])!r},{i % 3}" for i in range(200)]
+    stats = preprocess(input=csv(tmp_path, "\n".join(lines) + "\n"), output=str(tmp_path / "o"))
+    exact = values[train].astype(np.longdouble)
+    mean = exact.mean()
+    std = np.sqrt(((exact - mean) ** 2).mean())
+    assert stats["mean"]["b"] == pytest.approx(float(mean), rel=1e-9)
+    assert stats["std"]["b"] == pytest.approx(float(std), rel=1e-9)
+    assert json.loads((tmp_path / "o" / "stats.json").read_text())["std"]["b"] == stats["std"]["b"]
+    x, _, _ = read_split(tmp_path / "o", "train")
+    expected = ((exact - mean) / std).astype(np.float32)  # the outlier at sqrt(n - 1), the rest just below 0
+    assert np.isfinite(x).all() and np.allclose(x[:, 1], expected, rtol=1e-6) and x[:, 1].max() > 10
+
+
+def test_value_beyond_float32_after_standardising_is_refused_or_imputed(tmp_path):
+    row = rows_in(0, "validation")[2]
+    path = numeric_csv(tmp_path, row, "1e300")
+    with pytest.raises(StepError, match=rf"column 'b' \(#2\) holds 1e\+300 in row {row + 1}, .*float32"):
+        preprocess(input=path, output=str(tmp_path / "o"))
+    assert not (tmp_path / "o" / "stats.json").exists()
+    stats = preprocess(input=path, output=str(tmp_path / "o2"), non_finite="impute")
+    x, _, _ = read_split(tmp_path / "o2", "validation")
+    assert np.isfinite(x).all() and stats["non_finite"] == {"b": 1}
+
+
+def test_non_finite_option_is_checked(tmp_path):
+    with pytest.raises(StepError, match=r"non_finite='drop' is not valid: refuse or impute"):
+        preprocess(output=str(tmp_path / "o"), non_finite="drop")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_parquet_label_is_refused_with_its_row(tmp_path, bad):
+    labels = [float(i % 2) for i in range(30)]
+    labels[17] = bad
+    pq.write_table(pa.table({"x": np.arange(30.0), "label": labels}), tmp_path / "l.parquet")
+    with pytest.raises(StepError, match=rf"label 'label' is {bad} in row 18: labels must be finite"):
+        preprocess(input=str(tmp_path / "l.parquet"), output=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_non_finite_csv_label_is_refused(tmp_path):
+    path = csv(tmp_path, "x,label\n" + "".join(f"{i},{['1', '2', 'inf'][i % 3]}\n" for i in range(30)))
+    with pytest.raises(StepError, match=r"label 'label' holds the class 'inf': labels must be finite"):
+        preprocess(input=path, output=str(tmp_path / "o"))
+
+
+def test_single_class_label_is_refused(tmp_path):
+    path = csv(tmp_path, "x,label\n" + "".join(f"{i},yes\n" for i in range(30)))
+    with pytest.raises(StepError, match=r"label 'label' has one class \('yes'\) in all 30 rows: .*at least two"):
+        preprocess(input=path, output=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_gzip_csv_reads_like_the_plain_csv(tmp_path):
+    import gzip
+
+    text = "a,b,label\n" + "".join(f"{i},{'' if i % 9 == 0 else i / 3},{i % 2}\n" for i in range(500))
+    plain = preprocess(input=csv(tmp_path, text), output=str(tmp_path / "plain"))
+    with gzip.open(tmp_path / "data.csv.gz", "wt") as f:
+        f.write(text)
+    packed = preprocess(input=str(tmp_path / "data.csv.gz"), output=str(tmp_path / "gz"))
+    assert packed["rows"] == plain["rows"] and packed["mean"] == plain["mean"] and packed["imputed"] == plain["imputed"]
+    for split in SPLITS:
+        assert pq.read_table(tmp_path / "gz" / f"{split}.parquet").equals(pq.read_table(tmp_path / "plain" / f"{split}.parquet"))
+
+
+def test_gzip_csv_non_numeric_cell_names_its_row(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "bad.csv.gz", "wt") as f:
+        f.write("a,label\n1,0\n2,1\nxx,0\n")
+    with pytest.raises(StepError, match=r"column 'a' \(#1\) is not numeric: row 3 holds 'xx'"):
+        preprocess(input=str(tmp_path / "bad.csv.gz"), output=str(tmp_path / "o"))
+
+
+def test_nested_parquet_label_is_refused_in_one_line(tmp_path):
+    pq.write_table(pa.table({"x": np.arange(3.0), "label": [[1], [2], [3]]}), tmp_path / "n.parquet")
+    with pytest.raises(StepError, match=r"label column 'label' has type list<element: int64>: .*Fix") as info:
+        preprocess(input=str(tmp_path / "n.parquet"), output=str(tmp_path / "o"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16"])
+def test_utf16_csv_is_refused_without_control_bytes_in_the_message(tmp_path, encoding):
+    path = tmp_path / "u16.csv"
+    path.write_bytes(("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20))).encode(encoding))
+    with pytest.raises(StepError, match=r"not UTF-8 text.*Fix: save the file as UTF-8") as info:
+        preprocess(input=str(path), output=str(tmp_path / "o"))
+    assert "\x00" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_refuses_infinite_feature_in_one_line(tmp_path):
+    row = rows_in(0, "train")[0]
+    proc = subprocess.run([sys.executable, "-m", "xpuflow", "step", "preprocess", "--input",
+                           numeric_csv(tmp_path, row, "inf"), "--output", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "holds inf" in lines[0] and "Traceback" not in proc.stderr

@@ -8,8 +8,10 @@ URL (file://, s3://, gs://), read in record batches so memory stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,15 +88,40 @@ def _digits(label: str, batch_rows: int) -> Source:
     return Source(BUILTIN, tuple(columns), label, tuple(names), batches)
 
 
+def _gzipped(uri: str) -> bool:
+    return uri.lower().split("?")[0].endswith(".gz")
+
+
+@contextlib.contextmanager
+def open_csv_bytes(uri: str) -> Iterator[Any]:
+    """The CSV's bytes as a pyarrow input stream: local or fsspec, gunzipped when the name ends in ``.gz``."""
+    import pyarrow as pa
+
+    with open_binary(uri) as raw:
+        stream = pa.PythonFile(raw, mode="r")
+        yield pa.CompressedInputStream(stream, "gzip") if _gzipped(uri) else stream
+
+
 def _read_csv_header(uri: str) -> list[str]:
     with open_binary(uri) as raw:
         stream = raw
-        if uri.lower().endswith(".gz"):
+        if _gzipped(uri):
             import gzip
 
             stream = gzip.open(raw)
-        first = stream.readline().decode("utf-8-sig", errors="strict")
-    return next(csv.reader(io.StringIO(first)), [])
+        first = stream.readline()
+    if b"\x00" in first:  # UTF-16 without a BOM (or a binary file) decodes as "UTF-8" full of NULs
+        raise UnicodeDecodeError("utf-8", first, first.index(b"\x00"), first.index(b"\x00") + 1, "NUL byte")
+    return next(csv.reader(io.StringIO(first.decode("utf-8-sig", errors="strict"))), [])
+
+
+def arrow_reason(e: Exception) -> str:
+    """Arrow's reason for refusing a CSV, without the row's text it quotes (never file content in a message)."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    match = re.search(r"Expected \d+ columns, got \d+", text)
+    if match:
+        return match.group(0)
+    return text.split(": ")[0][:120]
 
 
 _ARROW_CSV_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to double: invalid value '(.*)'")
@@ -107,7 +134,11 @@ def _csv(uri: str, label: str, batch_rows: int) -> Source:
     try:
         columns = _read_csv_header(uri)
     except UnicodeDecodeError as e:
-        raise StepError(f"{uri}: the header is not UTF-8 text ({e}). Fix: save the file as UTF-8 CSV.") from e
+        raise StepError(f"{uri}: the header is not UTF-8 text (byte {e.start + 1}: {e.reason}; UTF-16 and binary "
+                        "files are not CSV text). Fix: save the file as UTF-8 CSV.") from e
+    except (OSError, EOFError) as e:  # e.g. a .gz name on a file that is not gzip
+        raise StepError(f"{uri}: cannot read it ({type(e).__name__}: {str(e)[:120]}). "
+                        "Fix: check the file (a .csv.gz must be gzip-compressed CSV).") from e
     features = _check_header(uri, columns, label)
     types = {name: pa.float64() for name in features}
     types[label] = pa.string()
@@ -115,7 +146,8 @@ def _csv(uri: str, label: str, batch_rows: int) -> Source:
     def refuse(e: Exception) -> StepError:
         match = _ARROW_CSV_ERROR.search(str(e))
         if not match:
-            return StepError(f"{uri}: cannot parse the CSV: {e}")
+            return StepError(f"{uri}: cannot parse the CSV ({arrow_reason(e)}). Fix: check the file "
+                             "(one header row, the same number of fields on every row, UTF-8).")
         col, value = int(match.group(1)), match.group(3)
         row = _first_non_numeric_row(uri, columns[col])
         return StepError(
@@ -124,7 +156,7 @@ def _csv(uri: str, label: str, batch_rows: int) -> Source:
         )
 
     def batches() -> Iterator[pa.RecordBatch]:
-        with open_binary(uri) as raw:
+        with open_csv_bytes(uri) as raw:
             try:
                 reader = pcsv.open_csv(
                     raw,
@@ -152,7 +184,7 @@ def _first_non_numeric_row(uri: str, column: str) -> int | str:
     import pyarrow.csv as pcsv
 
     offset = 0
-    with open_binary(uri) as raw:
+    with open_csv_bytes(uri) as raw:
         reader = pcsv.open_csv(raw, convert_options=pcsv.ConvertOptions(
             include_columns=[column], column_types={column: pa.string()}, strings_can_be_null=True))
         for batch in reader:
@@ -179,6 +211,10 @@ def _parquet(uri: str, label: str, batch_rows: int) -> Source:
             raise StepError(f"{uri}: not a Parquet file ({e}). Fix: check the file.") from e
     columns = list(schema.names)
     features = _check_header(uri, columns, label)
+    label_type = schema.field(label).type
+    if pa.types.is_nested(label_type) or pa.types.is_binary(label_type) or pa.types.is_large_binary(label_type):
+        raise StepError(f"{uri}: label column {label!r} has type {label_type}: a label must be one value per row "
+                        "(string, integer, float or boolean). Fix: pass --label with a plain column, or flatten it.")
 
     def batches() -> Iterator[pa.RecordBatch]:
         offset = 0
@@ -190,12 +226,37 @@ def _parquet(uri: str, label: str, batch_rows: int) -> Source:
                     if name != label and not pa.types.is_floating(col.type):
                         col = _to_double(uri, name, columns.index(name), col, offset, pc, pa)
                     if name == label:
-                        col = pc.cast(col, pa.string())
+                        col = _label_to_string(uri, label, col, offset)
                     arrays.append(col)
                 offset += batch.num_rows
                 yield pa.RecordBatch.from_arrays(arrays, names=columns)
 
     return Source(uri, tuple(columns), label, features, batches)
+
+
+def _label_to_string(uri: str, label: str, col: Any, offset: int) -> Any:
+    """The label as strings; a float label must be finite (NaN is not a class)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_floating(col.type):
+        values = col.to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(values) & ~np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise StepError(f"{uri}: label {label!r} is {values[first]} in row {offset + first + 1}: labels must be "
+                            "finite class values. Fix: drop or relabel that row.")
+    return pc.cast(col, pa.string())
+
+
+def non_finite_class(classes: list[str]) -> str | None:
+    """A class name that reads as a non-finite number when every class reads as a number, else None."""
+    try:
+        values = [float(c) for c in classes]
+    except ValueError:
+        return None
+    return next((c for c, v in zip(classes, values) if not math.isfinite(v)), None)
 
 
 def _to_double(uri: str, name: str, index: int, col: Any, offset: int, pc: Any, pa: Any) -> Any:

@@ -28,13 +28,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .data import BUILTIN, open_source
+from ..errors import invalid
+from .data import BUILTIN, non_finite_class, open_source
 from .io import StepError, atomic_path, local_path, read_finished, write_json
 
 __all__ = ["preprocess", "SPLITS", "read_split", "split_of"]
 
 log = logging.getLogger("xpuflow.preprocess")
 SPLITS = ("train", "validation", "test")
+NON_FINITE = {  # --non-finite: what happens to inf, -inf and values beyond float32 after standardising
+    "refuse": "non-finite feature values (inf, -inf, beyond float32 after standardising) are refused",
+    "impute": "non-finite feature values (inf, -inf, beyond float32 after standardising) are imputed like missing "
+    "ones and counted in non_finite",
+}
 _MASK = (1 << 64) - 1
 
 
@@ -71,6 +77,7 @@ def preprocess(
     test_fraction: float = 0.15,
     seed: int = 0,
     batch_rows: int = 65536,
+    non_finite: str = "refuse",
 ) -> dict[str, Any]:
     """Prepare ``input`` for training; returns the stats written to ``output/stats.json``."""
     import numpy as np
@@ -79,6 +86,10 @@ def preprocess(
     import pyarrow.parquet as pq
 
     _check_fractions(val_fraction, test_fraction)
+    if non_finite not in NON_FINITE:
+        raise StepError(invalid("non_finite", non_finite, " or ".join(NON_FINITE), where="preprocess", choices=NON_FINITE,
+                                fix="refuse (the default) stops at the first inf, -inf or out-of-range value; impute "
+                                "treats them as missing"))
     out_dir = local_path(output)
     source = open_source(input, label=label, batch_rows=batch_rows)
     features = source.features
@@ -92,6 +103,7 @@ def preprocess(
     count = np.zeros(nf)  # non-missing training values
     present = np.zeros(nf)  # non-missing values anywhere
     missing = np.zeros(nf, dtype=np.int64)
+    unbounded = np.zeros(nf, dtype=np.int64)  # non-finite values imputed (non_finite="impute")
     labels: dict[str, list[int]] = {}
     for batch in source.batches():
         n = batch.num_rows
@@ -109,14 +121,22 @@ def preprocess(
         ok = ~np.isnan(x)
         present += ok.sum(axis=0)
         missing += (~ok).sum(axis=0)
+        inf = np.isinf(x)
+        if inf.any():
+            if non_finite == "refuse":
+                raise _refuse_value(source, inf, x, rows, "features must be finite numbers")
+            unbounded += inf.sum(axis=0)
+            present -= inf.sum(axis=0)
+            x[inf] = np.nan
         train = x[split == 0]
         if shift is None and len(train):
             shift = np.nanmean(np.where(np.isnan(train), np.nan, train), axis=0)
             shift = np.where(np.isnan(shift), 0.0, shift)
         if len(train):
-            t = train - shift
-            sums += np.nansum(t, axis=0)
-            sumsq += np.nansum(t * t, axis=0)
+            with np.errstate(over="ignore", invalid="ignore"):
+                t = train - shift
+                sums += np.nansum(t, axis=0)
+                sumsq += np.nansum(t * t, axis=0)
             count += (~np.isnan(t)).sum(axis=0)
         rows += n
     if rows == 0:
@@ -128,13 +148,19 @@ def preprocess(
     split_rows = [sum(c[s] for c in labels.values()) for s in range(3)]
     if split_rows[0] == 0:
         raise StepError(f"{source.name}: no training rows among {rows} (fractions too large for so few rows).")
-    safe = np.maximum(count, 1)
-    mean_shifted = sums / safe
-    mean = (shift if shift is not None else 0.0) + mean_shifted
-    var = np.maximum(sumsq / safe - mean_shifted**2, 0.0)
-    std = np.sqrt(var)
-    std = np.where(std > 0, std, 1.0)  # a constant column stays 0 after centring
     classes = _ordered_classes(labels)
+    _check_classes(source.name, label, classes, rows)
+    safe = np.maximum(count, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean_shifted = sums / safe
+        mean = (shift if shift is not None else 0.0) + mean_shifted
+        var = np.maximum(sumsq / safe - mean_shifted**2, 0.0)
+        std = np.sqrt(var)
+    overflow = ~(np.isfinite(mean) & np.isfinite(var))
+    if overflow.any():  # values near the float64 limit (e.g. 1e308): exact sums in extended precision
+        cols = np.flatnonzero(overflow)
+        mean[cols], std[cols] = _wide_moments(source, features, cols, seed, val_fraction, test_fraction)
+    std = np.where(std > 0, std, 1.0)  # a constant column stays 0 after centring
     class_set = pa.array(classes, type=pa.string())
 
     # ---- pass 2: standardise and write, every file under a temporary name
@@ -149,8 +175,19 @@ def preprocess(
         for batch in source.batches():
             n = batch.num_rows
             split = split_of(np.arange(done, done + n), seed, val_fraction, test_fraction)
-            x = (_matrix(batch, features) - mean) / std
-            x = np.where(np.isnan(x), 0.0, x).astype(np.float32)
+            raw = _matrix(batch, features)
+            if non_finite == "impute":
+                raw[np.isinf(raw)] = np.nan  # counted in pass 1
+            with np.errstate(over="ignore", invalid="ignore"):
+                z = (raw - mean) / std
+                x = np.where(np.isnan(z), 0.0, z).astype(np.float32)
+            beyond = np.isinf(x)
+            if beyond.any():
+                if non_finite == "refuse":
+                    raise _refuse_value(source, beyond, raw, done, "beyond float32 after standardising with the "
+                                        "training statistics", comma=True)
+                unbounded += beyond.sum(axis=0)
+                x[beyond] = 0.0
             y = pc.index_in(pc.cast(batch.column(source.label), pa.string()), value_set=class_set)
             y = y.to_numpy(zero_copy_only=False).astype(np.int64)
             for s, name in enumerate(SPLITS):
@@ -171,8 +208,10 @@ def preprocess(
         "mean": {f: float(mean[j]) for j, f in enumerate(features)},
         "std": {f: float(std[j]) for j, f in enumerate(features)},
         "imputed": {f: int(missing[j]) for j, f in enumerate(features) if missing[j]},
+        "non_finite": {f: int(unbounded[j]) for j, f in enumerate(features) if unbounded[j]},
+        "non_finite_policy": non_finite,
         "nan_policy": "missing feature values are imputed with the training mean (0 after standardisation); "
-        "missing labels and all-missing columns are refused",
+        "missing labels and all-missing columns are refused; " + NON_FINITE[non_finite],
         "seed": seed,
         "fractions": {"validation": val_fraction, "test": test_fraction},
         "files": {s: f"{s}.parquet" for s in SPLITS},
@@ -180,6 +219,46 @@ def preprocess(
     write_json(out_dir / "stats.json", stats)  # last: its presence means the split is complete
     log.info("preprocess: %d rows -> train %d / validation %d / test %d in %s", rows, *split_rows, out_dir)
     return stats
+
+
+def _refuse_value(source: Any, bad: Any, x: Any, offset: int, why: str, comma: bool = False) -> StepError:
+    """The first bad value in file order, named by column, row and value."""
+    import numpy as np
+
+    i, j = (int(v) for v in np.argwhere(bad)[0])
+    name = source.features[j]
+    where = f"column {name!r} (#{source.columns.index(name) + 1}) holds {float(x[i, j])!r} in row {offset + i + 1}"
+    return StepError(f"{source.name}: {where}{',' if comma else ':'} {why}. Fix: correct or drop that value, or pass "
+                     "--non-finite impute to treat such values as missing (imputed with the training mean).")
+
+
+def _check_classes(name: str, label: str, classes: list[str], rows: int) -> None:
+    bad = non_finite_class(classes)
+    if bad is not None:
+        raise StepError(f"{name}: label {label!r} holds the class {bad!r}: labels must be finite class values. "
+                        "Fix: drop or relabel those rows.")
+    if len(classes) < 2:
+        raise StepError(f"{name}: label {label!r} has one class ({classes[0]!r}) in all {rows} rows: a classifier "
+                        "needs at least two classes. Fix: check that --label names the class column.")
+
+
+def _wide_moments(source: Any, features: tuple[str, ...], cols: Any, seed: int, val: float, test: float) -> Any:
+    """Mean and std of the training rows of ``cols`` in extended precision (a rare path: float64 overflowed)."""
+    import numpy as np
+
+    wide = np.longdouble
+    total, total_sq, count, done = np.zeros(len(cols), wide), np.zeros(len(cols), wide), np.zeros(len(cols)), 0
+    for batch in source.batches():
+        x = _matrix(batch, features)[:, cols]
+        train = x[split_of(np.arange(done, done + batch.num_rows), seed, val, test) == 0].astype(wide)
+        train[~np.isfinite(train)] = np.nan  # infinities reach here only when imputed
+        total += np.nansum(train, axis=0)
+        total_sq += np.nansum(train * train, axis=0)
+        count += (~np.isnan(train)).sum(axis=0)
+        done += batch.num_rows
+    count = np.maximum(count, 1)
+    mean = total / count
+    return mean.astype(np.float64), np.sqrt(np.maximum(total_sq / count - mean * mean, 0)).astype(np.float64)
 
 
 def _matrix(batch: Any, features: tuple[str, ...]) -> Any:
