@@ -17,6 +17,9 @@ EPILOG = """examples:
   xpuflow run train_gpu_export_npu --param epochs=3        # locally, real KFP local runner
   xpuflow plan train_gpu_export_npu --cluster eks          # placement and cost per run
   xpuflow lint train_tpu --cluster gke                     # problems before submitting
+  xpuflow lint pipeline.yaml --cluster gke                 # any compiled KFP pipeline, yours too
+  xpuflow plan pipeline.yaml --cluster gke
+  xpuflow lint dags/my_dag.py --cluster gke                # an Airflow DAG's KubernetesPodOperator tasks
   xpuflow compile train_gpu_export_npu --backend kfp --cluster gke -o out/pipeline.yaml
   xpuflow graph train_gpu_export_npu -o out/graph.svg
   xpuflow plan --cluster gke
@@ -79,6 +82,10 @@ def _plan(args: argparse.Namespace) -> int:
     from .defaults import STEP_NAMES, default_compute
     from .plan import format_table, load_steps_file, plan, run_cost, to_json
 
+    if args.pipeline and _inspectable(args.pipeline):
+        from .inspect.commands import plan_file
+
+        return plan_file(args.pipeline, args.cluster, args.output, args.strict)
     cluster = Cluster.load(args.cluster)
     minutes: dict[str, float] = {}
     if args.pipeline:
@@ -118,7 +125,18 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspectable(path: str) -> bool:
+    """A compiled KFP pipeline (.yaml/.yml/.json) or an Airflow DAG file: read, not declared by xpuflow."""
+    from .inspect import is_inspectable
+
+    return is_inspectable(path)
+
+
 def _lint(args: argparse.Namespace) -> int:
+    if _inspectable(args.pipeline):
+        from .inspect.commands import lint_file
+
+        return lint_file(args.pipeline, args.cluster, args.backend)
     from .cluster import Cluster
     from .commands.pipelines import resolve_flow
     from .lint import lint

@@ -18,6 +18,7 @@ __all__ = [
     "ClusterFileError",
     "PlacementError",
     "RenderError",
+    "PipelineFileError",
     "invalid",
     "did_you_mean",
 ]
@@ -41,6 +42,10 @@ class PlacementError(XpuflowError):
 
 class RenderError(XpuflowError):
     """A backend cannot express a setting of the placement; refused before rendering."""
+
+
+class PipelineFileError(XpuflowError, ValueError):
+    """A pipeline or DAG file given to ``xpuflow lint | plan`` cannot be read as one."""
 
 
 def did_you_mean(value: object, choices: Iterable[str]) -> str:

@@ -22,9 +22,14 @@ __all__ = ["PlanRow", "plan", "format_table", "load_steps_file", "run_cost", "to
 @dataclass(frozen=True)
 class PlanRow:
     step: str
-    compute: Compute
+    compute: Compute | None  # None for a task read from a pipeline xpuflow did not declare
     placement: Placement | None
     problem: str | None = None
+    what: str = ""  # the hardware asked for, when there is no Compute
+
+    @property
+    def hardware(self) -> str:
+        return self.compute.hardware if self.compute is not None else self.what
 
 
 def plan(cluster: Cluster, steps: Mapping[str, Compute]) -> list[PlanRow]:
@@ -60,13 +65,15 @@ def _price(value: float | None) -> str:
 def _cells(row: PlanRow) -> list[list[str]]:
     p = row.placement
     if p is None:
-        return [[row.step], [row.compute.hardware], ["-"], ["not offered (see below)"], ["-"], ["-"], ["-"]]
+        return [[row.step], [row.hardware], ["-"], ["not offered (see below)"], ["-"], ["-"], ["-"]]
     selector = [f"{k}={v}" for k, v in p.node_selector.items()] or ["(any node)"]
     if p.affinity:
         for term in p.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
-            selector += [f"{e['key']} {e['operator']} {','.join(e['values'])}" for e in term["matchExpressions"]]
+            selector += [f"{e['key']} {e['operator']} {','.join(e.get('values') or [])}".rstrip()
+                         for e in term["matchExpressions"]]
     tolerations = [
-        f"{t['key']}{'=' + t['value'] if t.get('value') else ''}:{t['effect']}" for t in p.tolerations
+        f"{t.get('key') or '*'}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect') or '*'}"
+        for t in p.tolerations
     ] or ["-"]
     hardware = [p.hardware + (" (spot)" if p.spot else "")]
     if p.accelerator:
@@ -123,7 +130,7 @@ def run_cost(rows: list[PlanRow], minutes: Mapping[str, float]) -> str:
 def to_json(rows: list[PlanRow]) -> str:
     data: list[dict[str, Any]] = []
     for r in rows:
-        item: dict[str, Any] = {"step": r.step, "hardware": r.compute.hardware}
+        item: dict[str, Any] = {"step": r.step, "hardware": r.hardware}
         if r.placement:
             item["placement"] = r.placement.to_dict()
         else:

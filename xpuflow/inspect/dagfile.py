@@ -1,0 +1,68 @@
+"""Read an Airflow DAG file's KubernetesPodOperator tasks into ``TaskPod``s (needs Airflow installed).
+
+Each pod is built by the operator itself (``build_pod_request_obj(dry_run=True)``), so
+``full_pod_spec``, ``pod_template_file`` and the typed arguments are merged as Airflow
+merges them. Tasks of other operators run on the worker, not in a pod of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import PipelineFileError
+from .pod import TaskPod, from_pod_spec
+
+__all__ = ["read_dag_file", "is_dag_file"]
+
+_IMPORTS_AIRFLOW = re.compile(r"^\s*(from|import)\s+airflow\b", re.MULTILINE)
+
+
+def is_dag_file(path: str | os.PathLike[str]) -> bool:
+    """A ``.py`` file that imports Airflow itself (xpuflow's own DAG files are flows: see ``xpuflow lint --help``)."""
+    p = Path(path)
+    if p.suffix != ".py" or not p.is_file():
+        return False
+    try:
+        return bool(_IMPORTS_AIRFLOW.search(p.read_text(encoding="utf-8", errors="replace")))
+    except OSError:
+        return False
+
+
+def read_dag_file(path: str | os.PathLike[str]) -> tuple[str, list[TaskPod]]:
+    """``(DAG ids, task pods)``; task names are ``dag_id.task_id`` when the file holds several DAGs."""
+    where = os.fspath(path)
+    if not Path(where).is_file():
+        raise PipelineFileError(f"DAG file {where!r}: no such file. Fix: check the path.")
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+        from kubernetes.client import ApiClient
+    except ImportError as e:
+        raise PipelineFileError(
+            f"DAG file {where!r}: reading it needs Apache Airflow and its cncf-kubernetes provider ({e.name} is "
+            "missing). Fix: run xpuflow where your DAGs run (pip install 'xpuflow[airflow]')."
+        ) from e
+    bag = DagBag(dag_folder=where, include_examples=False)
+    if bag.import_errors:
+        first = next(iter(bag.import_errors.values())).strip().splitlines()[-1]
+        raise PipelineFileError(f"DAG file {where!r}: Airflow cannot import it: {first[:300]}. Fix: run "
+                                f"`python {where}` and correct the error.")
+    if not bag.dags:
+        raise PipelineFileError(f"DAG file {where!r}: defines no DAG. Fix: lint the file that creates the DAG object.")
+    client = ApiClient()
+    several = len(bag.dags) > 1
+    pods = []
+    for dag_id, dag in sorted(bag.dags.items()):
+        for task in dag.tasks:
+            if not isinstance(task, KubernetesPodOperator):
+                continue
+            name = f"{dag_id}.{task.task_id}" if several else task.task_id
+            try:
+                pod = client.sanitize_for_serialization(task.build_pod_request_obj(dry_run=True))
+            except Exception as e:  # noqa: BLE001 - the operator's own error, reported as a finding's cause
+                raise PipelineFileError(f"DAG file {where!r}: task {name!r}: KubernetesPodOperator cannot build its "
+                                        f"pod: {type(e).__name__}: {str(e)[:200]}") from e
+            pods.append(from_pod_spec(name, pod.get("spec") or {}))
+    return ", ".join(sorted(bag.dags)), pods
