@@ -44,7 +44,7 @@ def read_dag_file(path: str | os.PathLike[str]) -> tuple[str, list[TaskPod]]:
             f"DAG file {where!r}: reading it needs Apache Airflow and its cncf-kubernetes provider ({e.name} is "
             "missing). Fix: run xpuflow where your DAGs run (pip install 'xpuflow[airflow]')."
         ) from e
-    bag = DagBag(dag_folder=where, include_examples=False)
+    bag = DagBag(dag_folder=where)
     if bag.import_errors:
         first = next(iter(bag.import_errors.values())).strip().splitlines()[-1]
         raise PipelineFileError(f"DAG file {where!r}: Airflow cannot import it: {first[:300]}. Fix: run "
