@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("pipeline")
     g.add_argument("-o", "--output", required=True, help="file.svg or file.png")
     g.add_argument("--cluster", help="also show each step's node pool on this cluster")
+    q = sub.add_parser("kueue", help="render a cluster's Kueue set-up (flavors, ClusterQueue, LocalQueues) from its profile")
+    q.add_argument("--cluster", required=True, help="shipped profile or cluster YAML file with a kueue: section")
+    q.add_argument("-o", "--output", help="write to this file (default: stdout)")
     c = sub.add_parser("catalog", help="list clusters, GPU models, TPU topologies and NPU devices")
     c.add_argument("--cluster", help="show one cluster's node pools")
     s = sub.add_parser("step", help="run one step in this process (what a pod runs): xpuflow step NAME --help",
@@ -198,6 +201,12 @@ def _catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kueue(args: argparse.Namespace) -> int:
+    from .commands.kueue import main
+
+    return main(args.cluster, args.output)
+
+
 def _step(args: argparse.Namespace) -> int:
     import logging
 
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         commands = {"plan": _plan, "catalog": _catalog, "step": _step, "run": _run, "compile": _compile,
-                    "lint": _lint, "graph": _graph}
+                    "lint": _lint, "graph": _graph, "kueue": _kueue}
         return commands[args.command](args)
     except XpuflowError as e:
         print(f"xpuflow {args.command}: error: {e}", file=sys.stderr)

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import catalog as _catalog
+from . import dra, kueue
 from .catalog import schema
 from .errors import ClusterFileError, ComputeError, did_you_mean
 from .quantity import Quantity, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
     from .compute import Compute
+    from .dra import DraProfile
+    from .kueue import KueueProfile
     from .placement import Placement
 
 __all__ = ["Cluster", "NodePool", "Taint"]
@@ -92,6 +95,8 @@ class Cluster:
     mig_strategy: str = "mixed"
     tpu_labels: dict[str, str] | None = None
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    kueue: KueueProfile | None = None  # the profile's kueue: section (xpuflow/kueue.py)
+    dra: DraProfile | None = None  # the profile's dra: section (xpuflow/dra.py)
 
     # ------------------------------------------------------------------ load
     @classmethod
@@ -128,6 +133,8 @@ class Cluster:
             mig_strategy=checked.get("mig_strategy", "mixed"),
             tpu_labels=checked.get("tpu_labels"),
             sources=checked.get("sources", {}),
+            kueue=kueue.profile(checked.get("kueue"), source, checked["name"], pools),
+            dra=dra.profile(checked.get("dra")),
         )
         for i, pool in enumerate(pools):
             if pool.accelerator and pool.accelerator.kind == "tpu" and not cluster.tpu_labels:

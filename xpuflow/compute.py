@@ -125,6 +125,11 @@ class Compute:
     priority_class: str | None = None
     grace_period: int | None = None
     security: Security = field(default_factory=Security)
+    queue: str | None = None  # Kueue LocalQueue (the cluster profile's kueue.local_queues)
+    priority: str | None = None  # Kueue WorkloadPriorityClass (the profile's kueue.priorities)
+    require_topology: str | None = None  # Kueue topology level (profile kueue.topology.levels) for all pods
+    prefer_topology: str | None = None
+    claim: bool = False  # request the accelerator through a DRA ResourceClaim (profile dra:)
 
     # ------------------------------------------------------------------ build
     def __post_init__(self) -> None:
@@ -187,6 +192,9 @@ class Compute:
         if not isinstance(self.security, Security):
             raise ComputeError(invalid("security", self.security, "a xpuflow.Security", where=where,
                                        fix="pass security=Security(...)"))
+        from .kueue import check_compute_options
+
+        check_compute_options(self, where)
 
     def _check_accelerator(self, where: str) -> None:
         expected = {"cpu": type(None), "gpu": Gpu, "tpu": Tpu, "npu": Npu}[self.kind]
@@ -330,7 +338,7 @@ def _as_q(parser: Any, name: str, value: Any, where: str) -> Quantity:
 
 _COMMON = {
     "cpu_limit", "memory_limit", "ephemeral_storage", "shm", "spot", "timeout", "retries",
-    "priority_class", "grace_period", "security",
+    "priority_class", "grace_period", "security", "queue", "priority", "require_topology", "prefer_topology", "claim",
 }
 
 

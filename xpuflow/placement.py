@@ -8,9 +8,11 @@ once, and every renderer (Kubernetes, KFP, Airflow) reads them unchanged.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import dra, kueue
 from .accelerators import Gpu, Npu, Tpu
 from .errors import PlacementError
 
@@ -55,10 +57,15 @@ class Placement:
     ephemeral_storage: str | None
     price_per_hour: float | None  # all hosts together; None when the profile has no price
     compute: Compute = field(repr=False, compare=False)
+    kueue: kueue.KueuePlacement | None = None  # queue, priority, TAS (xpuflow/kueue.py)
+    claims: tuple[dra.DeviceClaim, ...] = ()  # DRA claims (xpuflow/dra.py); their devices are not limits
 
-    def resources(self) -> dict[str, dict[str, str]]:
-        """Container ``resources`` as Kubernetes writes them."""
-        return {"requests": dict(self.requests), "limits": dict(self.limits)}
+    def resources(self) -> dict[str, Any]:
+        """Container ``resources`` as Kubernetes writes them (with the DRA claims it uses, if any)."""
+        out: dict[str, Any] = {"requests": dict(self.requests), "limits": dict(self.limits)}
+        if self.claims:
+            out["claims"] = [{"name": c.name} for c in self.claims]
+        return out
 
     def scheduling(self) -> dict[str, Any]:
         """``nodeSelector``, ``tolerations`` and ``affinity`` as Kubernetes writes them (affinity may be absent)."""
@@ -93,6 +100,8 @@ class Placement:
             "priorityClassName": self.priority_class,
             "terminationGracePeriodSeconds": self.grace_period,
             "price_per_hour": self.price_per_hour,
+            **({"kueue": dataclasses.asdict(self.kueue)} if self.kueue else {}),
+            **({"claims": [dataclasses.asdict(c) for c in self.claims]} if self.claims else {}),
         }
 
 
@@ -122,6 +131,12 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         key = cluster.capacity_label["key"]
         selector[key] = cluster.capacity_label["spot" if compute.spot else "on_demand"]
     tolerations = _dedupe(tolerations)
+    queued = kueue.resolve(cluster, compute, pool, tolerations)
+    if queued:  # a flavor that injects tolerations carries them; the pod does not repeat them
+        tolerations = [t for t in tolerations if t not in queued.injected_tolerations]
+    claims = dra.resolve(cluster, compute, pool)
+    for claim in claims:  # the device comes from the claim, not from the device plugin's extended resource
+        limits.pop(claim.resource, None)
 
     env = {"XPUFLOW_COMPUTE_KIND": compute.kind, "XPUFLOW_NODE_POOL": pool.name}
     if isinstance(acc, Tpu):
@@ -166,6 +181,8 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         ephemeral_storage=compute.ephemeral_storage.text if compute.ephemeral_storage else None,
         price_per_hour=None if price is None else round(price * compute.hosts, 4),
         compute=compute,
+        kueue=queued,
+        claims=claims,
     )
 
 

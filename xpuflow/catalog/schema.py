@@ -73,6 +73,14 @@ class Int(Spec):
 
 
 @dataclass
+class Bool(Spec):
+    def check(self, value: Any, path: str, ctx: _Ctx) -> bool:
+        if not isinstance(value, bool):
+            raise ctx.fail(path, f"expected true or false, {_found(value)}")
+        return value
+
+
+@dataclass
 class Num(Spec):
     def check(self, value: Any, path: str, ctx: _Ctx) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -134,6 +142,7 @@ class Obj(Spec):
     required: dict[str, Spec] = field(default_factory=dict)
     optional: dict[str, Spec] = field(default_factory=dict)
     one_of: tuple[str, ...] = ()  # at most one of these keys may be present
+    one_of_why: str = "a node pool offers one kind of accelerator"
 
     def check(self, value: Any, path: str, ctx: _Ctx) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -148,7 +157,7 @@ class Obj(Spec):
                 raise ctx.fail(_join(path, key), "missing required key")
         present = [k for k in self.one_of if k in value]
         if len(present) > 1:
-            raise ctx.fail(path, f"has both {present[0]!r} and {present[1]!r}; a node pool offers one kind of accelerator")
+            raise ctx.fail(path, f"has both {present[0]!r} and {present[1]!r}; {self.one_of_why}")
         return {k: known[k].check(v, _join(path, k), ctx) for k, v in value.items()}
 
 
@@ -188,6 +197,33 @@ _POOL = Obj(
     one_of=("gpu", "tpu", "npu"),
 )
 
+_DNS = Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", what="a lowercase DNS label")
+_DNS_SUBDOMAIN = Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+                     what="a lowercase DNS subdomain")
+_SLICE = Obj(optional={"required": Str(), "preferred": Str()}, one_of=("required", "preferred"),
+             one_of_why="a slice either requires or prefers one level")
+# Kueue (docs/kueue-dra.md): queues, priorities, flavors, quotas and topology-aware scheduling
+_KUEUE = Obj(
+    required={"local_queues": ListOf(item=_DNS, min_items=1)},
+    optional={
+        "namespace": _DNS,
+        "cluster_queue": _DNS,
+        "priorities": MapOf(value=Int(minimum=-(2**31))),
+        "flavors_inject": Bool(),
+        "quotas": MapOf(value=Obj(optional={"nodes": Int(minimum=1), "cpu": Quantity(), "memory": Quantity(),
+                                            "accelerators": Int(minimum=0)})),
+        "topology": Obj(required={"levels": MapOf(value=Str())},
+                        optional={"name": _DNS, "gpu": _SLICE, "tpu": _SLICE, "npu": _SLICE}),
+    },
+)
+# Dynamic Resource Allocation: the DeviceClass of each accelerator (gpu: per vendor, tpu: per version, npu: per device)
+_DRA_CLASS = Obj(
+    required={"device_class": _DNS_SUBDOMAIN},
+    optional={"driver": _DNS_SUBDOMAIN, "mig_class": _DNS_SUBDOMAIN, "product_attribute": Str(),
+              "memory_capacity": Str(), "products": MapOf(value=Str())},
+)
+_DRA = Obj(optional={"gpu": MapOf(value=_DRA_CLASS), "tpu": MapOf(value=_DRA_CLASS), "npu": MapOf(value=_DRA_CLASS)})
+
 CLUSTER_SCHEMA = Obj(
     required={
         "name": Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", what="a lowercase DNS label"),
@@ -204,6 +240,8 @@ CLUSTER_SCHEMA = Obj(
                               "grace_period": Int(minimum=0)}),
         "mig_strategy": Enum(choices=("single", "mixed")),
         "tpu_labels": Obj(required={"accelerator": Str(), "topology": Str()}),
+        "kueue": _KUEUE,
+        "dra": _DRA,
     },
 )
 

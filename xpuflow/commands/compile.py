@@ -62,6 +62,7 @@ def _manifests(name: str, cluster_name: str, out: Path, root: str) -> Path:
                       args=step_arguments(spec, root),
                       labels={"xpuflow.io/flow": flow.name.replace("_", "-"), "xpuflow.io/order": str(i)})
         render = jobset.jobset if placement.hosts > 1 else kubernetes.job
+        docs += kubernetes.resource_claim_templates(placement, name=common["name"], labels=common["labels"])
         docs.append(render(placement, **common))
     with atomic_path(out) as tmp:
         tmp.write_text(f"# {flow.name} on {cluster.name}: apply in order (xpuflow.io/order); artifacts under {root}\n"

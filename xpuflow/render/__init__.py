@@ -31,6 +31,8 @@ SETTINGS = {
     "read_only_root_filesystem": lambda p: p.compute.security.read_only_root_filesystem,
     "container_security_beyond_identity": lambda p: _beyond_identity(p.compute.security),
     "trainjob_retries": lambda p: p.retries > 0,
+    "claims": lambda p: bool(p.claims),
+    "trainjob_claims": lambda p: bool(p.claims),
 }
 
 _HINTS = {
@@ -46,6 +48,11 @@ _HINTS = {
     "allow_privilege_escalation=False, drop_capabilities=('ALL',), seccomp_profile='RuntimeDefault'",
     "trainjob_retries": "a TrainJob has no retry count; restarts belong to the training runtime's JobSet "
     "failurePolicy.maxRestarts: set retries=0 here and set maxRestarts in the runtime",
+    "claims": "kfp-kubernetes (2.17) has no DRA support: no pod resourceClaims and no container resources.claims; "
+    "drop claim=True for this backend (the device plugin's extended resource is requested instead), or compile "
+    "for k8s or airflow, which render ResourceClaimTemplates",
+    "trainjob_claims": "the TrainJob API (trainer.kubeflow.org/v1alpha1) has no pod resourceClaims in "
+    "runtimePatches; declare the claim in the ClusterTrainingRuntime's pod template, or drop claim=True",
 }
 
 

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from ..placement import Placement
-from . import refuse_unsupported
+from . import dra, kueue, refuse_unsupported
 
 __all__ = ["pod_kwargs", "operator_kwargs", "CANNOT"]
 
@@ -40,12 +40,16 @@ def pod_kwargs(placement: Placement, *, step: str = "") -> dict[str, Any]:
         "node_selector": dict(placement.node_selector),
         "tolerations": [dict(t) for t in placement.tolerations],
         "env_vars": dict(placement.env),
-        "labels": dict(placement.labels),
+        "labels": {**placement.labels, **kueue.object_labels(placement)},
         "security_context": copy.deepcopy(placement.pod_security_context),
         "container_security_context": copy.deepcopy(placement.container_security_context),
         "automount_service_account_token": False,
         "retries": placement.retries,
     }
+    if kueue.pod_annotations(placement, 1):
+        kwargs["annotations"] = kueue.pod_annotations(placement, 1)
+    if placement.claims:  # the operator has no argument for pod resourceClaims; its pod template carries them
+        kwargs["pod_template_dict"] = _claims_template(placement, step)
     if placement.affinity:
         kwargs["affinity"] = copy.deepcopy(placement.affinity)
     if placement.volumes:
@@ -58,6 +62,18 @@ def pod_kwargs(placement: Placement, *, step: str = "") -> dict[str, Any]:
     if placement.timeout is not None:
         kwargs["active_deadline_seconds"] = placement.timeout
     return kwargs
+
+
+def _claims_template(placement: Placement, step: str) -> dict[str, Any]:
+    """A pod template that carries only the pod's ``resourceClaims`` (the operator merges its own pod over it)."""
+    if not step:
+        from ..errors import RenderError
+
+        raise RenderError(f"placement on cluster {placement.cluster!r} claims devices through DRA: pass step=<task id> "
+                          "so the pod refers to that step's ResourceClaimTemplates (render.kubernetes."
+                          "resource_claim_templates(placement, name=<task id>)).")
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {},
+            "spec": {"containers": [{"name": "base"}], "resourceClaims": dra.pod_claims(placement, name=step)}}
 
 
 def operator_kwargs(placement: Placement, *, step: str = "") -> dict[str, Any]:

@@ -23,7 +23,8 @@ from typing import Any
 
 from ..errors import RenderError
 from ..placement import Placement
-from .kubernetes import check_pod_hostnames, object_metadata, pod_spec
+from . import kueue
+from .kubernetes import check_pod_hostnames, object_metadata, pod_spec, pod_template
 
 __all__ = ["jobset", "API_VERSION", "REPLICATED_JOB", "EXCLUSIVE_TOPOLOGY"]
 
@@ -60,10 +61,10 @@ def jobset(
         "completions": placement.hosts,
         "completionMode": "Indexed",
         "backoffLimit": 0,  # one failed host fails the slice; the JobSet restarts all of it
-        "template": {
-            "metadata": {"labels": dict(meta["labels"])},
-            "spec": pod_spec(placement, image=image, command=command, args=args, env=env),
-        },
+        "template": pod_template(
+            placement, meta["labels"],
+            pod_spec(placement, claims_of=name, image=image, command=command, args=args, env=env), placement.hosts,
+        ),
     }
     if placement.timeout is not None:
         job_spec["activeDeadlineSeconds"] = placement.timeout
@@ -74,4 +75,4 @@ def jobset(
     }
     if ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
-    return {"apiVersion": API_VERSION, "kind": "JobSet", "metadata": meta, "spec": spec}
+    return kueue.queued({"apiVersion": API_VERSION, "kind": "JobSet", "metadata": meta, "spec": spec}, placement)

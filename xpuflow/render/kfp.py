@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..placement import Placement
-from . import refuse_unsupported
+from . import kueue, refuse_unsupported
 
 if TYPE_CHECKING:  # kfp is an optional extra; imported inside apply()
     from kfp.dsl import PipelineTask
@@ -37,6 +37,7 @@ CANNOT = (
     "ephemeral_storage",
     "read_only_root_filesystem",
     "container_security_beyond_identity",
+    "claims",
 )
 
 
@@ -64,8 +65,10 @@ def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> Pipeli
         kubernetes.add_node_affinity(task, match_expressions=[dict(e) for e in term["matchExpressions"]])
     for name, value in placement.env.items():
         task.set_env_variable(name, value)
-    for key, value in placement.labels.items():
+    for key, value in {**placement.labels, **kueue.object_labels(placement)}.items():
         kubernetes.add_pod_label(task, key, value)
+    for key, value in kueue.pod_annotations(placement, 1).items():
+        kubernetes.add_pod_annotation(task, key, value)
     volumes = {v["name"]: v for v in placement.volumes}
     for mount in placement.volume_mounts:
         empty_dir = volumes[mount["name"]]["emptyDir"]

@@ -14,9 +14,11 @@ from typing import Any
 
 from ..errors import ComputeError, RenderError, invalid
 from ..placement import Placement
-from . import refuse_unsupported
+from . import dra, kueue, refuse_unsupported
+from .dra import resource_claim_templates
 
-__all__ = ["container", "pod_spec", "pod", "job", "container_env", "object_metadata", "check_pod_hostnames"]
+__all__ = ["container", "pod_spec", "pod", "job", "container_env", "object_metadata", "check_pod_hostnames",
+           "resource_claim_templates", "pod_template"]
 
 CONTAINER = "main"
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -68,8 +70,13 @@ def container(
     return out
 
 
-def pod_spec(placement: Placement, *, restart_policy: str = "Never", **container_args: Any) -> dict[str, Any]:
-    """A PodSpec for one host of the placement (``container_args`` go to :func:`container`)."""
+def pod_spec(placement: Placement, *, restart_policy: str = "Never", claims_of: str | None = None,
+             **container_args: Any) -> dict[str, Any]:
+    """A PodSpec for one host of the placement (``container_args`` go to :func:`container`).
+
+    A placement with DRA claims needs ``claims_of``: the step name its ResourceClaimTemplates
+    are named after (:func:`resource_claim_templates`).
+    """
     spec: dict[str, Any] = {
         "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
@@ -79,11 +86,25 @@ def pod_spec(placement: Placement, *, restart_policy: str = "Never", **container
     }
     if placement.volumes:
         spec["volumes"] = copy.deepcopy(list(placement.volumes))
+    if placement.claims:
+        if not claims_of:
+            raise RenderError(f"placement on cluster {placement.cluster!r} claims devices through DRA: pass "
+                              "claims_of=<step name> so the pod refers to that step's ResourceClaimTemplates.")
+        spec["resourceClaims"] = dra.pod_claims(placement, name=claims_of)
     if placement.priority_class:
         spec["priorityClassName"] = placement.priority_class
     if placement.grace_period is not None:
         spec["terminationGracePeriodSeconds"] = placement.grace_period
     return spec
+
+
+def pod_template(placement: Placement, labels: Mapping[str, str], spec: dict[str, Any], pods: int) -> dict[str, Any]:
+    """A pod template: ``labels``, the Kueue topology annotation for ``pods`` pods, and ``spec``."""
+    meta: dict[str, Any] = {"labels": dict(labels)}
+    annotations = kueue.pod_annotations(placement, pods)
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": spec}
 
 
 def object_metadata(placement: Placement, name: str, namespace: str | None, labels: Mapping[str, str] | None) -> dict[str, Any]:
@@ -103,10 +124,14 @@ def pod(
 ) -> dict[str, Any]:
     """A v1 Pod that runs the step once (single host; no retries: use :func:`job` for those)."""
     refuse_unsupported(placement, "a Kubernetes Pod", ("multi_host", "retries"), step=name)
-    spec = pod_spec(placement, **container_args)
+    spec = pod_spec(placement, claims_of=name, **container_args)
     if placement.timeout is not None:
         spec["activeDeadlineSeconds"] = placement.timeout
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": object_metadata(placement, name, namespace, labels), "spec": spec}
+    meta = object_metadata(placement, name, namespace, labels)
+    meta["labels"].update(kueue.object_labels(placement))  # a plain pod is its own Kueue workload
+    if kueue.pod_annotations(placement, 1):
+        meta["annotations"] = kueue.pod_annotations(placement, 1)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
 def job(
@@ -123,10 +148,10 @@ def job(
     meta = object_metadata(placement, name, namespace, labels)
     job_spec: dict[str, Any] = {
         "backoffLimit": placement.retries,
-        "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod_spec(placement, **container_args)},
+        "template": pod_template(placement, meta["labels"], pod_spec(placement, claims_of=name, **container_args), 1),
     }
     if placement.timeout is not None:
         job_spec["activeDeadlineSeconds"] = placement.timeout
     if ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+    return kueue.queued({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}, placement)

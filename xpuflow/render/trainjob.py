@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ComputeError, RenderError, invalid
 from ..placement import Placement
-from . import refuse_unsupported
+from . import kueue, refuse_unsupported
 from .kubernetes import check_pod_hostnames, container_env, object_metadata
 
 __all__ = ["trainjob", "API_VERSION", "RUNTIME", "REPLICATED_JOB", "CONTAINER", "MANAGER", "CANNOT"]
@@ -39,7 +39,7 @@ RUNTIME = "torch-distributed"
 REPLICATED_JOB = "node"  # the runtime's replicated job and trainer container
 CONTAINER = "node"
 MANAGER = "xpuflow.io/placement"  # owner of the runtimePatches entry
-CANNOT = ("priority_class", "trainjob_retries")
+CANNOT = ("priority_class", "trainjob_retries", "trainjob_claims")
 
 
 def _check(name: str, num_nodes: object) -> int:
@@ -67,7 +67,7 @@ def _refuse_kind(placement: Placement, name: str, runtime: str) -> None:
     )
 
 
-def _pod_patch(placement: Placement, labels: Mapping[str, str]) -> dict[str, Any]:
+def _pod_patch(placement: Placement, labels: Mapping[str, str], num_nodes: int) -> dict[str, Any]:
     """The PodTemplate patch for the ``node`` pods; empty selector/toleration lists are left to the runtime."""
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -82,7 +82,11 @@ def _pod_patch(placement: Placement, labels: Mapping[str, str]) -> dict[str, Any
         spec["volumes"] = copy.deepcopy(list(placement.volumes))
     if placement.grace_period is not None:
         spec["terminationGracePeriodSeconds"] = placement.grace_period
-    return {"metadata": {"labels": dict(labels)}, "spec": spec}
+    meta: dict[str, Any] = {"labels": dict(labels)}
+    annotations = kueue.pod_annotations(placement, num_nodes)  # Kueue TAS: the nodes of one training run together
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": spec}
 
 
 def trainjob(
@@ -113,7 +117,7 @@ def trainjob(
     trainer["resourcesPerNode"] = placement.resources()
     if placement.accelerator is not None:
         trainer["numProcPerNode"] = placement.accelerator[1]  # one process per GPU
-    replicated_job = {"name": REPLICATED_JOB, "template": {"spec": {"template": _pod_patch(placement, meta["labels"])}}}
+    replicated_job = {"name": REPLICATED_JOB, "template": {"spec": {"template": _pod_patch(placement, meta["labels"], num_nodes)}}}
     spec: dict[str, Any] = {
         "runtimeRef": {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime", "name": runtime},
         "trainer": trainer,
@@ -123,4 +127,4 @@ def trainjob(
     }
     if placement.timeout is not None:
         spec["activeDeadlineSeconds"] = placement.timeout
-    return {"apiVersion": API_VERSION, "kind": "TrainJob", "metadata": meta, "spec": spec}
+    return kueue.queued({"apiVersion": API_VERSION, "kind": "TrainJob", "metadata": meta, "spec": spec}, placement)
