@@ -154,6 +154,30 @@ def test_kfp_task_pods_carry_the_queue_labels(gke, tmp_path):
     assert queued[0]["annotations"] == {PREFERRED: "cloud.google.com/gke-nodepool"}
 
 
+def test_kfp_placing_again_takes_off_the_queue(gke, tmp_path):
+    from kfp import compiler, dsl
+    from kfp_compile import noop_step
+
+    from xpuflow.render import kfp as render_kfp
+
+    def platform(name, *placements):
+        @dsl.pipeline(name=name)
+        def pipeline():
+            task = noop_step(message="x")
+            for p in placements:
+                render_kfp.apply(task, p)
+
+        compiler.Compiler().compile(pipeline, str(tmp_path / f"{name}.yaml"))
+        docs = list(yaml.safe_load_all((tmp_path / f"{name}.yaml").read_text()))
+        (executor,) = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+        return executor
+
+    queued = gke.place(Compute.cpu(queue="team-a", priority="low", require_topology="node"))
+    plain = gke.place(Compute.cpu())
+    assert QUEUE in platform("queued", queued)["podMetadata"]["labels"]
+    assert platform("twice", queued, plain) == platform("once", plain)
+
+
 def test_airflow_pod_kwargs_carry_the_queue_labels(gke):
     kwargs = render_airflow.pod_kwargs(gke.place(Compute.gpu(model="l4", spot=True, queue="team-a",
                                                               require_topology="node")), step="train")

@@ -116,10 +116,15 @@ def _take_off(task: PipelineTask, old: Placement, new: Placement) -> None:
     config["nodeAffinity"] = _without(config.get("nodeAffinity", []), _required_terms(old.affinity))
     old_volumes = {m["name"] for m in old.volume_mounts}
     config["emptyDirMounts"] = [m for m in config.get("emptyDirMounts", []) if m.get("volumeName") not in old_volumes]
-    pod_labels = config.get("podMetadata", {}).get("labels", {})
-    for key, value in old.labels.items():
-        if pod_labels.get(key) == value:
-            del pod_labels[key]
+    pod_meta = config.get("podMetadata", {})
+    for part, old_items in (("labels", {**old.labels, **kueue.object_labels(old)}),
+                            ("annotations", kueue.pod_annotations(old, 1))):
+        items = pod_meta.get(part, {})
+        for key, value in old_items.items():
+            if items.get(key) == value:
+                del items[key]
+        if part == "annotations" and part in pod_meta and not items:
+            del pod_meta[part]
     if old.timeout is not None and config.get("activeDeadlineSeconds") == str(old.timeout):
         del config["activeDeadlineSeconds"]
     for key in [k for k, v in config.items() if v in ({}, [], {"labels": {}})]:
