@@ -22,8 +22,8 @@ Rules (docs/steps/outputs.md):
   step that resumes from what a killed run wrote and checks it, like ``embed``).
 - A lock file ``.<name>.xpuflow-lock`` (flock, released by the kernel when a process dies) stops
   two runs from writing the same output at once; the second is refused in one line.
-- An existing output is replaced only when it is empty or written by xpuflow (it holds
-  ``.xpuflow-output``, or one of the step's own marker files): ``--output $HOME`` is refused.
+- An existing output is replaced only when it is empty or an earlier output of the step (it holds
+  one of the step's marker files, ``markers``): ``--output $HOME`` is refused.
 """
 
 from __future__ import annotations
@@ -40,9 +40,8 @@ from pathlib import Path
 
 from .io import StepError, local_path
 
-__all__ = ["publish", "recover", "OWNER", "leftovers"]
+__all__ = ["publish", "recover", "leftovers"]
 
-OWNER = ".xpuflow-output"  # written into every published output: "xpuflow may replace this directory"
 _STAGING, _READY, _OLD, _LOCK, _PARTIAL = "xpuflow-staging-", "xpuflow-ready-", "xpuflow-old-", "xpuflow-lock", \
     "xpuflow-partial"
 
@@ -66,13 +65,13 @@ def _resolve(output: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
-def publish(output: str | os.PathLike[str], *, who: str = "step", markers: Iterable[str] = (),
+def publish(output: str | os.PathLike[str], *, markers: Iterable[str], who: str = "step",
             resume: bool = False) -> Iterator[Path]:
     """Yield a fresh staging directory; on success it replaces ``output`` whole (see the module doc).
 
-    ``markers``: file names that show an existing ``output`` is an earlier output of this step (written
-    before ``.xpuflow-output`` existed), so it may be replaced. ``resume``: keep one staging directory
-    across killed runs (``.<name>.xpuflow-partial``) for a writer that checks and reuses its content.
+    ``markers``: the file names a finished output of this step holds (``chunks.json``); an existing non-empty
+    ``output`` is replaced only if it holds one. ``resume``: keep one staging directory across killed runs
+    (``.<name>.xpuflow-partial``) for a writer that checks and reuses its content.
     """
     out = _resolve(output)
     _check_replaceable(out, who, tuple(markers))
@@ -95,7 +94,6 @@ def publish(output: str | os.PathLike[str], *, who: str = "step", markers: Itera
         os.chmod(staging, 0o755)  # mkdtemp makes 0700; steps running under another UID read outputs
         try:
             yield staging
-            (staging / OWNER).write_bytes(b"")
             _switch(staging, out)
         except BaseException:
             if not resume:
@@ -155,9 +153,10 @@ def _check_replaceable(out: Path, who: str, markers: tuple[str, ...]) -> None:
         raise StepError(f"{who}: output={shown!r} is a mount point, which cannot be replaced whole. Fix: write to a "
                         "sub-directory of the volume.")
     names = {p.name for p in out.iterdir()}
-    if names and OWNER not in names and not names & set(markers):
-        raise StepError(f"{who}: output={shown!r} is a directory that no xpuflow step wrote ({len(names)} entries); "
-                        "a step replaces its output whole, so it is refused. Fix: pass a new or empty directory.")
+    if names and not names & set(markers):
+        raise StepError(f"{who}: output={shown!r} is a directory that is not an earlier {who} output (it holds "
+                        f"{len(names)} entries but no {' or '.join(sorted(markers)) or 'marker'}); a step replaces its "
+                        "output whole, so it is refused. Fix: pass a new or empty directory.")
 
 
 @contextlib.contextmanager
