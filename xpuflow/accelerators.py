@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .catalog import TpuShape, catalog
 from .errors import ComputeError, invalid
+from .quantity import MAX_INT32
 
 __all__ = ["Gpu", "Tpu", "Npu", "Accelerator"]
 
@@ -20,6 +21,9 @@ _TOPOLOGY = re.compile(r"^\d+x\d+(x\d+)?$")
 def _whole_count(where: str, value: object, what: str, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ComputeError(invalid("count", value, f"a whole number of {what} >= 1", where=where, fix=fix))
+    if value > MAX_INT32:  # the per-node process count (numProcPerNode) is an int32
+        raise ComputeError(invalid("count", value, f"at most {MAX_INT32} {what}", where=where,
+                                   fix="ask for what one node holds"))
     return value
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import catalog as _catalog
-from . import dra, kueue
+from . import dra, kueue, safe_yaml
 from .catalog import schema
-from .errors import ClusterFileError, ComputeError, did_you_mean
+from .errors import ClusterFileError, ComputeError, did_you_mean, shown
 from .quantity import Quantity, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
@@ -103,11 +103,7 @@ class Cluster:
     def load(cls, name_or_path: str | os.PathLike[str]) -> Cluster:
         """Load a shipped profile by name (``gke``, ``eks``, ``aks``, ``generic``) or a YAML file."""
         text, source = _read(name_or_path)
-        try:
-            data = _catalog.read_yaml_text(text)
-        except Exception as e:  # yaml.YAMLError; yaml is imported lazily
-            raise ClusterFileError(f"{source}: not valid YAML: {e}. Fix: check indentation and quoting.") from e
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(safe_yaml.loads(text, source), source=source)
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<dict>") -> Cluster:
@@ -174,12 +170,10 @@ def _read(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
         return _catalog.cluster_file_text(text), f"xpuflow/catalog/clusters/{text}.yaml"
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or os.sep in text or path.exists():
-        try:
-            return path.read_text(encoding="utf-8"), text
-        except OSError as e:
-            raise ClusterFileError(f"cluster={text!r}: cannot read the file: {e.strerror}. Fix: check the path.") from e
+        # regular files only, at most safe_yaml.MAX_BYTES; messages never quote the content
+        return safe_yaml.read_text(path, what="cluster file"), text
     raise ClusterFileError(
-        f"cluster={text!r} is not valid: a shipped profile ({', '.join(shipped)}) or a path to a .yaml file."
+        f"cluster={shown(text)} is not valid: a shipped profile ({', '.join(shipped)}) or a path to a .yaml file."
         f"{did_you_mean(text, shipped)}"
     )
 

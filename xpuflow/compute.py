@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .accelerators import Accelerator, Gpu, Npu, Tpu
 from .errors import ComputeError, invalid
-from .quantity import Quantity, parse_cpu, parse_memory
+from .quantity import MAX_INT32, MAX_INT64, Quantity, parse_cpu, parse_memory
 
 __all__ = ["Compute", "Security", "KINDS", "PURPOSES"]
 
@@ -55,8 +55,8 @@ class Security:
 
     def __post_init__(self) -> None:
         where = "Security"
-        _check_int(where, "run_as_user", self.run_as_user, low=0, allowed="a UID >= 0")
-        _check_int(where, "run_as_group", self.run_as_group, low=0, allowed="a GID >= 0")
+        _check_int(where, "run_as_user", self.run_as_user, low=0, high=MAX_INT32, allowed=f"a UID >= 0 and <= {MAX_INT32}")
+        _check_int(where, "run_as_group", self.run_as_group, low=0, high=MAX_INT32, allowed=f"a GID >= 0 and <= {MAX_INT32}")
         for name in ("run_as_non_root", "allow_privilege_escalation", "read_only_root_filesystem"):
             if not isinstance(getattr(self, name), bool):
                 raise ComputeError(invalid(name, getattr(self, name), "True or False", where=where))
@@ -177,7 +177,8 @@ class Compute:
                         fix="training and inference work use separate node pools; pick the purpose of this step")
             )
         if self.timeout is not None:
-            _check_int(where, "timeout", self.timeout, low=1, allowed="whole seconds >= 1, or None for no limit")
+            _check_int(where, "timeout", self.timeout, low=1, high=MAX_INT64,
+                       allowed=f"whole seconds >= 1 and <= {MAX_INT64} (an int64), or None for no limit")
         _check_int(where, "retries", self.retries, low=0, high=_MAX_RETRIES, allowed=f"a whole number from 0 to {_MAX_RETRIES}")
         if self.priority_class is not None and not (
             isinstance(self.priority_class, str) and len(self.priority_class) <= 253 and _DNS_SUBDOMAIN.match(self.priority_class)

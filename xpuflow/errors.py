@@ -21,6 +21,7 @@ __all__ = [
     "PipelineFileError",
     "invalid",
     "did_you_mean",
+    "shown",
 ]
 
 
@@ -81,4 +82,17 @@ def invalid(
     tail = f" Fix: {fix}" if fix else ""
     if tail and not tail.endswith("."):
         tail += "."
-    return f"{head}{field}={value!r} is not valid: {allowed}.{hint}{tail}"
+    return f"{head}{field}={shown(value)} is not valid: {allowed}.{hint}{tail}"
+
+
+_SHOWN = 80  # characters of a bad value shown in a message
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to a readable length: a message stays one short line whatever the input."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * _SHOWN:
+        return f"<an integer of {value.bit_length()} bits>"  # repr() of a huge int is slow, or refused
+    text = repr(value)
+    if len(text) > _SHOWN:
+        return f"{text[:_SHOWN - 20]}... ({len(text)} characters)"
+    return text

@@ -13,7 +13,7 @@ from typing import Any
 
 from .cluster import Cluster
 from .compute import Compute
-from .errors import ClusterFileError, ComputeError, PlacementError
+from .errors import ComputeError, PlacementError
 from .placement import Placement
 
 __all__ = ["PlanRow", "plan", "format_table", "load_steps_file", "run_cost", "to_json"]
@@ -45,13 +45,10 @@ def plan(cluster: Cluster, steps: Mapping[str, Compute]) -> list[PlanRow]:
 
 def load_steps_file(path: str | os.PathLike[str]) -> dict[str, Compute]:
     """Read ``steps: {name: {kind: gpu, count: 1, ...}}`` from a YAML or JSON file."""
-    from .catalog import read_yaml_text
+    from .safe_yaml import loads, read_text
 
     where = os.fspath(path)
-    try:
-        data = read_yaml_text(open(path, encoding="utf-8").read())
-    except OSError as e:
-        raise ClusterFileError(f"steps file {where!r}: cannot read it: {e.strerror}. Fix: check the path.") from e
+    data = loads(read_text(path, what="steps file", error=ComputeError), where, error=ComputeError)
     if not isinstance(data, dict) or not isinstance(data.get("steps"), dict) or not data["steps"]:
         raise ComputeError(f"{where}: expected a mapping 'steps:' of step name -> compute, e.g. "
                            "steps: {train: {kind: gpu, count: 1, model: l4}}")

@@ -99,11 +99,11 @@ class Catalog:
     sources: dict[str, dict[str, str]]
 
 
-def read_yaml_text(text: str) -> Any:
-    import yaml  # imported here: keeps `import xpuflow` cheap
+def read_yaml_text(text: str, source: str = "xpuflow catalog") -> Any:
+    """Parse YAML with the safe loader and its limits (xpuflow.safe_yaml: no alias bombs, no duplicate keys)."""
+    from ..safe_yaml import loads
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader
+    return loads(text, source)
 
 
 def _package_file(*parts: str) -> str:

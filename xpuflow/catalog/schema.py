@@ -9,11 +9,13 @@ cluster file is read in one place; docs/clusters.md documents the same keys.
 from __future__ import annotations
 
 import abc
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ClusterFileError, did_you_mean
+from ..errors import ClusterFileError, did_you_mean, shown
+from ..quantity import MAX_INT32, MAX_INT64
 
 __all__ = ["CLUSTER_SCHEMA", "check"]
 
@@ -36,7 +38,7 @@ class _Ctx:
 
 
 def _found(value: Any) -> str:
-    return f"found {value!r} ({type(value).__name__})"
+    return f"found {shown(value)} ({type(value).__name__})"
 
 
 @dataclass
@@ -65,10 +67,13 @@ class Enum(Spec):
 @dataclass
 class Int(Spec):
     minimum: int = 0
+    maximum: int = MAX_INT64  # every count here reaches a manifest or is compared with one
 
     def check(self, value: Any, path: str, ctx: _Ctx) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
             raise ctx.fail(path, f"expected a whole number >= {self.minimum}, {_found(value)}")
+        if value > self.maximum:
+            raise ctx.fail(path, f"expected a whole number <= {self.maximum}, {_found(value)}")
         return value
 
 
@@ -82,9 +87,14 @@ class Bool(Spec):
 
 @dataclass
 class Num(Spec):
+    """A finite price >= 0 (``.nan`` or ``.inf`` would compare as cheapest or never, silently)."""
+
+    maximum: float = 1e9
+
     def check(self, value: Any, path: str, ctx: _Ctx) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ctx.fail(path, f"expected a number >= 0 (USD per hour), {_found(value)}")
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        if not ok or not 0 <= value <= self.maximum:
+            raise ctx.fail(path, f"expected a number >= 0 (USD per hour: finite, at most {self.maximum:,.0f}), {_found(value)}")
         return float(value)
 
 
@@ -108,7 +118,7 @@ class Labels(Spec):
         for k, v in value.items():
             if not isinstance(k, str) or not isinstance(v, str):
                 hint = ' (quote it: "true")' if isinstance(v, (bool, int, float)) else ""
-                raise ctx.fail(f"{path}.{k}", f"expected a string label value, {_found(v)}{hint}")
+                raise ctx.fail(_join(path, k), f"expected a string label value, {_found(v)}{hint}")
         return dict(value)
 
 
@@ -132,7 +142,7 @@ class MapOf(Spec):
     def check(self, value: Any, path: str, ctx: _Ctx) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise ctx.fail(path, f"expected a mapping, {_found(value)}")
-        return {k: self.value.check(v, f"{path}.{k}" if path else k, ctx) for k, v in value.items()}
+        return {k: self.value.check(v, _join(path, k), ctx) for k, v in value.items()}
 
 
 @dataclass
@@ -146,7 +156,9 @@ class Obj(Spec):
 
     def check(self, value: Any, path: str, ctx: _Ctx) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise ctx.fail(path, f"expected a mapping, {_found(value)}")
+            # at the top, the value is the whole file: name its type only, never its text
+            found = _found(value) if path else f"found a {type(value).__name__}; is this a cluster profile?"
+            raise ctx.fail(path, f"expected a mapping, {found}")
         known = {**self.required, **self.optional}
         for key in value:
             if key not in known:
@@ -161,8 +173,13 @@ class Obj(Spec):
         return {k: known[k].check(v, _join(path, k), ctx) for k, v in value.items()}
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else str(key)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,62}")
+
+
+def _join(path: str, key: Any) -> str:
+    """The YAML path to ``key``; a key that does not look like one is described, not quoted (it may be any file's text)."""
+    name = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else f"<a {type(key).__name__} key>"
+    return f"{path}.{name}" if path else name
 
 
 _SOURCE = Obj(required={"ref": Str(), "date": Str(pattern=r"\d{4}-\d{2}-\d{2}", what="a date YYYY-MM-DD")})
@@ -190,9 +207,10 @@ _POOL = Obj(
         "labels": Labels(),
         "taints": ListOf(item=_TAINT),
         "exclude_by": Labels(),
-        "gpu": Obj(required={"model": Str(), "count": Int(minimum=1)}, optional={"mig": Str(), "resource": Str()}),
+        "gpu": Obj(required={"model": Str(), "count": Int(minimum=1, maximum=MAX_INT32)},
+                   optional={"mig": Str(), "resource": Str()}),
         "tpu": Obj(required={"version": Str(), "topologies": ListOf(item=Str(), min_items=1)}),
-        "npu": Obj(required={"device": Str(), "count": Int(minimum=1)}, optional={"resource": Str()}),
+        "npu": Obj(required={"device": Str(), "count": Int(minimum=1, maximum=MAX_INT32)}, optional={"resource": Str()}),
     },
     one_of=("gpu", "tpu", "npu"),
 )
@@ -237,7 +255,7 @@ CLUSTER_SCHEMA = Obj(
         "pool_label": Str(),
         "capacity_label": Obj(required={"key": Str(), "spot": Str(), "on_demand": Str()}),
         "spot": Obj(optional={"node_selector": Labels(), "tolerations": ListOf(item=_TOLERATION),
-                              "grace_period": Int(minimum=0)}),
+                              "grace_period": Int(minimum=0, maximum=3600)}),
         "mig_strategy": Enum(choices=("single", "mixed")),
         "tpu_labels": Obj(required={"accelerator": Str(), "topology": Str()}),
         "kueue": _KUEUE,

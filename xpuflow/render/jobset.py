@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import RenderError
 from ..placement import Placement
 from . import kueue
-from .kubernetes import check_pod_hostnames, object_metadata, pod_spec, pod_template
+from .kubernetes import check_pod_hostnames, check_ttl, object_metadata, pod_spec, pod_template
 
 __all__ = ["jobset", "API_VERSION", "REPLICATED_JOB", "EXCLUSIVE_TOPOLOGY"]
 
@@ -54,6 +54,7 @@ def jobset(
             "xpuflow.render.kubernetes.job(), or use xpuflow.render.trainjob for distributed GPU training."
         )
     check_pod_hostnames("JobSet", name, REPLICATED_JOB, placement.hosts)
+    check_ttl("JobSet", name, ttl_seconds_after_finished)
     meta = object_metadata(placement, name, namespace, labels)
     meta["annotations"] = {EXCLUSIVE_TOPOLOGY: _NODE_POOL_KEY}
     job_spec: dict[str, Any] = {

@@ -14,11 +14,12 @@ from typing import Any
 
 from ..errors import ComputeError, RenderError, invalid
 from ..placement import Placement
+from ..quantity import MAX_INT32
 from . import dra, kueue, refuse_unsupported
 from .dra import resource_claim_templates
 
 __all__ = ["container", "pod_spec", "pod", "job", "container_env", "object_metadata", "check_pod_hostnames",
-           "resource_claim_templates", "pod_template"]
+           "check_ttl", "resource_claim_templates", "pod_template"]
 
 CONTAINER = "main"
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -33,6 +34,15 @@ def check_pod_hostnames(kind: str, name: str, replicated_job: str, pods: int) ->
                     f"that the pod hostname {longest!r} has at most 63 characters", where=kind,
                     fix="use a shorter lowercase name")
         )
+
+
+def check_ttl(kind: str, name: str, ttl: object) -> int | None:
+    """``ttl_seconds_after_finished``: None, or whole seconds that fit the API's int32 field."""
+    ok = ttl is None or (isinstance(ttl, int) and not isinstance(ttl, bool) and 0 <= ttl <= MAX_INT32)
+    if not ok:
+        raise ComputeError(invalid("ttl_seconds_after_finished", ttl, f"None or whole seconds >= 0 and <= {MAX_INT32}",
+                                   where=f"{kind} {name!r}", fix="pass e.g. 86400 (a day), or None to keep it"))
+    return ttl  # type: ignore[return-value]
 
 
 def container_env(placement: Placement, extra: Mapping[str, str] | None) -> list[dict[str, str]]:
@@ -145,6 +155,7 @@ def job(
 ) -> dict[str, Any]:
     """A batch/v1 Job: ``retries`` -> backoffLimit, ``timeout`` -> activeDeadlineSeconds."""
     refuse_unsupported(placement, "a Kubernetes Job", ("multi_host",), step=name)
+    check_ttl("Job", name, ttl_seconds_after_finished)
     meta = object_metadata(placement, name, namespace, labels)
     job_spec: dict[str, Any] = {
         "backoffLimit": placement.retries,

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ComputeError, RenderError, invalid
 from ..placement import Placement
+from ..quantity import MAX_INT32
 from . import kueue, refuse_unsupported
 from .kubernetes import check_pod_hostnames, container_env, object_metadata
 
@@ -44,6 +45,9 @@ CANNOT = ("priority_class", "trainjob_retries", "trainjob_claims")
 
 def _check(name: str, num_nodes: object) -> int:
     where = f"step {name!r}"
+    if isinstance(num_nodes, int) and num_nodes > MAX_INT32:
+        raise ComputeError(invalid("num_nodes", num_nodes, f"at most {MAX_INT32} nodes (numNodes is an int32)",
+                                   where=where, fix="pass the number of nodes to train across"))
     if not (isinstance(num_nodes, int) and not isinstance(num_nodes, bool) and num_nodes >= 1):
         raise ComputeError(
             invalid("num_nodes", num_nodes, "a whole number of nodes >= 1", where=where,
