@@ -226,7 +226,7 @@ _KUEUE = Obj(
     optional={
         "namespace": _DNS,
         "cluster_queue": _DNS,
-        "priorities": MapOf(value=Int(minimum=-(2**31))),
+        "priorities": MapOf(value=Int(minimum=-(2**31), maximum=MAX_INT32)),
         "flavors_inject": Bool(),
         "quotas": MapOf(value=Obj(optional={"nodes": Int(minimum=1), "cpu": Quantity(), "memory": Quantity(),
                                             "accelerators": Int(minimum=0)})),
