@@ -9,9 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from typing import Any
 
 from .errors import XpuflowError
+
+_MAX_MINUTES = 525_600  # a year: a longer step is a typo
 
 EPILOG = """examples:
   xpuflow run train_gpu_export_npu --param epochs=3        # locally, real KFP local runner
@@ -99,9 +104,7 @@ def _plan(args: argparse.Namespace) -> int:
         minutes = {s.name: s.minutes for s in flow.steps}
     else:
         steps = load_steps_file(args.steps) if args.steps else {s: default_compute(s) for s in STEP_NAMES}
-    for pair in args.minutes:
-        key, _, value = pair.partition("=")
-        minutes[key] = float(value)
+    minutes.update(_minutes(args.minutes, steps))
     rows = plan(cluster, steps)
     if args.output == "table":
         sys.stdout.write(format_table(cluster, rows))
@@ -110,6 +113,61 @@ def _plan(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(to_json(rows) + "\n")
     return 1 if args.strict and any(r.problem for r in rows) else 0
+
+
+def _minutes(pairs: list[str], steps: Any) -> dict[str, float]:
+    """``--minutes STEP=MIN``: a known step, a finite number of minutes from 0 to a year."""
+    from .errors import did_you_mean, shown
+
+    out: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in steps:
+            raise XpuflowError(f"--minutes {shown(pair)} is not valid: STEP=MINUTES with STEP one of "
+                               f"{', '.join(steps)}.{did_you_mean(key, steps)}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not 0 <= number <= _MAX_MINUTES:  # NaN fails too
+            raise XpuflowError(f"--minutes {shown(pair)} is not valid: minutes from 0 to {_MAX_MINUTES} (a year). "
+                               f"Fix: e.g. --minutes {key}=30.")
+        out[key] = number
+    return out
+
+
+def _output_file(path: str) -> None:
+    """``-o``: a file whose folder exists or can be made; refused before any work (a directory, or under a file)."""
+    from pathlib import Path
+
+    from .errors import shown
+
+    p = Path(path)
+    if p.is_dir() or path.endswith(("/", os.sep)):
+        raise XpuflowError(f"-o {shown(path)} is a directory: give a file path. Fix: e.g. -o {p / 'out'}.")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise XpuflowError(f"-o {shown(path)}: {shown(str(parent))} is a file, not a folder. "
+                                   "Fix: choose another path.")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise XpuflowError(f"-o {shown(path)}: cannot write under {shown(str(parent))} (permission denied). "
+                                   "Fix: choose a writable folder.")
+            return
+
+
+def _os_error(e: OSError, output: str | None) -> str:
+    """One line for an OSError; a temporary file beside ``-o`` is reported as ``-o`` itself."""
+    from pathlib import Path
+
+    from .errors import shown
+
+    reason = e.strerror or type(e).__name__
+    name = e.filename
+    if output and output not in ("table", "json") and name and Path(str(name)).parent == Path(output).parent:
+        return f"-o {shown(output)}: cannot write it: {reason}. Fix: choose a writable path."
+    where = f"{shown(name)}: " if name else ""
+    return f"{where}{reason}. Fix: check the path and its permissions."
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -123,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from .commands.compile import compile_pipeline
 
+    _output_file(args.output)
     out = compile_pipeline(args.pipeline, args.backend, args.cluster, args.output, args.artifact_root)
     print(f"wrote {out} ({args.backend}, cluster {args.cluster})")
     return 0
@@ -158,6 +217,7 @@ def _graph(args: argparse.Namespace) -> int:
     from .commands.graph import draw
     from .commands.pipelines import resolve_flow
 
+    _output_file(args.output)
     out = draw(resolve_flow(args.pipeline), args.output, Cluster.load(args.cluster) if args.cluster else None)
     print(f"wrote {out}")
     return 0
@@ -204,6 +264,8 @@ def _catalog(args: argparse.Namespace) -> int:
 def _kueue(args: argparse.Namespace) -> int:
     from .commands.kueue import main
 
+    if args.output:
+        _output_file(args.output)
     return main(args.cluster, args.output)
 
 
@@ -236,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except XpuflowError as e:
         print(f"xpuflow {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the command reads or writes: its path and the reason, in one line
+        print(f"xpuflow {args.command}: error: {_os_error(e, getattr(args, 'output', None))}", file=sys.stderr)
         return 2
 
 
