@@ -78,3 +78,27 @@ def test_plan_minutes_within_bounds_give_a_cost():
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"train +0 min x \$[0-9.]+/h = \$0\.000", proc.stdout), proc.stdout
     assert re.search(r"export +90 min x", proc.stdout) and "-$" not in proc.stdout and "$-" not in proc.stdout
+
+
+def test_a_steps_file_that_is_a_fifo_is_refused_without_waiting(tmp_path):
+    import os
+
+    fifo = tmp_path / "steps.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "xpuflow", "plan", "--cluster", "gke", "--steps", str(fifo)],
+                          capture_output=True, text=True, timeout=60)  # used to wait for a writer forever
+    one_line_error(proc, r"steps file '.*steps\.yaml': is not a regular file")
+
+
+def test_a_step_written_twice_in_a_steps_file_is_refused(tmp_path):
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("steps:\n  train: {kind: gpu, count: 1}\n  train: {kind: cpu}\n")
+    one_line_error(xpuflow("plan", "--cluster", "gke", "--steps", str(steps)),
+                   r"steps\.yaml: line 3: key 'train' appears twice in one mapping")
+
+
+def test_a_steps_file_with_a_yaml_error_is_one_line(tmp_path):
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("steps:\n  train: {kind: gpu, token: s3cr3t\n")
+    line = one_line_error(xpuflow("plan", "--cluster", "gke", "--steps", str(steps)), r"not valid YAML at line \d+")
+    assert "s3cr3t" not in line
