@@ -203,3 +203,33 @@ def test_any_bytes_load_or_are_refused_in_one_line_without_echo(tmp_path_factory
         Cluster.load(path)
     except ClusterFileError as e:
         one_line(e)
+
+
+compute_keys = st.sampled_from(["count", "model", "vendor", "mig", "cpu", "memory", "shm", "pool", "spot", "timeout",
+                                "retries", "grace_period", "cpu_limit", "memory_limit", "ephemeral_storage",
+                                "priority_class", "version", "topology", "device", "chips_per_host", "nope"])
+compute_dicts = st.builds(
+    lambda kind, rest: {"kind": kind, **rest},
+    st.sampled_from(["cpu", "gpu", "tpu", "npu", "xpu"]),
+    st.dictionaries(compute_keys, st.one_of(raw_values, ints, st.sampled_from(
+        ["l4", "a100-40gb", "1g.5gb", "v5e", "2x4", "intel-npu", "training", "nvidia"])), max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(compute_dicts)
+@example({"kind": "gpu", "count": 2**31})
+@example({"kind": "tpu", "version": "v5e", "topology": "99999999999999999999x2"})
+@example({"kind": "cpu", "memory": "1e999999", "timeout": 10**30})
+def test_any_compute_dict_builds_within_bounds_or_is_refused_in_one_line(data):
+    try:
+        compute = Compute.from_dict(data)
+    except ComputeError as e:
+        one_line(e)
+        return
+    for q in (compute.cpu_request, compute.cpu_limit):
+        assert 1 <= q.value * 1000 <= MAX_INT64
+    for q in (compute.memory_request, compute.memory_limit, compute.ephemeral_storage, compute.shm):
+        assert q is None or 1 <= q.value <= MAX_INT64
+    assert compute.timeout is None or 1 <= compute.timeout <= MAX_INT64
+    assert compute.accelerator is None or 1 <= compute.accelerator.count <= MAX_INT32
