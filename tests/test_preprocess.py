@@ -278,3 +278,60 @@ def test_cli_refuses_infinite_feature_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "holds inf" in lines[0] and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- reruns (issue 11)
+
+_KILL_AT_RENAME = """
+import os, signal, sys
+from xpuflow.steps.preprocess import preprocess
+target, seen = int(sys.argv[3]), [0]
+def hook(event, args):
+    if event == "os.rename":  # os.rename and os.replace: die just before the target-th one happens
+        seen[0] += 1
+        if seen[0] == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(hook)
+preprocess(input=sys.argv[1], output=sys.argv[2], seed=int(sys.argv[4]))
+"""
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name.endswith((".parquet", ".json"))}
+
+
+def test_a_rerun_killed_at_any_rename_leaves_the_old_output_or_the_new_one_whole(tmp_path):
+    """kill -9 just before each rename of a rerun with another seed, one after the other: a reader then finds the
+    previous output byte-identical or the new one complete, never new splits beside the old stats.json."""
+    lines = ["a,b,label"] + [f"{i},{(i * 7) % 13},{i % 3}" for i in range(3000)]
+    data = csv(tmp_path, "\n".join(lines) + "\n")
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    preprocess(input=data, output=str(out), seed=0)
+    preprocess(input=data, output=str(fresh), seed=5)
+    old, new = snapshot(out), snapshot(fresh)
+    outcomes = []
+    for k in range(1, 20):
+        proc = subprocess.run([sys.executable, "-c", _KILL_AT_RENAME, data, str(out), str(k), "5"],
+                              capture_output=True, text=True)
+        x, _, stats = read_split(out, "train")  # as the next step would read it
+        seen = snapshot(out)
+        whole = seen in (old, new)
+        assert whole, f"kill before rename #{k}: a mix of two runs: {stats['seed']=}"
+        assert len(x) == stats["rows"]["train"]
+        outcomes.append("new" if seen == new else "old")
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -9, proc.stderr
+        preprocess(input=data, output=str(out), seed=0)  # back to the old output for the next kill
+        assert snapshot(out) == old
+    assert proc.returncode == 0 and "old" in outcomes and outcomes[-1] == "new", outcomes
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")], "leftovers of killed runs"
+
+
+def test_a_refused_rerun_leaves_the_previous_output_byte_identical(tmp_path):
+    out = tmp_path / "out"
+    preprocess(input=numeric_csv(tmp_path, 0, "1"), output=str(out))
+    before = snapshot(out)
+    with pytest.raises(StepError, match="holds inf"):
+        preprocess(input=numeric_csv(tmp_path, rows_in(0, "test")[0], "inf", name="bad.csv"), output=str(out))
+    assert snapshot(out) == before

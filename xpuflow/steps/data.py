@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .io import StepError, open_binary
+from .io import StepError, is_url, local_path, open_binary
 
 __all__ = ["BUILTIN", "Source", "open_source"]
 
@@ -155,14 +155,18 @@ def _csv(uri: str, label: str, batch_rows: int) -> Source:
             "Fix: features must be numbers (empty cells count as missing); encode or drop that column."
         )
 
+    convert = pcsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+    local = None if _gzipped(uri) or (is_url(uri) and not uri.startswith("file://")) else str(local_path(uri))
+
     def batches() -> Iterator[pa.RecordBatch]:
+        if local is not None:  # a plain local file: parsed in pieces on several threads
+            from .csvchunks import parallel_csv_batches
+
+            yield from parallel_csv_batches(local, columns, convert, batch_rows=batch_rows, refuse=refuse)
+            return
         with open_csv_bytes(uri) as raw:
             try:
-                reader = pcsv.open_csv(
-                    raw,
-                    read_options=pcsv.ReadOptions(block_size=1 << 22),
-                    convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True),
-                )
+                reader = pcsv.open_csv(raw, read_options=pcsv.ReadOptions(block_size=1 << 22), convert_options=convert)
             except pa.ArrowInvalid as e:
                 raise refuse(e) from e
             while True:

@@ -1,38 +1,40 @@
-"""``preprocess`` (CPU): validate, split, standardise and write Parquet splits, streamed.
+"""``preprocess`` (CPU): validate, split, standardise and write Parquet splits; one read of the input.
 
-Two passes over record batches, so peak memory does not grow with the input:
+1. **Scan** (:mod:`xpuflow.steps.prepscan`): the input is read once, in record batches (a local CSV
+   is parsed in pieces on several threads); each row goes to train / validation / test by a hash of
+   (seed, row number), so the split is deterministic and independent of batch size and threads; the
+   training rows' mean and std, the label counts and the value checks are gathered, and the rows are
+   spilled, grouped by split, to Arrow IPC files in the staging directory.
+2. **Write**: the three splits are standardised with the training mean/std, imputed, cast to
+   float32 and written as zstd Parquet, one thread per split, from the spill (not from the input).
 
-1. read and check every batch; assign each row to train / validation / test by a
-   hash of (seed, row number), so the split is deterministic and independent of
-   batch size; accumulate per-feature sums on the training rows only, label
-   counts, and non-missing counts;
-2. standardise with the training mean/std and write the three Parquet files
-   batch by batch.
+Peak memory does not grow with the input: a bounded number of batches is in flight; the spill
+lives on disk beside the output (about the size of the parsed values) and is removed before publishing.
 
-NaN policy: a missing feature value (empty cell, NaN, null) is imputed with the
-training-split mean, i.e. 0.0 after standardisation, and counted in
-``stats.json`` (``imputed``); a feature that is missing in every row is refused;
-a missing label is refused with its row (rows count data rows from 1, the
-header excluded). Outputs (``train.parquet``,
-``validation.parquet``, ``test.parquet``, ``stats.json``) appear only when all of
-them are complete: each is written under a temporary name and renamed, with
-``stats.json`` last.
+NaN policy: a missing feature value (empty cell, NaN, null) is imputed with the training-split
+mean, i.e. 0.0 after standardisation, and counted in ``stats.json`` (``imputed``); a feature that
+is missing in every row is refused; a missing label is refused with its row (rows count data rows
+from 1, the header excluded). Non-finite values (inf, -inf, or a value beyond float32 once
+standardised) are refused by default, naming column, row and value; ``non_finite="impute"`` treats
+them as missing and counts them (``non_finite``). Labels must be finite with at least two classes.
+
+The output directory is published whole (:mod:`xpuflow.steps.publish`): everything is written
+into a staging directory beside it and switched in last, so a refused, failed or killed rerun
+leaves the previous output as it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import invalid
 from .data import BUILTIN, non_finite_class, open_source
-from .io import StepError, atomic_path, local_path, read_finished, write_json
+from .io import StepError, read_finished, write_json
 
-__all__ = ["preprocess", "SPLITS", "read_split", "split_of"]
+__all__ = ["preprocess", "SPLITS", "NON_FINITE", "read_split", "split_of"]
 
 log = logging.getLogger("xpuflow.preprocess")
 SPLITS = ("train", "validation", "test")
@@ -42,6 +44,7 @@ NON_FINITE = {  # --non-finite: what happens to inf, -inf and values beyond floa
     "ones and counted in non_finite",
 }
 _MASK = (1 << 64) - 1
+_FLOAT32_BEYOND = "beyond float32 after standardising with the training statistics"
 
 
 def split_of(row_numbers: Any, seed: int, val_fraction: float, test_fraction: float) -> Any:
@@ -81,155 +84,142 @@ def preprocess(
 ) -> dict[str, Any]:
     """Prepare ``input`` for training; returns the stats written to ``output/stats.json``."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+
+    from .prepscan import scan, value_error
+    from .publish import publish
 
     _check_fractions(val_fraction, test_fraction)
     if non_finite not in NON_FINITE:
         raise StepError(invalid("non_finite", non_finite, " or ".join(NON_FINITE), where="preprocess", choices=NON_FINITE,
                                 fix="refuse (the default) stops at the first inf, -inf or out-of-range value; impute "
                                 "treats them as missing"))
-    out_dir = local_path(output)
+    if not (isinstance(batch_rows, int) and batch_rows > 0):
+        raise StepError(invalid("batch_rows", batch_rows, "a positive number of rows", where="preprocess"))
     source = open_source(input, label=label, batch_rows=batch_rows)
     features = source.features
-    nf = len(features)
-
-    # ---- pass 1: validate, split, statistics on the training rows only
-    rows = 0
-    shift = None
-    sums = np.zeros(nf)
-    sumsq = np.zeros(nf)
-    count = np.zeros(nf)  # non-missing training values
-    present = np.zeros(nf)  # non-missing values anywhere
-    missing = np.zeros(nf, dtype=np.int64)
-    unbounded = np.zeros(nf, dtype=np.int64)  # non-finite values imputed (non_finite="impute")
-    labels: dict[str, list[int]] = {}
-    for batch in source.batches():
-        n = batch.num_rows
-        split = split_of(np.arange(rows, rows + n), seed, val_fraction, test_fraction)
-        y = batch.column(source.label)
-        if y.null_count:
-            first = int(np.flatnonzero(np.asarray(pc.is_null(y)))[0])
-            raise StepError(f"{source.name}: label {label!r} is missing in row {rows + first + 1}. "
-                            "Fix: drop unlabelled rows before preprocessing.")
-        y = pc.cast(y, pa.string())
-        for s in range(3):
-            for item in pc.value_counts(y.filter(pa.array(split == s))).to_pylist():
-                labels.setdefault(item["values"], [0, 0, 0])[s] += item["counts"]
-        x = _matrix(batch, features)
-        ok = ~np.isnan(x)
-        present += ok.sum(axis=0)
-        missing += (~ok).sum(axis=0)
-        inf = np.isinf(x)
-        if inf.any():
-            if non_finite == "refuse":
-                raise _refuse_value(source, inf, x, rows, "features must be finite numbers")
-            unbounded += inf.sum(axis=0)
-            present -= inf.sum(axis=0)
-            x[inf] = np.nan
-        train = x[split == 0]
-        if shift is None and len(train):
-            shift = np.nanmean(np.where(np.isnan(train), np.nan, train), axis=0)
-            shift = np.where(np.isnan(shift), 0.0, shift)
-        if len(train):
-            with np.errstate(over="ignore", invalid="ignore"):
-                t = train - shift
-                sums += np.nansum(t, axis=0)
-                sumsq += np.nansum(t * t, axis=0)
-            count += (~np.isnan(t)).sum(axis=0)
-        rows += n
-    if rows == 0:
-        raise StepError(f"{source.name}: empty input: no data rows. Fix: check the file (a header alone is not data).")
-    for j, name in enumerate(features):
-        if present[j] == 0:
-            raise StepError(f"{source.name}: column {name!r} is missing (NaN or empty) in all {rows} rows. "
-                            "Fix: drop the column or fill it.")
-    split_rows = [sum(c[s] for c in labels.values()) for s in range(3)]
-    if split_rows[0] == 0:
-        raise StepError(f"{source.name}: no training rows among {rows} (fractions too large for so few rows).")
-    classes = _ordered_classes(labels)
-    _check_classes(source.name, label, classes, rows)
-    safe = np.maximum(count, 1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean_shifted = sums / safe
-        mean = (shift if shift is not None else 0.0) + mean_shifted
-        var = np.maximum(sumsq / safe - mean_shifted**2, 0.0)
-        std = np.sqrt(var)
-    overflow = ~(np.isfinite(mean) & np.isfinite(var))
-    if overflow.any():  # values near the float64 limit (e.g. 1e308): exact sums in extended precision
-        cols = np.flatnonzero(overflow)
-        mean[cols], std[cols] = _wide_moments(source, features, cols, seed, val_fraction, test_fraction)
-    std = np.where(std > 0, std, 1.0)  # a constant column stays 0 after centring
-    class_set = pa.array(classes, type=pa.string())
-
-    # ---- pass 2: standardise and write, every file under a temporary name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([*(pa.field(f, pa.float32()) for f in features), pa.field("label", pa.int64())])
-    with contextlib.ExitStack() as stack:
-        paths = {s: stack.enter_context(atomic_path(out_dir / f"{s}.parquet")) for s in SPLITS}
-        # dictionary encoding only for the label: float features are nearly unique, so dictionaries cost time and space
-        writers = {s: stack.enter_context(pq.ParquetWriter(paths[s], schema, compression="zstd",
-                                                           use_dictionary=["label"])) for s in SPLITS}
-        done = 0
-        for batch in source.batches():
-            n = batch.num_rows
-            split = split_of(np.arange(done, done + n), seed, val_fraction, test_fraction)
-            raw = _matrix(batch, features)
-            if non_finite == "impute":
-                raw[np.isinf(raw)] = np.nan  # counted in pass 1
-            with np.errstate(over="ignore", invalid="ignore"):
-                z = (raw - mean) / std
-                x = np.where(np.isnan(z), 0.0, z).astype(np.float32)
-            beyond = np.isinf(x)
-            if beyond.any():
-                if non_finite == "refuse":
-                    raise _refuse_value(source, beyond, raw, done, "beyond float32 after standardising with the "
-                                        "training statistics", comma=True)
-                unbounded += beyond.sum(axis=0)
-                x[beyond] = 0.0
-            y = pc.index_in(pc.cast(batch.column(source.label), pa.string()), value_set=class_set)
-            y = y.to_numpy(zero_copy_only=False).astype(np.int64)
-            for s, name in enumerate(SPLITS):
-                sel = split == s
-                if sel.any():
-                    cols = [pa.array(x[sel, j]) for j in range(nf)] + [pa.array(y[sel])]
-                    writers[name].write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
-            done += n
-        for w in writers.values():
-            w.close()
-    stats = {
-        "input": source.name,
-        "label": label,
-        "features": list(features),
-        "classes": classes,
-        "rows": {"total": rows, **{s: split_rows[i] for i, s in enumerate(SPLITS)}},
-        "label_counts": {s: {c: labels[c][i] for c in classes} for i, s in enumerate(SPLITS)},
-        "mean": {f: float(mean[j]) for j, f in enumerate(features)},
-        "std": {f: float(std[j]) for j, f in enumerate(features)},
-        "imputed": {f: int(missing[j]) for j, f in enumerate(features) if missing[j]},
-        "non_finite": {f: int(unbounded[j]) for j, f in enumerate(features) if unbounded[j]},
-        "non_finite_policy": non_finite,
-        "nan_policy": "missing feature values are imputed with the training mean (0 after standardisation); "
-        "missing labels and all-missing columns are refused; " + NON_FINITE[non_finite],
-        "seed": seed,
-        "fractions": {"validation": val_fraction, "test": test_fraction},
-        "files": {s: f"{s}.parquet" for s in SPLITS},
-    }
-    write_json(out_dir / "stats.json", stats)  # last: its presence means the split is complete
-    log.info("preprocess: %d rows -> train %d / validation %d / test %d in %s", rows, *split_rows, out_dir)
+    with publish(output, who="preprocess", markers=("stats.json",)) as staging:
+        found = scan(source, staging, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                     non_finite=non_finite)
+        rows = found.rows
+        if rows == 0:
+            raise StepError(f"{source.name}: empty input: no data rows. Fix: check the file (a header alone is not "
+                            "data).")
+        for j, name in enumerate(features):
+            if found.present[j] == 0:
+                raise StepError(f"{source.name}: column {name!r} is missing (NaN or empty) in all {rows} rows. "
+                                "Fix: drop the column or fill it.")
+        split_rows = [int(n) for n in found.label_counts.sum(axis=1)]
+        if split_rows[0] == 0:
+            raise StepError(f"{source.name}: no training rows among {rows} (fractions too large for so few rows).")
+        names = sorted(found.codes, key=found.codes.get)  # provisional code -> label value
+        classes = _ordered_classes(names)
+        _check_classes(source.name, label, classes, rows)
+        mean = found.mean
+        std = np.where(found.std > 0, found.std, 1.0)  # a constant column stays 0 after centring
+        index = {c: i for i, c in enumerate(classes)}
+        final = np.array([index[v] for v in names], dtype=np.int64)  # provisional code -> class index
+        missing, unbounded, beyond = _write_splits(found, staging, mean, std, final, non_finite, batch_rows)
+        if beyond is not None:  # non_finite="refuse": the first value (in file order) beyond float32
+            row, j, value = beyond
+            raise value_error(source, features[j], value, row, _FLOAT32_BEYOND, comma=True)
+        for path in found.spill.values():
+            path.unlink()
+        stats = {
+            "input": source.name,
+            "label": label,
+            "features": list(features),
+            "classes": classes,
+            "rows": {"total": rows, **{s: split_rows[i] for i, s in enumerate(SPLITS)}},
+            "label_counts": {s: {names[c]: int(found.label_counts[i, c]) for c in np.argsort(final)}
+                             for i, s in enumerate(SPLITS)},
+            "mean": {f: float(mean[j]) for j, f in enumerate(features)},
+            "std": {f: float(std[j]) for j, f in enumerate(features)},
+            "imputed": {f: int(missing[j]) for j, f in enumerate(features) if missing[j]},
+            "non_finite": {f: int(unbounded[j]) for j, f in enumerate(features) if unbounded[j]},
+            "non_finite_policy": non_finite,
+            "nan_policy": "missing feature values are imputed with the training mean (0 after standardisation); "
+            "missing labels and all-missing columns are refused; " + NON_FINITE[non_finite],
+            "seed": seed,
+            "fractions": {"validation": val_fraction, "test": test_fraction},
+            "files": {s: f"{s}.parquet" for s in SPLITS},
+        }
+        write_json(staging / "stats.json", stats)  # last: its presence means the split is complete
+    log.info("preprocess: %d rows -> train %d / validation %d / test %d in %s", rows, *split_rows, output)
     return stats
 
 
-def _refuse_value(source: Any, bad: Any, x: Any, offset: int, why: str, comma: bool = False) -> StepError:
-    """The first bad value in file order, named by column, row and value."""
+def _spilled(path: Path) -> Any:
+    """The record batches of one spill file, read (not mapped: mapped pages would count as resident)."""
+    import pyarrow as pa
+
+    with pa.OSFile(str(path)) as f:
+        reader = pa.ipc.open_file(f)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
+def _write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, non_finite: str,
+                  batch_rows: int) -> tuple[Any, Any, tuple[int, int, float] | None]:
+    """Pass 2: standardise, impute and write the three splits in parallel.
+
+    Returns the imputed (missing) and non-finite counts per column, and under non_finite="refuse" the
+    first value in file order that is infinite once standardised and cast to float32, if any.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
-    i, j = (int(v) for v in np.argwhere(bad)[0])
-    name = source.features[j]
-    where = f"column {name!r} (#{source.columns.index(name) + 1}) holds {float(x[i, j])!r} in row {offset + i + 1}"
-    return StepError(f"{source.name}: {where}{',' if comma else ':'} {why}. Fix: correct or drop that value, or pass "
-                     "--non-finite impute to treat such values as missing (imputed with the training mean).")
+    with ThreadPoolExecutor(len(SPLITS), thread_name_prefix="xpuflow-write") as pool:
+        jobs = [pool.submit(_write_split, found.spill[s], staging / f"{name}.parquet", found.features, mean, std,
+                            final, non_finite == "refuse", batch_rows) for s, name in enumerate(SPLITS)]
+        done = [job.result() for job in jobs]
+    firsts = [first for _, first in done if first is not None]
+    counts = np.sum([c for c, _ in done], axis=0)
+    return counts[0], counts[1], min(firsts) if firsts else None
+
+
+def _write_split(spill: Path, path: Path, features: tuple[str, ...], mean: Any, std: Any, final: Any,
+                 refuse: bool, batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .prepscan import CODE, ROW
+
+    counts = np.zeros((2, len(features)), dtype=np.int64)
+    schema = pa.schema([*(pa.field(f, pa.float32()) for f in features), pa.field("label", pa.int64())])
+    # dictionary encoding only for the label: float features are nearly unique, so dictionaries cost time and space
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["label"]) as writer:
+        pending, held = [], 0
+        for batch in _spilled(spill):
+            arrays, first = [], None
+            for j, name in enumerate(features):
+                x = batch.column(name).to_numpy(zero_copy_only=False)  # nulls read as NaN
+                with np.errstate(over="ignore", invalid="ignore"):
+                    z = (x - mean[j]) / std[j]
+                    nan = np.isnan(z)
+                    counts[0, j] += np.count_nonzero(nan)
+                    z[nan] = 0.0
+                    z32 = z.astype(np.float32)
+                inf = np.isinf(z32)  # inf in the input (imputed), or beyond float32 once standardised
+                if inf.any():
+                    i = int(np.flatnonzero(inf)[0])
+                    if refuse:  # only values beyond float32 reach here (infinities were refused in pass 1)
+                        first = min(first or (1 << 63, j, 0.0), (int(batch.column(ROW)[i].as_py()), j, float(x[i])))
+                    counts[1, j] += np.count_nonzero(inf)
+                    z32[inf] = 0.0
+                arrays.append(pa.array(z32))
+            if first is not None:
+                return counts, first
+            arrays.append(pa.array(final[batch.column(CODE).to_numpy()]))
+            pending.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            held += batch.num_rows
+            if held >= batch_rows:
+                writer.write_table(pa.Table.from_batches(pending))
+                pending, held = [], 0
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending))
+    return counts, None
 
 
 def _check_classes(name: str, label: str, classes: list[str], rows: int) -> None:
@@ -242,33 +232,7 @@ def _check_classes(name: str, label: str, classes: list[str], rows: int) -> None
                         "needs at least two classes. Fix: check that --label names the class column.")
 
 
-def _wide_moments(source: Any, features: tuple[str, ...], cols: Any, seed: int, val: float, test: float) -> Any:
-    """Mean and std of the training rows of ``cols`` in extended precision (a rare path: float64 overflowed)."""
-    import numpy as np
-
-    wide = np.longdouble
-    total, total_sq, count, done = np.zeros(len(cols), wide), np.zeros(len(cols), wide), np.zeros(len(cols)), 0
-    for batch in source.batches():
-        x = _matrix(batch, features)[:, cols]
-        train = x[split_of(np.arange(done, done + batch.num_rows), seed, val, test) == 0].astype(wide)
-        train[~np.isfinite(train)] = np.nan  # infinities reach here only when imputed
-        total += np.nansum(train, axis=0)
-        total_sq += np.nansum(train * train, axis=0)
-        count += (~np.isnan(train)).sum(axis=0)
-        done += batch.num_rows
-    count = np.maximum(count, 1)
-    mean = total / count
-    return mean.astype(np.float64), np.sqrt(np.maximum(total_sq / count - mean * mean, 0)).astype(np.float64)
-
-
-def _matrix(batch: Any, features: tuple[str, ...]) -> Any:
-    import numpy as np
-
-    cols = [batch.column(f).to_numpy(zero_copy_only=False) for f in features]
-    return np.column_stack(cols).astype(np.float64, copy=False)
-
-
-def _ordered_classes(labels: dict[str, list[int]]) -> list[str]:
+def _ordered_classes(labels: list[str]) -> list[str]:
     keys = [str(k) for k in labels]
     try:
         return sorted(keys, key=lambda k: (float(k), k))

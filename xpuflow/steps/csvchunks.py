@@ -1,0 +1,89 @@
+"""Parse a local CSV file on several threads and hand its record batches on in file order.
+
+The file is read in pieces of about ``chunk_bytes``, each cut after its last line end, so every
+piece holds whole rows; the pieces are parsed by pyarrow's CSV reader on a small thread pool
+(pyarrow releases the GIL while it parses) and yielded in order, with a bounded number in flight,
+so memory stays flat however large the file is. This is what ``pyarrow.csv.read_csv`` does inside,
+without holding the whole table. Like pyarrow's reader with its default options, it assumes that no
+quoted value holds a line break.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["parallel_csv_batches", "worker_count"]
+
+CHUNK_BYTES = 8 << 20
+
+
+def worker_count() -> int:
+    """Threads worth running: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def _pieces(path: str, chunk_bytes: int) -> Iterator[memoryview]:
+    """Whole-line pieces of the file, in order (the first one starts with the header)."""
+    carry = b""
+    with open(path, "rb") as f:
+        while True:
+            buf = bytearray(len(carry) + chunk_bytes)
+            buf[: len(carry)] = carry
+            got = f.readinto(memoryview(buf)[len(carry):])
+            size = len(carry) + got
+            if got == 0:
+                if size:
+                    yield memoryview(buf)[:size]
+                return
+            cut = buf.rfind(b"\n", 0, size) + 1
+            if cut == 0:  # no line end yet: one very long line; read on
+                carry = bytes(buf[:size])
+                continue
+            carry = bytes(buf[cut:size])
+            yield memoryview(buf)[:cut]
+
+
+def parallel_csv_batches(path: str, columns: list[str], convert: Any, *, batch_rows: int,
+                         refuse: Callable[[Exception], Exception], threads: int = 0,
+                         chunk_bytes: int = CHUNK_BYTES) -> Iterator[Any]:
+    """Record batches of ``path`` (at most ``batch_rows`` rows each), in file order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    def parse(piece: memoryview, first: bool) -> Any:
+        options = pcsv.ReadOptions(use_threads=False, block_size=len(piece) + 1,
+                                   column_names=None if first else columns)
+        return pcsv.read_csv(pa.BufferReader(pa.py_buffer(piece)), read_options=options, convert_options=convert)
+
+    workers = threads or worker_count()
+    pending: collections.deque[Any] = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="xpuflow-csv") as pool:
+        try:
+            for i, piece in enumerate(_pieces(path, chunk_bytes)):
+                pending.append(pool.submit(parse, piece, i == 0))
+                while len(pending) > 2 * workers:
+                    yield from _slices(pending.popleft(), batch_rows, refuse, pa)
+            while pending:
+                yield from _slices(pending.popleft(), batch_rows, refuse, pa)
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _slices(future: Any, batch_rows: int, refuse: Callable[[Exception], Exception], pa: Any) -> Iterator[Any]:
+    try:
+        table = future.result()
+    except pa.ArrowInvalid as e:
+        raise refuse(e) from e
+    for batch in table.to_batches():
+        for start in range(0, batch.num_rows, batch_rows):
+            yield batch.slice(start, batch_rows)

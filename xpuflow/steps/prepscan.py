@@ -1,0 +1,239 @@
+"""Pass 1 of ``preprocess``: read the input once, check it, gather the training statistics, spill the rows.
+
+Each record batch is scanned on a thread pool (numpy and pyarrow release the GIL): its rows are
+assigned to train / validation / test by the split hash of their global row number, the label is
+encoded, the feature values are checked (missing, infinite), and the training rows' count, mean and
+sum of squared deviations are computed per column. The results are merged in file order (Chan's
+parallel update, so the statistics do not depend on the thread timing), and the rows are appended,
+grouped by split, to three Arrow IPC files: pass 2 reads those instead of parsing the input again.
+Columns whose float64 sums overflow (values near 1e308) are summed again from the spilled training
+rows in extended precision.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .io import StepError
+
+__all__ = ["Scan", "scan", "value_error", "SPILL", "ROW", "CODE"]
+
+SPILL = ".spill-{}.arrow"  # in the staging directory; removed before the output is published
+ROW, CODE = "__row", "__label"  # spilled beside the features: global row number (for messages), label code
+
+
+@dataclass
+class Scan:
+    """What pass 1 learnt: counts, statistics, classes, and where the rows were spilled."""
+
+    features: tuple[str, ...]
+    rows: int = 0
+    n: Any = None  # training values present per column
+    mean: Any = None
+    m2: Any = None  # sum of squared deviations from the mean
+    std: Any = None  # population std of the training values (set at the end)
+    present: Any = None  # finite values per column, all rows
+    codes: dict[str, int] = field(default_factory=dict)  # label value -> provisional code (first seen)
+    label_counts: Any = None  # [3, classes] rows per split and provisional code
+    spill: dict[int, Path] = field(default_factory=dict)
+
+
+class _Labels:
+    """Provisional label codes, shared by the scanning threads (final codes are the sorted classes)."""
+
+    def __init__(self, codes: dict[str, int]) -> None:
+        self.codes, self.lock = codes, threading.Lock()
+
+    def lookup(self, dictionary: list[str]) -> Any:
+        import numpy as np
+
+        with self.lock:
+            for value in dictionary:
+                self.codes.setdefault(value, len(self.codes))
+            return np.array([self.codes[v] for v in dictionary], dtype=np.int32)
+
+
+def scan(source: Any, spill_dir: Path, *, seed: int, val_fraction: float, test_fraction: float,
+         non_finite: str, threads: int = 0) -> Scan:
+    """Read ``source`` once (see the module doc); raises StepError at the first bad value in file order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import pyarrow as pa
+
+    from .csvchunks import worker_count
+
+    nf = len(source.features)
+    result = Scan(source.features, n=np.zeros(nf), mean=np.zeros(nf), m2=np.zeros(nf),
+                  present=np.zeros(nf, dtype=np.int64), label_counts=np.zeros((3, 0), np.int64))
+    labels = _Labels(result.codes)
+    schema = pa.schema([*(pa.field(f, pa.float64()) for f in source.features), pa.field(CODE, pa.int32()),
+                        pa.field(ROW, pa.int64())])
+    workers = threads or worker_count()
+    writers: dict[int, Any] = {}
+    try:
+        for s in range(3):
+            result.spill[s] = spill_dir / SPILL.format(s)
+            writers[s] = pa.ipc.new_file(str(result.spill[s]), schema)
+        pending: collections.deque[Any] = collections.deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="xpuflow-scan") as pool:
+            try:
+                for batch in source.batches():
+                    pending.append(pool.submit(_scan_batch, batch, result.rows, source, labels, schema,
+                                               (seed, val_fraction, test_fraction), non_finite))
+                    result.rows += batch.num_rows
+                    while len(pending) > 2 * workers:
+                        _merge(result, pending.popleft().result(), writers)
+                while pending:
+                    _merge(result, pending.popleft().result(), writers)
+            finally:
+                for future in pending:
+                    future.cancel()
+    finally:
+        for w in writers.values():
+            w.close()
+    with np.errstate(over="ignore", invalid="ignore"):
+        result.std = np.sqrt(np.maximum(result.m2 / np.maximum(result.n, 1), 0.0))
+    overflow = ~(np.isfinite(result.mean) & np.isfinite(result.std))
+    if overflow.any():  # values near the float64 limit (e.g. 1e308): sums again in extended precision
+        cols = np.flatnonzero(overflow)
+        result.mean[cols], result.std[cols] = _wide_moments(result.spill[0], [source.features[j] for j in cols])
+    return result
+
+
+def _scan_batch(batch: Any, offset: int, source: Any, labels: _Labels, schema: Any, split_args: tuple,
+                non_finite: str) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .preprocess import split_of
+
+    n = batch.num_rows
+    split = split_of(np.arange(offset, offset + n), *split_args)
+    y = batch.column(source.label)
+    if y.null_count:
+        first = int(np.flatnonzero(np.asarray(pc.is_null(y)))[0])
+        raise StepError(f"{source.name}: label {source.label!r} is missing in row {offset + first + 1}. "
+                        "Fix: drop unlabelled rows before preprocessing.")
+    if not pa.types.is_string(y.type):
+        y = pc.cast(y, pa.string())
+    encoded = pc.dictionary_encode(y)
+    codes = labels.lookup(encoded.dictionary.to_pylist())[encoded.indices.to_numpy(zero_copy_only=False)]
+    nf = len(source.features)
+    present = np.zeros(nf, dtype=np.int64)
+    columns, first = [], None
+    for j, name in enumerate(source.features):
+        col = batch.column(name)
+        if col.type != pa.float64():  # e.g. float32 Parquet columns
+            col = pc.cast(col, pa.float64())
+        columns.append(col)
+        present[j] = len(col) - col.null_count
+        total = pc.sum(col).as_py() if present[j] else 0.0
+        if math.isfinite(total):
+            continue
+        # NaN cells count as missing; infinities are refused here or imputed (and counted) in pass 2;
+        # a sum that merely overflowed (values near 1e308) finds neither
+        x = col.to_numpy(zero_copy_only=False)
+        inf = np.isinf(x)
+        present[j] -= np.count_nonzero(np.isnan(x)) - col.null_count + np.count_nonzero(inf)
+        if inf.any() and non_finite == "refuse":  # the first in file order: lowest row, then leftmost column
+            first = min(first or (len(x), j), (int(np.flatnonzero(inf)[0]), j))
+    if first is not None:
+        row, j = first
+        name = source.features[j]
+        raise value_error(source, name, batch.column(name)[row].as_py(), offset + row, "features must be finite numbers")
+    order = np.argsort(split, kind="stable")
+    bounds = np.searchsorted(split[order], [0, 1, 2, 3])
+    grouped = pa.RecordBatch.from_arrays([*columns, pa.array(codes), pa.array(np.arange(offset, offset + n))],
+                                         schema=schema).take(pa.array(order))
+    parts = {s: grouped.slice(bounds[s], bounds[s + 1] - bounds[s]) for s in range(3)}
+    counts = np.zeros((3, len(codes) and int(codes.max()) + 1), dtype=np.int64)
+    for s in range(3):
+        part_codes = codes[order[bounds[s]:bounds[s + 1]]]
+        counts[s, :] = np.bincount(part_codes, minlength=counts.shape[1])
+    count, mean, m2 = _moments(parts[0], source.features)
+    return {"parts": parts, "present": present, "counts": counts, "n": count, "mean": mean, "m2": m2}
+
+
+def _moments(train: Any, features: tuple[str, ...]) -> tuple[Any, Any, Any]:
+    """Count, mean and sum of squared deviations of each column's present training values (NaN = missing)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    nf = len(features)
+    count, mean, m2 = np.zeros(nf), np.zeros(nf), np.zeros(nf)
+    for j, name in enumerate(features):
+        col = train.column(name)
+        valid = len(col) - col.null_count
+        if not valid:
+            continue
+        mu = pc.mean(col).as_py()
+        if math.isfinite(mu):
+            count[j], mean[j], m2[j] = valid, mu, pc.variance(col, ddof=0).as_py() * valid
+            continue
+        x = col.to_numpy(zero_copy_only=False)  # NaN (missing), inf (imputed), or a sum that overflowed
+        x = x[np.isfinite(x)]
+        if len(x):
+            with np.errstate(over="ignore", invalid="ignore"):
+                count[j], mean[j] = len(x), x.mean()
+                m2[j] = ((x - mean[j]) ** 2).sum()  # inf when it overflows: summed again in extended precision
+    return count, mean, m2
+
+
+def _merge(result: Scan, part: dict[str, Any], writers: dict[int, Any]) -> None:
+    """Fold one batch into the running totals, in file order (Chan et al.'s pairwise update)."""
+    import numpy as np
+
+    for s, rows in part["parts"].items():
+        if rows.num_rows:
+            writers[s].write_batch(rows)
+    result.present += part["present"]
+    counts = part["counts"]
+    if counts.shape[1] > result.label_counts.shape[1]:
+        result.label_counts = np.pad(result.label_counts, ((0, 0), (0, counts.shape[1] - result.label_counts.shape[1])))
+    result.label_counts[:, : counts.shape[1]] += counts
+    nb = part["n"]
+    total = result.n + nb
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        delta = part["mean"] - result.mean
+        share = np.where(total > 0, nb / np.maximum(total, 1), 0.0)
+        result.mean = result.mean + delta * share
+        result.m2 = result.m2 + part["m2"] + delta * delta * result.n * share
+    result.n = total
+
+
+def value_error(source: Any, name: str, value: float, row: int, why: str, comma: bool = False) -> StepError:
+    """A refused feature value, named by column, 1-based data row and value."""
+    where = f"column {name!r} (#{source.columns.index(name) + 1}) holds {float(value)!r} in row {row + 1}"
+    return StepError(f"{source.name}: {where}{',' if comma else ':'} {why}. Fix: correct or drop that value, or pass "
+                     "--non-finite impute to treat such values as missing (imputed with the training mean).")
+
+
+def _wide_moments(train_spill: Path, names: list[str]) -> tuple[Any, Any]:
+    """Mean and std in extended precision, from the spilled training rows (their squares overflow float64)."""
+    import numpy as np
+    import pyarrow as pa
+
+    wide = np.longdouble
+    total, total_sq, count = (np.zeros(len(names), wide) for _ in range(3))
+    with pa.OSFile(str(train_spill)) as f:
+        reader = pa.ipc.open_file(f)
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            for k, name in enumerate(names):
+                x = batch.column(name).to_numpy(zero_copy_only=False)
+                x = x[np.isfinite(x)].astype(wide)
+                total[k] += x.sum()
+                total_sq[k] += (x * x).sum()
+                count[k] += len(x)
+    count = np.maximum(count, 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0))
+    return mean.astype(np.float64), std.astype(np.float64)
