@@ -233,3 +233,12 @@ def test_any_compute_dict_builds_within_bounds_or_is_refused_in_one_line(data):
         assert q is None or 1 <= q.value <= MAX_INT64
     assert compute.timeout is None or 1 <= compute.timeout <= MAX_INT64
     assert compute.accelerator is None or 1 <= compute.accelerator.count <= MAX_INT32
+
+
+@FAST
+@given(st.integers(min_value=1, max_value=2**53))
+@example(123_456_789)
+def test_a_whole_float_keeps_every_digit(n):
+    """memory=123456789.0 used to become '1.23457e+08' (123457000 bytes): six significant digits."""
+    q = parse_memory("memory", float(n))
+    assert q.value == n and int(Decimal(q.text)) == n

@@ -60,6 +60,12 @@ class Quantity:
         return float(self.value) / 2**30
 
 
+def _float_text(raw: float) -> str:
+    """``16.0`` -> ``"16"``; a float that the short form would round (``123456789.0``) keeps all its digits."""
+    short = format(raw, "g")
+    return short if float(short) == raw else repr(raw)
+
+
 def _parse(field: str, raw: object, *, allowed_suffixes: set[str], example: str, where: str, high: Decimal,
            high_text: str) -> Quantity:
     """Parse in bounded time and memory: short text, small exponents, exact arithmetic, ``0 < value <= high``."""
@@ -69,7 +75,7 @@ def _parse(field: str, raw: object, *, allowed_suffixes: set[str], example: str,
     too_big, lower = f"at most {high_text}", "lower it to what one node offers"
     if isinstance(raw, int) and raw.bit_length() > 128:
         raise ComputeError(invalid(field, raw, too_big, fix=lower, where=where))
-    text = format(raw, "g") if isinstance(raw, float) else str(raw)
+    text = _float_text(raw) if isinstance(raw, float) else str(raw)
     if len(text) > MAX_TEXT:
         raise ComputeError(invalid(field, raw, f"{allowed}, at most {MAX_TEXT} characters", where=where,
                                    fix=f"write it as {example}"))
