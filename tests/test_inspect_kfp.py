@@ -195,3 +195,43 @@ def test_real_world_sample_with_every_machine_field_from_a_parameter():
     messages = [f.message for f in lint_pods(pods, Cluster.load("gke"))]
     assert len([m for m in messages if "comes from pipeline parameter" in m]) == 4
     assert "asks for 1 NVIDIA_TESLA_P4 but no node pool of cluster 'gke' offers 'NVIDIA_TESLA_P4'" in messages[-1]
+
+
+def test_two_mistakes_in_one_task_are_two_errors(tmp_path):
+    @dsl.pipeline(name="both")
+    def both():
+        t = work(x=1).set_display_name("t").set_cpu_request("4").set_memory_request("16Gi")
+        t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        kubernetes.add_node_selector(t, label_key="cloud.google.com/gke-nodepool", label_value="gpu-l4-training")
+        kubernetes.add_node_selector(t, label_key="cloud.google.com/gke-accelerator", label_value="nvidia-tesla-v100")
+        kubernetes.add_toleration(t, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+
+    (found,) = errors_by_task(compiled(tmp_path, both), "gke").values()
+    assert len(found) == 2
+    assert "nvidia-tesla-v100" in found[0] and "tainted cloud.google.com/gke-spot=true:NoSchedule" in found[1]
+
+
+def test_component_yaml_loaded_with_plain_kfp_has_no_compute_until_placed(tmp_path):
+    """What components/README.md says: KFP's loader gives a task with no resources, selector or toleration."""
+    from kfp import components
+
+    from xpuflow import Compute
+    from xpuflow.kfp import placed
+
+    train = components.load_component_from_file(str(ROOT / "components" / "train" / "component.yaml"))
+
+    def pipeline_with(place):
+        @dsl.pipeline(name="loaded")
+        def loaded():
+            data = dsl.importer(artifact_uri="gs://bucket/data", artifact_class=dsl.Dataset)
+            task = train(data=data.output).set_display_name("train")
+            if place:
+                placed(task, "gke", compute=Compute.gpu(model="l4", spot=True))
+        return compiled(tmp_path / ("placed" if place else "plain"), loaded)
+
+    (tmp_path / "plain").mkdir(), (tmp_path / "placed").mkdir()
+    (pod,) = read(pipeline_with(place=False))[1]
+    assert (pod.requests, pod.limits, pod.node_selector, pod.tolerations) == ({}, {}, {}, ())
+    assert [f.message.split(":")[0] for f in lint_pods([pod], Cluster.load("gke"))] == ["no cpu or memory request"]
+    (pod,) = read(pipeline_with(place=True))[1]
+    assert pod.limits["nvidia.com/gpu"] == "1" and lint_pods([pod], Cluster.load("gke")) == []

@@ -80,3 +80,114 @@ def test_plain_kwargs_need_no_kubernetes_client():
     kwargs = render_airflow.pod_kwargs(Cluster.load("eks").place(Compute.npu(device="aws-inferentia2")))
     assert kwargs["container_resources"]["limits"]["aws.amazon.com/neuron"] == "1"
     assert kwargs["tolerations"] == [{"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+# ------------------------------------------------------------- a user's own operator arguments
+def _pod(**kwargs):
+    from kubernetes.client import ApiClient
+
+    op = KubernetesPodOperator(**kwargs)
+    return op, ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+
+
+def _user_kwargs(k8s):
+    return dict(
+        task_id="train", name="train", namespace="ml", image=matrix.IMAGE, cmds=["true"],
+        tolerations=[k8s.V1Toleration(key="team", operator="Equal", value="ml", effect="NoSchedule")],
+        labels={"team": "ml"}, annotations={"owner": "me"},
+        volumes=[k8s.V1Volume(name="data", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        volume_mounts=[k8s.V1VolumeMount(name="data", mount_path="/data")],
+        env_vars={"MY_VAR": "1", "XPUFLOW_NODE_POOL": "mine"},
+        node_selector={"team": "ml"},
+    )
+
+
+def test_the_users_own_kwargs_merge_with_the_placement():
+    from kubernetes.client import models as k8s
+
+    placement = Cluster.load("gke").place(Compute.gpu(model="l4", spot=True))
+    _, pod = _pod(**render_airflow.operator_kwargs(placement, step="train", **_user_kwargs(k8s)))
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert spec["nodeSelector"] == {**placement.node_selector, "team": "ml"}
+    assert spec["tolerations"] == [*placement.tolerations, {"key": "team", "operator": "Equal", "value": "ml",
+                                                            "effect": "NoSchedule"}]
+    assert {v["name"] for v in spec["volumes"]} == {"dshm", "data"}
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/dev/shm", "/data"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MY_VAR"] == "1" and env["XPUFLOW_NODE_POOL"] == "mine"  # yours wins on the same name
+    assert env["XPUFLOW_COMPUTE_KIND"] == "gpu"
+    assert pod["metadata"]["labels"]["team"] == "ml" and pod["metadata"]["labels"]["xpuflow.io/compute"] == "gpu"
+    assert pod["metadata"]["annotations"]["owner"] == "me"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pss.violations(spec) == []
+
+
+def test_the_users_affinity_is_combined_with_the_placements():
+    from kubernetes.client import models as k8s
+
+    placement = Cluster.load("aks").place(Compute.cpu())  # keeps off untainted GPU pools with NotIn
+    term = k8s.V1NodeSelectorTerm(match_expressions=[
+        k8s.V1NodeSelectorRequirement(key="topology.kubernetes.io/zone", operator="In", values=["eastus-1"])])
+    mine = k8s.V1Affinity(
+        node_affinity=k8s.V1NodeAffinity(required_during_scheduling_ignored_during_execution=k8s.V1NodeSelector(
+            node_selector_terms=[term])),
+        pod_anti_affinity=k8s.V1PodAntiAffinity(preferred_during_scheduling_ignored_during_execution=[
+            k8s.V1WeightedPodAffinityTerm(weight=1, pod_affinity_term=k8s.V1PodAffinityTerm(
+                topology_key="kubernetes.io/hostname"))]))
+    _, pod = _pod(**render_airflow.operator_kwargs(placement, task_id="prep", image=matrix.IMAGE, affinity=mine))
+    affinity = pod["spec"]["affinity"]
+    (term_out,) = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    ours = placement.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term_out["matchExpressions"] == [{"key": "topology.kubernetes.io/zone", "operator": "In",
+                                             "values": ["eastus-1"]}, *ours[0]["matchExpressions"]]
+    assert affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 1
+
+
+CONFLICTS = [
+    ("selector", {"node_selector": {"cloud.google.com/gke-nodepool": "cpu-general"}},
+     r"step 'train': node_selector\['cloud.google.com/gke-nodepool'\]='cpu-general' contradicts the placement's"),
+    ("shm", {"volume_mounts": [{"name": "myshm", "mountPath": "/dev/shm"}]},
+     r"volume mount mountPath '/dev/shm' is defined by the placement .* Compute\(..., shm=None\)"),
+    ("resources", {"container_resources": {"limits": {"cpu": "1"}}},
+     r"container_resources=.* would replace the Compute's .* Fix: size the task in its Compute"),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "pattern"), CONFLICTS, ids=[c[0] for c in CONFLICTS])
+def test_contradicting_kwargs_are_refused_in_one_line(case, kwargs, pattern):
+    placement = Cluster.load("gke").place(Compute.gpu(model="l4", spot=True))
+    with pytest.raises(RenderError, match=pattern):
+        render_airflow.operator_kwargs(placement, step="train", **kwargs)
+
+
+def test_env_vars_as_a_list_keep_value_from():
+    from kubernetes.client import models as k8s
+
+    secret = k8s.V1EnvVar(name="TOKEN", value_from=k8s.V1EnvVarSource(
+        secret_key_ref=k8s.V1SecretKeySelector(name="s", key="token")))
+    placement = Cluster.load("gke").place(Compute.cpu())
+    kwargs = render_airflow.operator_kwargs(placement, env_vars=[secret, k8s.V1EnvVar(name="XPUFLOW_NODE_POOL", value="x")])
+    by_name = {e.name: e for e in kwargs["env_vars"]}
+    assert by_name["TOKEN"].value_from.secret_key_ref.key == "token"
+    assert by_name["XPUFLOW_NODE_POOL"].value == "x" and by_name["XPUFLOW_COMPUTE_KIND"].value == "cpu"
+
+
+def test_retries_only_when_the_compute_sets_them():
+    from airflow.sdk import DAG
+
+    gke = Cluster.load("gke")
+    with DAG("retries", schedule=None, default_args={"retries": 4}):
+        default = KubernetesPodOperator(task_id="a", image=matrix.IMAGE,
+                                        **render_airflow.operator_kwargs(gke.place(Compute.cpu())))
+        own = KubernetesPodOperator(task_id="b", image=matrix.IMAGE,
+                                    **render_airflow.operator_kwargs(gke.place(Compute.cpu(retries=2))))
+    assert (default.retries, own.retries) == (4, 2)
+
+
+def test_the_xcom_sidecar_is_restricted_too():
+    placement = Cluster.load("gke").place(Compute.gpu(model="l4", spot=True))
+    _, pod = _pod(task_id="t", image=matrix.IMAGE, do_xcom_push=True, **render_airflow.operator_kwargs(placement))
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    assert names == ["base", "airflow-xcom-sidecar"]
+    assert pss.violations(pod["spec"]) == []
+    kubernetes_validate.validate(pod, VERSIONS[-1], strict=True)

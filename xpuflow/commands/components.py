@@ -57,7 +57,11 @@ def _readme(attr: str, component) -> str:  # noqa: ANN001
             lines.append(f"| {cluster_name} | {p.pool} | {p.instance_type or '-'} |")
         except Exception as e:  # noqa: BLE001 - PlacementError: shown, not hidden
             lines.append(f"| {cluster_name} | not offered | {str(e).split(': ', 1)[-1].split('. ')[0]} |")
-    lines += ["", "Override per task: `placed(task, cluster, compute=Compute.gpu(...))` (see `xpuflow.kfp`).", ""]
+    lines += ["", "Override per task: `placed(task, cluster, compute=Compute.gpu(...))` (see `xpuflow.kfp`).", "",
+              "Loaded with plain kfp (`kfp.components.load_component_from_file`), this component.yaml gives a task "
+              "with **no compute**: KFP's loader keeps no requests, accelerator, node selector or tolerations. Get "
+              "them back with `placed(task, cluster, compute=...)`, or set them with kfp's own setters; "
+              "`xpuflow lint pipeline.yaml` finds tasks without them ([components/README.md](../README.md)).", ""]
     return "\n".join(lines)
 
 

@@ -55,10 +55,13 @@ def _assess(pod: TaskPod, cluster: Cluster, backend: str) -> tuple[list[Finding]
                            "set_memory_request; or xpuflow.kfp.placed(task, cluster, compute=...))"))
     every = nodes(cluster)
     where = f"cluster {cluster.name!r}"
+    selector = dict(pod.node_selector)  # less the keys already reported, so later checks still run
     for key, value in pod.node_selector.items():
         seen = sorted({n.labels[key] for n in every if key in n.labels})
         if key in WELL_KNOWN and not seen:
             continue
+        if not seen or value not in seen:
+            del selector[key]
         if not seen:
             out.append(error(f"node selector {key}={value}: no node pool of {where} carries the label {key!r}: the "
                              "pod would stay Pending. Fix: select a label the cluster's nodes have, or describe it "
@@ -73,10 +76,11 @@ def _assess(pod: TaskPod, cluster: Cluster, backend: str) -> tuple[list[Finding]
             out.append(error(f"asks for {count} {resource} but no node pool of {where} offers {resource!r}; "
                              f"its pools offer {', '.join(offered) or 'no accelerators'}. Fix: ask for one of those "
                              "(kfp: set_accelerator_type) and pick the model with a node selector"))
-    if any(f.level == "error" for f in out):
+            return out, []
+    reported = any(f.level == "error" for f in out)
+    selected = [n for n in every if selector_matches(selector, n) and terms_match(pod.required_terms, n)]
+    if reported and (not selected or not selector):  # nothing left that says where the task should go
         return out, []
-
-    selected = [n for n in every if selector_matches(pod.node_selector, n) and terms_match(pod.required_terms, n)]
     if not selected:
         out.append(error(f"node selector {pod.node_selector or '{}'} and the required node affinity together "
                          f"match no node pool of {where}: the pod would stay Pending"))
