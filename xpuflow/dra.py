@@ -132,22 +132,27 @@ def _model_selector(cls: DraClass, model: str) -> str | None:
                        for w in words)
 
 
-def _memory_selector(cls: DraClass, gib: int | float | None) -> str | None:
-    if gib is None or cls.memory_capacity is None:
+def _memory_selector(cls: DraClass, minimum: str | None) -> str | None:
+    """CEL that keeps devices with at least ``minimum`` memory (a quantity such as "40Gi")."""
+    if minimum is None or cls.memory_capacity is None:
         return None
-    amount = f"{int(gib)}Gi" if float(gib).is_integer() else f"{int(gib * 1024)}Mi"
-    return f"device.capacity[{_quote(cls.driver)}].{cls.memory_capacity}.compareTo(quantity({_quote(amount)})) >= 0"
+    return f"device.capacity[{_quote(cls.driver)}].{cls.memory_capacity}.compareTo(quantity({_quote(minimum)})) >= 0"
 
 
 def _request_name(text: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:63] or "device"
 
 
-def _gpu_candidates(compute: Compute, pool: NodePool) -> tuple[tuple[str, ...], int | float | None]:
-    """Ordered candidate models and the memory minimum (GiB) a GPU Compute names; none when it names no model."""
+def _gpu_candidates(compute: Compute) -> tuple[tuple[str, ...], str | None]:
+    """The models a GPU Compute accepts, in its order (none: any model), and its memory minimum, if any."""
     acc = compute.accelerator
-    models = tuple(getattr(acc, "models", None) or ((acc.model,) if getattr(acc, "model", None) else ()))
-    return models, getattr(acc, "min_memory_gib", None)
+    models = tuple(getattr(acc, "candidates", ()) or ((acc.model,) if isinstance(getattr(acc, "model", None), str) else ()))
+    memory = getattr(acc, "gpu_memory", None)
+    if memory is not None:
+        from .quantity import parse_memory
+
+        memory = parse_memory("gpu_memory", memory).text
+    return models, memory
 
 
 def resolve(cluster: Cluster, compute: Compute, pool: NodePool) -> tuple[DeviceClaim, ...]:
@@ -178,7 +183,7 @@ def resolve(cluster: Cluster, compute: Compute, pool: NodePool) -> tuple[DeviceC
         selectors = [f"device.attributes[{_quote(cls.driver)}].profile == {_quote(acc.mig)}"]
         requests.append(DeviceRequest(_request_name(f"mig-{acc.mig}"), cls.mig_class, tuple(selectors), count))
     elif acc.kind == "gpu":
-        models, memory = _gpu_candidates(compute, pool)
+        models, memory = _gpu_candidates(compute)
         for model in models or (None,):
             selectors = [s for s in ((_model_selector(cls, model) if model else None), _memory_selector(cls, memory)) if s]
             requests.append(DeviceRequest(_request_name(model or acc.kind), cls.device_class, tuple(selectors), count))

@@ -1,0 +1,56 @@
+"""Kueue labels and DRA claims on the pod that Airflow's KubernetesPodOperator builds (newest provider).
+
+The pod comes from the operator's own build_pod_request_obj(dry_run=True); the claims reach it
+through the pod template the operator merges its own pod over (pod_template_dict).
+"""
+
+from __future__ import annotations
+
+import airflow_pods
+import kubernetes_validate
+import pss
+import pytest
+
+from xpuflow import Cluster, Compute, RenderError
+from xpuflow.render import airflow as render_airflow
+from xpuflow.render import kubernetes
+
+VERSIONS = ("1.34", "1.37")
+
+
+def _valid(pod: dict) -> None:
+    for version in VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+    assert pss.violations(pod["spec"]) == []
+
+
+def test_queued_pod_carries_queue_priority_and_topology():
+    p = Cluster.load("gke").place(Compute.gpu(model="l4", spot=True, queue="team-a", priority="high",
+                                              require_topology="node"))
+    pod = airflow_pods.build_pod(p, task_id="train")
+    _valid(pod)
+    labels = pod["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a" and labels["kueue.x-k8s.io/priority-class"] == "high"
+    assert pod["metadata"]["annotations"] == {"kueue.x-k8s.io/podset-required-topology": "kubernetes.io/hostname"}
+    # the flavor injects the pool's tolerations; the pod keeps only what the flavor does not add
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} not in (
+        pod["spec"].get("tolerations") or [])
+
+
+def test_claimed_gpu_reaches_the_pod_through_its_template():
+    p = Cluster.load("generic").place(Compute.gpu(model="l4", count=2, claim=True))
+    pod = airflow_pods.build_pod(p, task_id="embed_docs")
+    _valid(pod)
+    (template,) = kubernetes.resource_claim_templates(p, name="embed_docs")
+    assert pod["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": template["metadata"]["name"]}]
+    assert template["metadata"]["name"] == "embed-docs-gpu"
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == "base" and container["image"]
+    assert container["resources"]["claims"] == [{"name": "gpu"}]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_claim_needs_the_task_id():
+    p = Cluster.load("generic").place(Compute.gpu(model="l4", claim=True))
+    with pytest.raises(RenderError, match=r"pass step=<task id>"):
+        render_airflow.pod_kwargs(p)
