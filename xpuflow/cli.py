@@ -207,8 +207,8 @@ def _lint(args: argparse.Namespace) -> int:
     findings = lint(flow, Cluster.load(args.cluster), args.backend)
     for f in findings:
         print(f)
-    errors = sum(f.level == "error" for f in findings)
-    print(f"{flow.name} on {args.cluster} ({args.backend}): {errors} error(s), {len(findings) - errors} warning(s)")
+    errors, warnings = (sum(f.level == level for f in findings) for level in ("error", "warning"))
+    print(f"{flow.name} on {args.cluster} ({args.backend}): {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
 
 

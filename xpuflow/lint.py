@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import admission
 from .cluster import Cluster
 from .compute import Compute
 from .defaults import default_compute
-from .errors import PlacementError
 from .flows import Flow
 
 __all__ = ["Finding", "lint", "STEP_USES"]
@@ -36,7 +36,7 @@ _ONE_PROCESS = {"train": "run it under torchrun (--nproc-per-node N) or ask for 
 
 @dataclass(frozen=True)
 class Finding:
-    level: str  # error | warning
+    level: str  # error | warning | info
     step: str
     message: str
 
@@ -54,24 +54,26 @@ def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
             out.append(Finding("error", spec.name, f"asks for {c.hardware} but the {spec.step} step only uses "
                                f"{'/'.join(sorted(uses))}: the accelerator would sit idle. Fix: "
                                f"Compute.{sorted(uses)[0]}(...)"))
-        try:
-            p = cluster.place(c)
-        except PlacementError as e:
-            out.append(Finding("error", spec.name, str(e)))
+        placed, notes = admission.place(cluster, c)  # a missing DRA class is a warning; the rest is still checked
+        out += [Finding(level, spec.name, message) for level, message in notes]
+        if placed is None:
             continue
+        p = placed
+        out += [Finding(level, spec.name, message) for level, message in admission.notes(p, backend)]
         sized = spec.step in STEP_USES and c == default_compute(spec.step)  # xpuflow's own, sized defaults
         if c.memory_request == default_compute_memory(c) and not sized:
             out.append(Finding("warning", spec.name, f"memory request is the {c.kind} default ({c.memory_request}); "
                                "size it for your data so the autoscaler picks the right node"))
         taints = next(pool.taints for pool in cluster.node_pools if pool.name == p.pool)
-        tolerated = {(t["key"], t.get("value"), t["effect"]) for t in p.tolerations}
+        tolerations = p.tolerations + (p.kueue.injected_tolerations if p.kueue else ())  # a flavor may add them
+        tolerated = {(t["key"], t.get("value"), t["effect"]) for t in tolerations}
         for taint in taints:
             exists = any(t["key"] == taint.key and t["operator"] == "Exists" and t["effect"] == taint.effect
-                         for t in p.tolerations)
+                         for t in tolerations)
             if (taint.key, taint.value, taint.effect) not in tolerated and not exists:
                 out.append(Finding("error", spec.name, f"pool {p.pool!r} is tainted {taint.key}={taint.value}:"
                                    f"{taint.effect} but the step does not tolerate it: it would stay Pending"))
-        if c.kind == "tpu":
+        if c.kind == "tpu" and not p.claims:
             per_pod = int(p.limits.get("google.com/tpu", 0))
             if per_pod != c.chips_per_host or per_pod * p.hosts != c.chips:
                 out.append(Finding("error", spec.name, f"google.com/tpu={per_pod} x {p.hosts} hosts does not make "

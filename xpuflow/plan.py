@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import admission
 from .cluster import Cluster
 from .compute import Compute
 from .errors import ComputeError, PlacementError
@@ -73,8 +74,9 @@ def _cells(row: PlanRow) -> list[list[str]]:
         for t in p.tolerations
     ] or ["-"]
     hardware = [p.hardware + (" (spot)" if p.spot else "")]
-    if p.accelerator:
+    if p.accelerator and not p.claims:
         hardware.append(f"{p.accelerator[0]}: {p.accelerator[1]}" + (f" x {p.hosts} hosts" if p.hosts > 1 else ""))
+    hardware += admission.describe(p)  # Kueue queue, DRA claims
     return [[row.step], hardware, [p.pool], selector, tolerations, [p.instance_type or "-"], [_price(p.price_per_hour)]]
 
 
