@@ -54,3 +54,20 @@ def test_claim_needs_the_task_id():
     p = Cluster.load("generic").place(Compute.gpu(model="l4", claim=True))
     with pytest.raises(RenderError, match=r"pass step=<task id>"):
         render_airflow.pod_kwargs(p)
+
+
+def test_users_pod_template_keeps_the_claims():
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import ApiClient
+
+    p = Cluster.load("generic").place(Compute.gpu(model="l4", claim=True))
+    mine = {"metadata": {"labels": {"team": "ml"}}, "spec": {"containers": [{"name": "base"}], "hostname": "embedder"}}
+    op = KubernetesPodOperator(**render_airflow.operator_kwargs(
+        p, step="embed", task_id="embed", name="embed", namespace="ml", image="img", pod_template_dict=mine))
+    pod = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+    _valid(pod)
+    assert pod["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "embed-gpu"}]
+    assert pod["spec"]["hostname"] == "embedder" and pod["metadata"]["labels"]["team"] == "ml"
+    clash = {"spec": {"containers": [{"name": "base"}], "resourceClaims": [{"name": "gpu", "resourceClaimName": "x"}]}}
+    with pytest.raises(RenderError, match=r"step 'embed': pod_template_dict resourceClaims 'gpu' is also the placement"):
+        render_airflow.operator_kwargs(p, step="embed", task_id="embed", pod_template_dict=clash)

@@ -197,6 +197,22 @@ def _affinity(ours: dict[str, Any], theirs: dict[str, Any], who: str) -> dict[st
     return out
 
 
+def _pod_template(ours: dict[str, Any], theirs: dict[str, Any], who: str) -> dict[str, Any]:
+    """Your pod template with the placement's DRA ``resourceClaims`` added to its spec (one name defined twice is refused)."""
+    out = copy.deepcopy(theirs)
+    spec = out.setdefault("spec", {})
+    spec.setdefault("containers", [{"name": "base"}])
+    claims = spec.setdefault("resourceClaims", [])
+    for claim in ours["spec"]["resourceClaims"]:
+        if claim in claims:
+            continue
+        if any(c.get("name") == claim["name"] for c in claims):
+            raise RenderError(f"{who}pod_template_dict resourceClaims {claim['name']!r} is also the placement's DRA "
+                              f"claim ({claim}). Fix: rename yours, or drop claim=True from the Compute.")
+        claims.append(claim)
+    return out
+
+
 _MERGERS: dict[str, Callable[[Any, Any, str], Any]] = {
     "node_selector": _node_selector,
     "tolerations": _appended,
@@ -206,6 +222,7 @@ _MERGERS: dict[str, Callable[[Any, Any, str], Any]] = {
     "env_vars": _env,
     "volumes": _named("volume", ("name",)),
     "volume_mounts": _named("volume mount", ("name", "mountPath")),
+    "pod_template_dict": _pod_template,
 }
 
 
