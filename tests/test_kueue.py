@@ -299,3 +299,21 @@ def test_cli_writes_the_setup_and_a_refusal_keeps_the_previous_file(tmp_path):
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "the profile has no kueue: section" in refused.stderr
     assert out.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["kueue.yaml"]
+
+
+def test_pod_group_is_admitted_together(gke):
+    p = gke.place(Compute.gpu(model="l4", spot=True, queue="team-a"))
+    pods = kubernetes.pod_group(p, name="embed", size=3, namespace="ml", labels={"team": "ml"}, **IMAGE)
+    assert [m["metadata"]["name"] for m in pods] == ["embed-0", "embed-1", "embed-2"]
+    for m in pods:
+        _core_valid(m)
+        assert m["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "embed"
+        assert m["metadata"]["labels"][QUEUE] == "team-a" and m["metadata"]["labels"]["team"] == "ml"
+        assert m["metadata"]["annotations"] == {"kueue.x-k8s.io/pod-group-total-count": "3",
+                                                PREFERRED: "cloud.google.com/gke-nodepool"}
+    from xpuflow import RenderError
+
+    with pytest.raises(RenderError, match=r"pod group 'embed': Kueue admits a pod group through a LocalQueue"):
+        kubernetes.pod_group(gke.place(Compute.gpu(model="l4", spot=True)), name="embed", size=3, **IMAGE)
+    with pytest.raises(ComputeError, match=r"pod group 'embed': size=0 is not valid"):
+        kubernetes.pod_group(p, name="embed", size=0, **IMAGE)

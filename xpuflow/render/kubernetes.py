@@ -18,7 +18,7 @@ from ..quantity import MAX_INT32
 from . import dra, kueue, refuse_unsupported
 from .dra import resource_claim_templates
 
-__all__ = ["container", "pod_spec", "pod", "job", "container_env", "object_metadata", "check_pod_hostnames",
+__all__ = ["container", "pod_spec", "pod", "pod_group", "job", "container_env", "object_metadata", "check_pod_hostnames",
            "check_ttl", "resource_claim_templates", "pod_template"]
 
 CONTAINER = "main"
@@ -142,6 +142,27 @@ def pod(
     if kueue.pod_annotations(placement, 1):
         meta["annotations"] = kueue.pod_annotations(placement, 1)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def pod_group(placement: Placement, *, name: str, size: int, **pod_args: Any) -> list[dict[str, Any]]:
+    """``size`` Pods ``<name>-0`` ... that Kueue admits together as one pod group (a queued placement only).
+
+    Each pod carries the pod-group label and total-count annotation besides the queue labels;
+    the profile's topology default applies to the group as to any step of several pods.
+    """
+    if placement.kueue is None:
+        raise RenderError(f"pod group {name!r}: Kueue admits a pod group through a LocalQueue, and this placement "
+                          f"on cluster {placement.cluster!r} has none. Fix: Compute(..., queue='<LocalQueue>').")
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+        raise ComputeError(invalid("size", size, "a whole number of pods >= 1", where=f"pod group {name!r}"))
+    labels, annotations = kueue.group_metadata(name, size)
+    annotations.update(kueue.pod_annotations(placement, size))
+    pods = []
+    for i in range(size):
+        pod_ = pod(placement, name=f"{name}-{i}", **{**pod_args, "labels": {**pod_args.get("labels", {}), **labels}})
+        pod_["metadata"]["annotations"] = dict(annotations)
+        pods.append(pod_)
+    return pods
 
 
 def job(
