@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from .accelerators import Accelerator, Gpu, Npu, Tpu
 from .errors import ComputeError, invalid
+from .params import Param, accepts_parameters, replaced_params
 from .quantity import MAX_INT32, MAX_INT64, Quantity, parse_cpu, parse_memory
 
 __all__ = ["Compute", "Security", "KINDS", "PURPOSES"]
@@ -130,6 +131,8 @@ class Compute:
     require_topology: str | None = None  # Kueue topology level (profile kueue.topology.levels) for all pods
     prefer_topology: str | None = None
     claim: bool = False  # request the accelerator through a DRA ResourceClaim (profile dra:)
+    # values a KFP pipeline parameter gives at run time: (constructor argument, Param); see xpuflow/params.py
+    params: tuple[tuple[str, Param], ...] = ()
 
     # ------------------------------------------------------------------ build
     def __post_init__(self) -> None:
@@ -207,11 +210,13 @@ class Compute:
 
     # ------------------------------------------------------------ constructors
     @classmethod
+    @accepts_parameters
     def cpu(cls, *, cpu: str | int | float = "1", memory: str | int = "2Gi", pool: str = "general", **options: Any) -> Compute:
         """CPU-only work: data preparation, orchestration, export and compilation."""
         return cls(kind="cpu", cpu_request=cpu, memory_request=memory, pool=pool, **_options("cpu", options))
 
     @classmethod
+    @accepts_parameters
     def gpu(
         cls,
         count: int = 1,
@@ -234,6 +239,7 @@ class Compute:
         return cls._with_shm("gpu", accelerator, cpu, memory, shm, pool, options)
 
     @classmethod
+    @accepts_parameters
     def tpu(
         cls,
         version: str,
@@ -254,6 +260,7 @@ class Compute:
         return cls._with_shm("tpu", accelerator, cpu, memory, shm, pool, options)
 
     @classmethod
+    @accepts_parameters
     def npu(
         cls,
         device: str,
@@ -308,6 +315,8 @@ class Compute:
             # a limit that equals its request follows it, as it did when it was defaulted
             if request in changes and limit not in changes and getattr(self, limit) == getattr(self, request):
                 changes[limit] = None
+        if self.params and "params" not in changes:  # a value given now replaces its pipeline parameter
+            changes["params"] = replaced_params(self.params, changes)
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ views
@@ -328,9 +337,12 @@ class Compute:
     @property
     def hardware(self) -> str:
         """A short human description: ``cpu 2 / 4Gi``, ``1x nvidia l4``, ``tpu v5e 2x4``."""
-        if self.accelerator is None:
-            return f"cpu {self.cpu_request} / {self.memory_request}"
-        return self.accelerator.describe()
+        text = self.accelerator.describe() if self.accelerator else f"cpu {self.cpu_request} / {self.memory_request}"
+        shown = [f"{name}={p.name}" for name, p in self.params if (name.removesuffix("_limit"), p) not in self.params
+                 or not name.endswith("_limit")]  # a limit that follows its request is not shown twice
+        if shown:
+            text += f" ({', '.join(shown)} at run time)"
+        return text
 
 
 def _as_q(parser: Any, name: str, value: Any, where: str) -> Quantity:

@@ -31,6 +31,7 @@ SETTINGS = {
     "read_only_root_filesystem": lambda p: p.compute.security.read_only_root_filesystem,
     "container_security_beyond_identity": lambda p: _beyond_identity(p.compute.security),
     "trainjob_retries": lambda p: p.retries > 0,
+    "pipeline_parameters": lambda p: bool(getattr(p.compute, "params", ())),
     "claims": lambda p: bool(p.claims),
     "trainjob_claims": lambda p: bool(p.claims),
 }
@@ -46,6 +47,8 @@ _HINTS = {
     "read_only_root_filesystem": "use Security(read_only_root_filesystem=False) for this backend",
     "container_security_beyond_identity": "this backend enforces the restricted defaults itself; keep "
     "allow_privilege_escalation=False, drop_capabilities=('ALL',), seccomp_profile='RuntimeDefault'",
+    "pipeline_parameters": "only Kubeflow Pipelines resolves pipeline parameters at run time; pass literal values "
+    "(e.g. Compute.gpu(count=2)) for this backend",
     "trainjob_retries": "a TrainJob has no retry count; restarts belong to the training runtime's JobSet "
     "failurePolicy.maxRestarts: set retries=0 here and set maxRestarts in the runtime",
     "claims": "kfp-kubernetes (2.17) has no DRA support: no pod resourceClaims and no container resources.claims; "
@@ -64,8 +67,12 @@ def _beyond_identity(s: Security) -> bool:
     )
 
 
-def refuse_unsupported(placement: Placement, backend: str, cannot: Iterable[str], *, step: str = "") -> None:
-    """Raise ``RenderError`` if ``placement`` uses a setting ``backend`` cannot express."""
+def refuse_unsupported(placement: Placement, backend: str, cannot: Iterable[str], *, step: str = "",
+                       parameters: bool = False) -> None:
+    """Raise ``RenderError`` if ``placement`` uses a setting ``backend`` cannot express.
+
+    Values from pipeline parameters (``Compute.params``) are refused unless ``parameters`` (KFP only)."""
+    cannot = [*cannot, *(() if parameters else ("pipeline_parameters",))]
     used = [name for name in cannot if SETTINGS[name](placement)]
     if not used:
         return

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RenderError
 from ..placement import Placement
 from . import kueue, refuse_unsupported
 
@@ -43,18 +44,19 @@ CANNOT = (
 
 def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> PipelineTask:
     """Set ``placement`` on ``task`` and return it (fluent, like kfp's own setters)."""
-    refuse_unsupported(placement, "KFP", CANNOT, step=step or getattr(task, "name", ""))
+    refuse_unsupported(placement, "KFP", CANNOT, step=step or getattr(task, "name", ""), parameters=True)
     from kfp import kubernetes
 
     previous = getattr(task, _APPLIED, None)
     if previous is not None:
         _take_off(task, previous, placement)
     req, lim = placement.requests, placement.limits
-    task.set_cpu_request(req["cpu"]).set_cpu_limit(lim["cpu"])
-    task.set_memory_request(req["memory"]).set_memory_limit(lim["memory"])
+    given = _parameters(placement)
+    task.set_cpu_request(given("cpu", req["cpu"])).set_cpu_limit(given("cpu_limit", lim["cpu"]))
+    task.set_memory_request(given("memory", req["memory"])).set_memory_limit(given("memory_limit", lim["memory"]))
     if placement.accelerator is not None:
         resource, count = placement.accelerator
-        task.set_accelerator_type(resource).set_accelerator_limit(count)
+        task.set_accelerator_type(resource).set_accelerator_limit(given("count", count))
     for key, value in placement.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for tol in placement.tolerations:
@@ -89,6 +91,22 @@ def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> Pipeli
         task.set_retry(placement.retries)
     setattr(task, _APPLIED, placement)
     return task
+
+
+def _parameters(placement: Placement) -> Any:
+    """``given(field, literal)``: the pipeline parameter's channel when the Compute took one for ``field``."""
+    params = dict(getattr(placement.compute, "params", ()))
+
+    def given(field: str, literal: Any) -> Any:
+        param = params.get(field)
+        if param is None:
+            return literal
+        if param.channel is None:
+            raise RenderError(f"{field}={param} has no KFP channel: pass the pipeline function's own parameter "
+                              "(inside @dsl.pipeline) to the Compute constructor.")
+        return param.channel
+
+    return given
 
 
 def _present(d: dict[str, Any]) -> dict[str, Any]:
