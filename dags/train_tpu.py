@@ -3,11 +3,13 @@
     XPUFLOW_AIRFLOW_MODE=local airflow dags test train_tpu -c '{"epochs": 2}'  # in-process (CPU without torch_xla)
     airflow dags trigger train_tpu                                            # pods (default)
 
-Cluster profile: XPUFLOW_CLUSTER (default gke; the profile needs a TPU pool). See dags/README.md.
+Built from the flow in pipelines/train_tpu.py. Cluster profile: XPUFLOW_CLUSTER (default gke; the profile needs
+a TPU pool). See dags/README.md.
 """
 
 import os
+from pathlib import Path
 
 from xpuflow.airflow import build_dag
 
-dag = build_dag("train_tpu", cluster=os.environ.get("XPUFLOW_CLUSTER", "gke"))
+dag = build_dag(Path(__file__).parents[1] / "pipelines" / "train_tpu.py", cluster=os.environ.get("XPUFLOW_CLUSTER", "gke"))

@@ -2,8 +2,9 @@
 
     python examples/my_pipeline.py            # local run (kfp SubprocessRunner), then compile for GKE
 
-Each component carries its default Compute; `placed` puts it on a cluster, and a task can
-override it (here: train asks for an A100 on the training pool, 3 retries).
+Each component is made from an xpuflow step and carries the step's Compute; `placed` puts it
+on a cluster, and a task can override it (here: train asks for an A100 on the training pool,
+3 retries). Your own steps work the same way: `xpuflow.kfp.component(my_step)`.
 """
 
 import sys
@@ -22,9 +23,9 @@ GKE = Cluster.load("gke")
 @dsl.pipeline(name="my-digits")
 def my_pipeline(epochs: int = 6):
     prep = placed(xc.preprocess(seed=1), GKE)
-    model = placed(xc.train(data=prep.outputs["data"], epochs=epochs), GKE,
+    model = placed(xc.train(data=prep.output, epochs=epochs), GKE,
                    compute=Compute.gpu(count=1, model="a100-40gb", memory="32Gi", retries=3))
-    placed(xc.evaluate(model=model.outputs["model"], data=prep.outputs["data"]), GKE)
+    placed(xc.evaluate(model=model.output, data=prep.output), GKE)
 
 
 if __name__ == "__main__":

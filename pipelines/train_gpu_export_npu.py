@@ -1,36 +1,24 @@
-"""KFP pipeline: preprocess on CPU -> train on GPU -> evaluate -> export for a Qualcomm NPU.
+"""Flow: preprocess on CPU -> train on GPU -> evaluate on CPU -> export for a Qualcomm NPU (QNN HTP) on CPU.
 
+    xpuflow run train_gpu_export_npu                       # locally, with kfp's SubprocessRunner
     xpuflow compile pipelines/train_gpu_export_npu.py --backend kfp --cluster gke -o out/pipeline.yaml
-    xpuflow run train_gpu_export_npu            # locally, with kfp's SubprocessRunner
+    xpuflow compile pipelines/train_gpu_export_npu.py --backend airflow --cluster eks -o dags/xp_eks.py
 
-The cluster profile is chosen at compile time (``build(cluster)``; module-level
-``pipeline`` uses ``XPUFLOW_CLUSTER``, default gke); every task carries its step's
-default Compute, placed on that cluster.
+Written as you would write yours: each step carries its own Compute (``@step``); the
+same description becomes the KFP pipeline, the Airflow DAG (dags/) and Kubernetes Jobs.
 """
 
-import os
-
-from kfp import dsl
-
-from xpuflow import Cluster
-from xpuflow.kfp import components as xc
-from xpuflow.kfp import placed
-
-NAME = "train-gpu-export-npu"
+from xpuflow import flow
+from xpuflow.steps.evaluate import evaluate
+from xpuflow.steps.export import export
+from xpuflow.steps.preprocess import preprocess
+from xpuflow.steps.train import train
 
 
-def build(cluster="gke"):
-    cluster = cluster if isinstance(cluster, Cluster) else Cluster.load(cluster)
-
-    @dsl.pipeline(name=NAME, description="preprocess (CPU) -> train (GPU) -> evaluate (CPU) -> export for an NPU (CPU)")
-    def train_gpu_export_npu(input_uri: str = "builtin:digits", epochs: int = 10, seed: int = 0,
-                             target: str = "qnn-htp"):
-        prep = placed(xc.preprocess(input_uri=input_uri, seed=seed), cluster)
-        train = placed(xc.train(data=prep.outputs["data"], epochs=epochs, seed=seed), cluster)
-        placed(xc.evaluate(model=train.outputs["model"], data=prep.outputs["data"]), cluster)
-        placed(xc.export(model=train.outputs["model"], data=prep.outputs["data"], target=target), cluster)
-
-    return train_gpu_export_npu
-
-
-pipeline = build(os.environ.get("XPUFLOW_CLUSTER", "gke"))
+@flow(name="train_gpu_export_npu")
+def train_gpu_export_npu(input_uri: str = "builtin:digits", epochs: int = 10, seed: int = 0, target: str = "qnn-htp"):
+    """preprocess (CPU) -> train (GPU) -> evaluate (CPU) -> export for a Qualcomm NPU (QNN HTP, on CPU)"""
+    data = preprocess(input=input_uri, seed=seed).output
+    model = train(data=data, epochs=epochs, seed=seed).output
+    evaluate(model=model, data=data)
+    export(model=model, data=data, target=target)

@@ -1,33 +1,21 @@
-"""KFP pipeline: preprocess on CPU -> train on a TPU slice -> export (generic CPU INT8).
+"""Flow: preprocess on CPU -> train on a TPU slice -> export (generic CPU INT8) on CPU.
 
-    xpuflow compile pipelines/train_tpu.py --backend kfp --cluster gke -o out/train_tpu.yaml
     xpuflow run train_tpu
+    xpuflow compile pipelines/train_tpu.py --backend kfp --cluster gke -o out/train_tpu.yaml
 
-Single-host TPU slices run as ordinary tasks; a multi-host slice is refused at compile
-time with a message pointing to the JobSet renderer.
+Single-host TPU slices run as ordinary tasks; a multi-host slice is refused for KFP and
+Airflow with a message pointing to the JobSet renderer (``--backend k8s``).
 """
 
-import os
-
-from kfp import dsl
-
-from xpuflow import Cluster
-from xpuflow.kfp import components as xc
-from xpuflow.kfp import placed
-
-NAME = "train-tpu"
+from xpuflow import flow
+from xpuflow.steps.export import export
+from xpuflow.steps.preprocess import preprocess
+from xpuflow.steps.train_tpu import train_tpu as train_on_tpu
 
 
-def build(cluster="gke"):
-    cluster = cluster if isinstance(cluster, Cluster) else Cluster.load(cluster)
-
-    @dsl.pipeline(name=NAME, description="preprocess (CPU) -> train (TPU) -> export (CPU INT8)")
-    def train_tpu(input_uri: str = "builtin:digits", epochs: int = 10, seed: int = 0, target: str = "cpu-int8"):
-        prep = placed(xc.preprocess(input_uri=input_uri, seed=seed), cluster)
-        train = placed(xc.train_tpu(data=prep.outputs["data"], epochs=epochs, seed=seed), cluster)
-        placed(xc.export(model=train.outputs["model"], data=prep.outputs["data"], target=target), cluster)
-
-    return train_tpu
-
-
-pipeline = build(os.environ.get("XPUFLOW_CLUSTER", "gke"))
+@flow(name="train_tpu")
+def train_tpu(input_uri: str = "builtin:digits", epochs: int = 10, seed: int = 0, target: str = "cpu-int8"):
+    """preprocess (CPU) -> train on a TPU slice -> export CPU INT8 (CPU)"""
+    data = preprocess(input=input_uri, seed=seed).output
+    model = train_on_tpu(data=data, epochs=epochs, seed=seed).output
+    export(model=model, data=data, target=target)

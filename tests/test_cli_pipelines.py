@@ -47,16 +47,20 @@ def test_compile_kfp_and_k8s(tmp_path):
         kubernetes_validate.validate(job, "1.33", strict=True)
     train = jobs[1]["spec"]["template"]["spec"]["containers"][0]
     assert train["command"] == ["xpuflow", "step", "train"]
-    assert train["args"][-4:] == ["--data", "s3://bucket/run-7/preprocess", "--output", "s3://bucket/run-7/train"]
+    args = dict(zip(train["args"][::2], train["args"][1::2]))
+    assert args["--data"] == "s3://bucket/run-7/preprocess" and args["--output"] == "s3://bucket/run-7/train"
+    # a retried training Job resumes: its checkpoints live under the artifact root (issue 11)
+    assert args["--checkpoint-dir"] == "s3://bucket/run-7/_checkpoints/train"
 
 
 def test_compile_refuses_a_multi_host_slice_for_kfp(tmp_path):
     pipeline = tmp_path / "big_tpu.py"
-    pipeline.write_text((ROOT / "pipelines" / "train_tpu.py").read_text().replace(
-        "xc.train_tpu(data=prep.outputs[\"data\"], epochs=epochs, seed=seed), cluster)",
-        "xc.train_tpu(data=prep.outputs[\"data\"], epochs=epochs, seed=seed), cluster, "
-        "compute=Compute.tpu(version='v5e', topology='4x4'))").replace(
-        "from xpuflow import Cluster", "from xpuflow import Cluster, Compute"))
+    source = (ROOT / "pipelines" / "train_tpu.py").read_text()
+    assert "train_on_tpu(data=data, epochs=epochs, seed=seed)" in source
+    pipeline.write_text(source.replace(
+        "train_on_tpu(data=data, epochs=epochs, seed=seed)",
+        "train_on_tpu(data=data, epochs=epochs, seed=seed).with_compute(Compute.tpu(version='v5e', topology='4x4'))"
+    ).replace("from xpuflow import flow", "from xpuflow import Compute, flow"))
     proc = xpuflow("compile", str(pipeline), "--backend", "kfp", "--cluster", "gke", "-o", str(tmp_path / "o.yaml"))
     assert proc.returncode == 2 and "multi_host" in proc.stderr and "JobSet" in proc.stderr
     assert not (tmp_path / "o.yaml").exists()
@@ -96,7 +100,7 @@ def test_data_scientist_example_runs_locally_and_compiles(tmp_path):
     pipeline = next(compiled)
     accel = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"]
     assert accel["resourceType"] == "nvidia.com/gpu"
-    assert list((tmp_path / "runs").glob("*/train/model/model.pt"))
+    assert list((tmp_path / "runs").glob("*/train/output/model.pt"))
 
 
 def test_compile_airflow_writes_a_dag_file_for_the_cluster(tmp_path):
@@ -104,7 +108,7 @@ def test_compile_airflow_writes_a_dag_file_for_the_cluster(tmp_path):
     proc = xpuflow("compile", "train_gpu_export_npu", "--backend", "airflow", "--cluster", "eks", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
-    assert "build_dag('train_gpu_export_npu', cluster='eks')" in text
+    assert f"build_dag('{ROOT / 'pipelines' / 'train_gpu_export_npu.py'}:train_gpu_export_npu', cluster='eks')" in text
     compile(text, str(out), "exec")  # valid Python; tests/airflow parse the real DAGs with DagBag
     refused = xpuflow("compile", "train_tpu", "--backend", "airflow", "--cluster", "eks", "-o", str(tmp_path / "t.py"))
     assert refused.returncode == 2 and "no tpu pools" in refused.stderr and not (tmp_path / "t.py").exists()

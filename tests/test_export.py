@@ -22,7 +22,8 @@ import pytest
 import torch
 from torch import nn
 
-from xpuflow.steps import build_parser, step_function
+from xpuflow.dsl.load import load_step
+from xpuflow.steps import build_parser
 from xpuflow.steps.export import export
 from xpuflow.steps.export.calibration import SplitStream, StreamReader, collect
 from xpuflow.steps.export.gates import GateError, check_quality, compare
@@ -413,7 +414,7 @@ def test_target_registry_refuses_what_it_cannot_run():
 
 
 def test_step_is_registered_with_the_cli():
-    assert step_function("export") is export
+    assert load_step("export") is export and export.compute.kind == "cpu"
     options = {a.dest: a.default for a in build_parser("export")._actions if a.dest != "help"}
     assert options["target"] == "qnn-htp" and options["opset"] == 21 and options["min_agreement"] == 0.99
     assert options["max_accuracy_drop"] == 1.0 and options["activations"] == "uint8" and options["batch_size"] == 1

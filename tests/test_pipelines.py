@@ -15,17 +15,18 @@ from normalize import from_kfp_ir
 from xpuflow import Cluster
 from xpuflow.commands.components import render_all
 from xpuflow.commands.pipelines import kfp_pipeline
-from xpuflow.flows import FLOW_NAMES, flow
+from xpuflow.dsl.load import load_flow as flow
 from xpuflow.lint import lint
 
 ROOT = Path(__file__).resolve().parent.parent
+FLOW_NAMES = ("train_gpu_export_npu", "train_tpu", "rag_index")
 
 
 def test_components_folder_matches_the_code():
     for rel, content in render_all().items():
         path = ROOT / "components" / rel
         assert path.exists(), f"{rel} is missing: run python -m xpuflow.commands.components components/"
-        assert path.read_text() == content, f"{rel} drifted from xpuflow/kfp/components.py: regenerate it"
+        assert path.read_text() == content, f"{rel} drifted from the built-in steps: regenerate it"
 
 
 def lint_clean_pairs():
@@ -41,7 +42,7 @@ def test_compiled_pipeline_placements_match_the_plan(name, cluster, tmp_path):
     compiler.Compiler().compile(kfp_pipeline(name, cluster), str(path))
     docs = list(yaml.safe_load_all(path.read_text()))
     c = Cluster.load(cluster)
-    for spec in flow(name).steps:
+    for spec in flow(name).tasks:
         p = c.place(spec.compute)
         want = {"requests": p.requests, "limits": p.limits, "nodeSelector": p.node_selector,
                 "tolerations": sorted(p.tolerations, key=lambda t: tuple(str(t.get(k)) for k in ("key", "operator", "value", "effect"))),
@@ -70,13 +71,13 @@ def only_run(root: Path) -> Path:
 def test_train_gpu_export_npu_runs_end_to_end_locally(tmp_path):
     proc = run_local("train_gpu_export_npu", tmp_path)
     run = only_run(tmp_path)
-    model = run / "train" / "model"
+    model = run / "train" / "output"
     assert (model / "model.pt").exists() and (model / "curves.png").exists()
     metrics = json.loads((model / "metrics.json").read_text())
     assert metrics["final"]["val_accuracy"] > 0.9 and metrics["device"] == "cpu"
-    evaluation = json.loads((run / "evaluate" / "metrics.d" / "evaluation.json").read_text())
+    evaluation = json.loads((run / "evaluate" / "output" / "evaluation.json").read_text())
     assert evaluation["accuracy"] > 0.9 and len(evaluation["confusion_matrix"]) == 10
-    export = json.loads((run / "export" / "onnx" / "export.json").read_text())
+    export = json.loads((run / "export" / "output" / "export.json").read_text())
     assert export["target"] == "qnn-htp" and export["execution_provider"] == "QNNExecutionProvider"
     assert export["accuracy"]["agreement"] >= 0.99
     assert "summary" in proc.stdout and "gpu-l4-training" in proc.stdout and "[4/4]" in proc.stdout
@@ -85,34 +86,32 @@ def test_train_gpu_export_npu_runs_end_to_end_locally(tmp_path):
 def test_train_tpu_pipeline_runs_end_to_end_locally(tmp_path):
     run_local("train_tpu", tmp_path, "epochs=8")
     run = only_run(tmp_path)
-    metrics = json.loads((run / "train-tpu" / "model" / "metrics.json").read_text())
+    metrics = json.loads((run / "train-tpu" / "output" / "metrics.json").read_text())
     assert metrics["step"] == "train_tpu" and metrics["device"] == "cpu"  # no torch_xla in the main venv: said so
-    export = json.loads((run / "export" / "onnx" / "export.json").read_text())
-    assert export["target"] == "cpu-int8" and (run / "export" / "onnx" / "model.int8.onnx").exists()
+    export = json.loads((run / "export" / "output" / "export.json").read_text())
+    assert export["target"] == "cpu-int8" and (run / "export" / "output" / "model.int8.onnx").exists()
 
 
 def test_rag_index_pipeline_writes_a_pgvector_table_with_the_dsn_from_the_env(pg, tmp_path, monkeypatch):
     import psycopg
 
     monkeypatch.setenv("XPUFLOW_PGVECTOR_DSN", pg)  # what a Secret gives the pod; never a pipeline parameter
-    run_local("rag_index", tmp_path, "index_engine=pgvector", "pgvector_table=rag_pipeline")
-    record = json.loads((only_run(tmp_path) / "index" / "faiss_index" / "index.json").read_text())
+    run_local("rag_index", tmp_path, "engine=pgvector", "table=rag_pipeline")
+    record = json.loads((only_run(tmp_path) / "index" / "output" / "index.json").read_text())
     assert record["engine"] == "pgvector" and record["table"] == "rag_pipeline" and record["recall_at_5"] >= 0.9
     assert "s3cret-pw" not in json.dumps(record)
     with psycopg.connect(pg) as conn:
         assert conn.execute("SELECT count(*) FROM rag_pipeline").fetchone() == (record["vectors"],)
 
 
-def test_rag_index_pipeline_gives_the_index_task_the_secret_and_nothing_else(tmp_path):
+def test_rag_index_pipeline_gives_the_index_task_the_secret_and_nothing_else(tmp_path, monkeypatch):
     from kfp import compiler
 
-    sys.path.insert(0, str(ROOT / "pipelines"))
-    try:
-        import rag_index
-    finally:
-        sys.path.remove(str(ROOT / "pipelines"))
+    from xpuflow.kfp import pipeline
+
+    monkeypatch.setenv("XPUFLOW_PGVECTOR_SECRET", "rag-db")  # read when the flow file is loaded
     path = tmp_path / "p.yaml"
-    compiler.Compiler().compile(rag_index.build("gke", pgvector_secret="rag-db"), str(path))
+    compiler.Compiler().compile(pipeline(flow(str(ROOT / "pipelines" / "rag_index.py")), "gke"), str(path))
     platform = [d for d in yaml.safe_load_all(path.read_text()) if "platforms" in d][0]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secrets = {name: spec["secretAsEnv"] for name, spec in executors.items() if "secretAsEnv" in spec}
@@ -125,6 +124,6 @@ def test_rag_index_pipeline_gives_the_index_task_the_secret_and_nothing_else(tmp
 def test_rag_index_pipeline_runs_end_to_end_locally(tmp_path):
     proc = run_local("rag_index", tmp_path)
     run = only_run(tmp_path)
-    record = json.loads((run / "index" / "faiss_index" / "index.json").read_text())
-    assert record["recall_at_5"] >= 0.9 and (run / "index" / "faiss_index" / "index.faiss").is_file()
+    record = json.loads((run / "index" / "output" / "index.json").read_text())
+    assert record["recall_at_5"] >= 0.9 and (run / "index" / "output" / "index.faiss").is_file()
     assert re.search(r"embed\s+on gke: gpu-l4-inference", proc.stdout)  # the inference pool, not the training one

@@ -18,8 +18,8 @@ import torch
 
 from runs import env, python
 
-from xpuflow.defaults import default_compute
-from xpuflow.steps import STEPS, build_parser
+from xpuflow.dsl.load import load_step
+from xpuflow.steps import build_parser, builtin_names
 from xpuflow.steps import run as run_step
 from xpuflow.steps.io import StepError
 from xpuflow.steps.rag import corpus_dir
@@ -462,10 +462,11 @@ def test_batch_size_rule_from_gpu_memory(trained):
 # ---------------------------------------------------------------- registry and defaults
 
 
-def test_steps_are_registered_with_their_default_compute():
+def test_steps_are_registered_with_their_compute():
     for name in ("chunk", "embed", "index", "batch_infer"):
-        assert name in STEPS and build_parser(name).prog == f"xpuflow step {name}"
+        assert name in builtin_names() and build_parser(name).prog == f"xpuflow step {name}"
     for name in ("embed", "batch_infer"):
-        compute = default_compute(name)
+        compute = load_step(name).compute
         assert compute.kind == "gpu" and compute.pool == "inference"
-    assert default_compute("chunk").kind == default_compute("index").kind == "cpu"
+    assert load_step("chunk").compute.kind == load_step("index").compute.kind == "cpu"
+    assert load_step("embed").resumable and not load_step("index").resumable

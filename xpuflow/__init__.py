@@ -1,15 +1,18 @@
 """xpuflow: ML pipeline steps that declare their compute.
 
-    from xpuflow import Compute, Cluster
+    from xpuflow import Compute, Cluster, Input, Output, flow, step
 
-    train = Compute.gpu(count=1, model="l4", spot=True)
-    placement = Cluster.load("gke").place(train)
+    @step(compute=Compute.gpu(count=1, model="l4", spot=True))
+    def train(data: Input, model: Output, epochs: int = 10): ...
+
+    placement = Cluster.load("gke").place(train.compute)
 
 Importing xpuflow is cheap: no torch, onnx, kfp, airflow or kubernetes client.
 """
 
 from .cluster import Cluster
 from .compute import Compute, Security
+from .dsl import Flow, FlowError, Input, Output, Step, flow, step
 from .errors import (
     ClusterFileError,
     ComputeError,
@@ -24,6 +27,13 @@ __all__ = [
     "Cluster",
     "Placement",
     "Security",
+    "step",
+    "flow",
+    "Input",
+    "Output",
+    "Step",
+    "Flow",
+    "FlowError",
     "XpuflowError",
     "ComputeError",
     "ClusterFileError",

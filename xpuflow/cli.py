@@ -4,6 +4,7 @@
     xpuflow plan --cluster my.yaml --steps steps.yaml -o json
     xpuflow catalog                            # clusters, GPUs, TPU topologies, NPU devices
     xpuflow step train --data out/data --output out/model   # one step, as a pod runs it
+    xpuflow run my_project/flows.py                         # your own @flow, any verb
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from .errors import XpuflowError
 
 _MAX_MINUTES = 525_600  # a year: a longer step is a typo
 
-EPILOG = """examples:
-  xpuflow run train_gpu_export_npu --param epochs=3        # locally, real KFP local runner
+EPILOG = """examples (PIPELINE: path/to/file.py[:name] defining a @flow, or an example: train_gpu_export_npu,
+train_tpu, rag_index):
+  xpuflow run my_project/flows.py --param epochs=3         # your own flow, locally (real KFP local runner)
+  xpuflow compile my_project/flows.py:nightly --backend airflow --cluster eks -o dags/nightly.py
+  xpuflow plan my_project/flows.py --cluster gke           # placement and cost of each of its tasks
+  xpuflow step my_project.steps:clean --raw in/ --out out/ # one of your @steps, as a pod runs it
+  xpuflow run train_gpu_export_npu --param epochs=3        # an example flow
   xpuflow plan train_gpu_export_npu --cluster eks          # placement and cost per run
   xpuflow lint train_tpu --cluster gke                     # problems before submitting
   xpuflow lint pipeline.yaml --cluster gke                 # any compiled KFP pipeline, yours too
@@ -47,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("plan", help="placement and approximate cost of each step on a cluster")
-    p.add_argument("pipeline", nargs="?", help="train_gpu_export_npu | train_tpu (default: every xpuflow step)")
+    p.add_argument("pipeline", nargs="?", help="path/to/flow.py[:name] or an example flow (default: every built-in "
+                   "step)")
     p.add_argument("--cluster", default="gke", help="shipped profile (gke, eks, aks, generic) or a cluster YAML file")
     p.add_argument("--steps", help="YAML file with 'steps: {name: {kind: ..., ...}}' instead of a pipeline")
     p.add_argument("--minutes", action="append", default=[], metavar="STEP=MIN",
@@ -55,22 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--strict", action="store_true", help="exit 1 when a step cannot be placed on the cluster")
     r = sub.add_parser("run", help="run a pipeline locally (kfp's SubprocessRunner) and summarise its artifacts")
-    r.add_argument("pipeline", help="train_gpu_export_npu | train_tpu | path/to/pipeline.py")
+    r.add_argument("pipeline", help="path/to/flow.py[:name] or an example flow (train_gpu_export_npu, train_tpu, "
+                   "rag_index)")
     r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (repeatable)")
     r.add_argument("--cluster", default="gke", help="the cluster whose placement the summary shows")
     r.add_argument("--root", default="out/runs", help="where the run's artifacts go (default: out/runs)")
-    k = sub.add_parser("compile", help="compile a pipeline for kfp, airflow or k8s")
-    k.add_argument("pipeline")
+    k = sub.add_parser("compile", help="compile a flow for kfp, airflow or k8s")
+    k.add_argument("pipeline", help="path/to/flow.py[:name], an example flow, or (kfp) a KFP pipeline file")
     k.add_argument("--backend", required=True, choices=("kfp", "airflow", "k8s"))
     k.add_argument("--cluster", required=True, help="shipped profile or cluster YAML file")
     k.add_argument("-o", "--output", required=True, help="output file (.yaml for kfp/k8s, .py for airflow)")
     k.add_argument("--artifact-root", default="", help="k8s backend: URL the steps read and write artifacts under")
     li = sub.add_parser("lint", help="find placement problems before submitting; exit 1 on errors")
-    li.add_argument("pipeline")
+    li.add_argument("pipeline", help="path/to/flow.py[:name] or an example flow")
     li.add_argument("--cluster", required=True)
     li.add_argument("--backend", default="kfp", choices=("kfp", "airflow", "k8s"))
     g = sub.add_parser("graph", help="draw the pipeline, steps coloured by compute class")
-    g.add_argument("pipeline")
+    g.add_argument("pipeline", help="path/to/flow.py[:name] or an example flow")
     g.add_argument("-o", "--output", required=True, help="file.svg or file.png")
     g.add_argument("--cluster", help="also show each step's node pool on this cluster")
     q = sub.add_parser("kueue", help="render a cluster's Kueue set-up (flavors, ClusterQueue, LocalQueues) from its profile")
@@ -80,14 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--cluster", help="show one cluster's node pools")
     s = sub.add_parser("step", help="run one step in this process (what a pod runs): xpuflow step NAME --help",
                        add_help=False)
-    s.add_argument("name", nargs="?", help="preprocess | train")
+    s.add_argument("name", nargs="?", help="a built-in step (preprocess, train, ...) or package.module:function")
     s.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
 
 def _plan(args: argparse.Namespace) -> int:
     from .cluster import Cluster
-    from .defaults import STEP_NAMES, default_compute
     from .plan import format_table, load_steps_file, plan, run_cost, to_json
 
     if args.pipeline and _inspectable(args.pipeline):
@@ -101,9 +108,13 @@ def _plan(args: argparse.Namespace) -> int:
 
         flow = resolve_flow(args.pipeline)
         steps = flow.computes()
-        minutes = {s.name: s.minutes for s in flow.steps}
+        minutes = {t.name: t.minutes for t in flow.tasks}
+    elif args.steps:
+        steps = load_steps_file(args.steps)
     else:
-        steps = load_steps_file(args.steps) if args.steps else {s: default_compute(s) for s in STEP_NAMES}
+        from .steps import builtin_steps
+
+        steps = {s.name: s.compute for s in builtin_steps() if s.compute is not None}
     minutes.update(_minutes(args.minutes, steps))
     rows = plan(cluster, steps)
     if args.output == "table":
@@ -272,10 +283,11 @@ def _kueue(args: argparse.Namespace) -> int:
 def _step(args: argparse.Namespace) -> int:
     import logging
 
-    from .steps import STEPS, build_parser, run
+    from .steps import build_parser, builtin_names, run
 
     if not args.name or args.name in ("-h", "--help"):
-        print("usage: xpuflow step NAME [--option VALUE ...]\nsteps: " + ", ".join(STEPS))
+        print("usage: xpuflow step NAME|package.module:function [--option VALUE ...]\nbuilt-in steps: "
+              + ", ".join(builtin_names()))
         print("each step's options: xpuflow step NAME --help")
         return 0 if args.name else 2
     if any(o in ("-h", "--help") for o in args.options):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["image_for", "DEFAULTS"]
+__all__ = ["image_for", "image_for_class", "DEFAULTS"]
 
 _REGISTRY = "ghcr.io/xpuflow"
 DEFAULTS = {
@@ -21,5 +21,11 @@ DEFAULTS = {
 
 def image_for(kind: str) -> str:
     """The image for a Compute kind: cpu and npu steps use the CPU image, gpu the CUDA one, tpu the TPU one."""
-    klass = {"cpu": "cpu", "npu": "cpu", "gpu": "cuda", "tpu": "tpu"}[kind]
+    return image_for_class({"cpu": "cpu", "npu": "cpu", "gpu": "cuda", "tpu": "tpu"}[kind])
+
+
+def image_for_class(klass: str) -> str:
+    """The image of an image class (cpu, cuda, tpu); an image reference (with '/' or ':') is returned as is."""
+    if klass not in DEFAULTS:
+        return klass
     return os.environ.get(f"XPUFLOW_IMAGE_{klass.upper()}", DEFAULTS[klass])

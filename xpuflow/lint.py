@@ -10,28 +10,16 @@ from dataclasses import dataclass
 from . import admission
 from .cluster import Cluster
 from .compute import Compute
-from .defaults import default_compute
-from .flows import Flow
+from .dsl.flow import Flow
+from .steps import builtin_name
 
-__all__ = ["Finding", "lint", "STEP_USES"]
+__all__ = ["Finding", "lint", "uses"]
 
-# The hardware each step's code can use. A Compute asking for other accelerators holds them idle.
-STEP_USES = {
-    "preprocess": {"cpu"},
-    "evaluate": {"cpu"},
-    "export": {"cpu"},
-    "train": {"gpu", "cpu"},
-    "train_tpu": {"tpu", "cpu"},
-    "validate_on_device": {"npu", "cpu"},
-    "chunk": {"cpu"},
-    "index": {"cpu"},
-    "embed": {"gpu", "cpu"},
-    "batch_infer": {"gpu", "cpu"},
-}
-# Steps that resume where they stopped after a preemption (checkpoints, finished shards).
-_RESUMABLE = {"train", "train_tpu", "embed"}
-# Steps that use more than one accelerator of a pod only when launched for it (torchrun / SPMD).
-_ONE_PROCESS = {"train": "run it under torchrun (--nproc-per-node N) or ask for count=1"}
+
+def uses(step) -> set[str]:  # noqa: ANN001 - a Step
+    """The hardware a step's code can use: the kind its own Compute declares, and the CPU. A task asking for
+    another accelerator holds it idle. A step that declares no Compute may use any."""
+    return {step.compute.kind, "cpu"} if step.compute is not None else {"cpu", "gpu", "tpu", "npu"}
 
 
 @dataclass(frozen=True)
@@ -47,20 +35,20 @@ class Finding:
 def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
     """Check every step of ``flow`` placed on ``cluster`` for ``backend`` (kfp, airflow or k8s)."""
     out: list[Finding] = []
-    for spec in flow.steps:
+    for spec in flow.tasks:
         c = spec.compute
-        uses = STEP_USES.get(spec.step, {"cpu", "gpu", "tpu", "npu"})
-        if c.kind not in uses:
-            out.append(Finding("error", spec.name, f"asks for {c.hardware} but the {spec.step} step only uses "
-                               f"{'/'.join(sorted(uses))}: the accelerator would sit idle. Fix: "
-                               f"Compute.{sorted(uses)[0]}(...)"))
+        step_uses = uses(spec.step)
+        if c.kind not in step_uses:
+            out.append(Finding("error", spec.name, f"asks for {c.hardware} but the {spec.step.name} step only uses "
+                               f"{'/'.join(sorted(step_uses))}: the accelerator would sit idle. Fix: "
+                               f"Compute.{sorted(step_uses)[0]}(...)"))
         placed, notes = admission.place(cluster, c)  # a missing DRA class is a warning; the rest is still checked
         out += [Finding(level, spec.name, message) for level, message in notes]
         if placed is None:
             continue
         p = placed
         out += [Finding(level, spec.name, message) for level, message in admission.notes(p, backend)]
-        sized = spec.step in STEP_USES and c == default_compute(spec.step)  # xpuflow's own, sized defaults
+        sized = builtin_name(spec.step) is not None and c == spec.step.compute  # xpuflow's own, sized Compute
         if c.memory_request == default_compute_memory(c) and not sized:
             out.append(Finding("warning", spec.name, f"memory request is the {c.kind} default ({c.memory_request}); "
                                "size it for your data so the autoscaler picks the right node"))
@@ -83,15 +71,17 @@ def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
                                    "task. Fix: a single-host topology, or submit the slice as a JobSet "
                                    "(xpuflow compile --backend k8s)"))
         count = getattr(c.accelerator, "count", 1) if c.kind == "gpu" else 1
-        if count > 1 and spec.step in _ONE_PROCESS:
-            out.append(Finding("warning", spec.name, f"{count} GPUs for one {spec.step} process: {count - 1} would "
-                               f"sit idle unless the pod launches one process per GPU. Fix: {_ONE_PROCESS[spec.step]}"))
-        if spec.step in _RESUMABLE and c.kind != "cpu" and not c.spot and any(
+        if count > 1:
+            out.append(Finding("warning", spec.name, f"{count} GPUs for one {spec.step.name} process: {count - 1} "
+                               "would sit idle unless the pod launches one process per GPU. Fix: run it under "
+                               "torchrun (--nproc-per-node N) or ask for count=1"))
+        if spec.step.resumable and c.kind != "cpu" and not c.spot and any(
             cap == "spot" for pool in cluster.node_pools
             if pool.accelerator and pool.accelerator.kind == c.kind for cap in pool.capacity
         ):
             out.append(Finding("warning", spec.name, f"{c.hardware} on on-demand capacity while the cluster has "
-                               f"spot pools for it; the {spec.step} step resumes after preemption, so spot=True is safe"))
+                               f"spot pools for it; the {spec.step.name} step resumes after preemption, so spot=True "
+                               "is safe"))
     return out
 
 

@@ -1,6 +1,6 @@
 """The Airflow DAGs in dags/ (Airflow venv): parsing, cluster-mode pods, local-mode runs end to end.
 
-- DagBag parses dags/ with no import errors in both modes, and the DAGs follow xpuflow/flows.py;
+- DagBag parses dags/ with no import errors in both modes, and the DAGs follow the flows in pipelines/;
 - cluster mode: each task's pod, built by KubernetesPodOperator itself (dry run), carries
   ``Cluster.load(...).place(step.compute)``; accelerator tasks hold pool slots per device;
   the rendered arguments parse with the step's own CLI and chain outputs to inputs;
@@ -25,11 +25,12 @@ from kubernetes.client import ApiClient
 
 from xpuflow import Cluster, Compute, ComputeError, PlacementError, RenderError
 from xpuflow.airflow import MODE_ENV, build_dag, pool_for, write_dag_file
-from xpuflow.flows import FLOW_NAMES, flow
+from xpuflow.dsl.load import load_flow as flow
 from xpuflow.images import image_for
 from xpuflow.steps import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
+FLOW_NAMES = ("train_gpu_export_npu", "train_tpu", "rag_index")
 DAGS = ROOT / "dags"
 HEAVY = ("torch", "onnx", "onnxruntime", "torch_xla", "kfp")
 
@@ -56,13 +57,13 @@ def test_dag_files_parse_with_no_errors_and_follow_the_flows(monkeypatch, mode):
     kind = "KubernetesPodOperator" if mode == "cluster" else "PythonOperator"
     for name in FLOW_NAMES:
         dag, fl = bag.dags[name], flow(name)
-        assert [t.task_id for t in dag.tasks] == [s.name for s in fl.steps]
+        assert [t.task_id for t in dag.tasks] == [s.name for s in fl.tasks]
         assert mode in dag.tags
-        for spec in fl.steps:
+        for spec in fl.tasks:
             task = dag.get_task(spec.name)
             assert type(task).__name__ == kind
             assert task.upstream_task_ids == set(spec.inputs.values())
-        assert {k: dag.params[k] for k in dag.params} == {k: v for s in fl.steps for k, v in s.params.items()}
+        assert {k: dag.params[k] for k in dag.params} == {k: p.default for k, p in fl.params.items()}
 
 
 def test_dag_files_import_nothing_heavy():
@@ -105,7 +106,7 @@ def test_cluster_mode_pods_carry_the_placement_and_accelerators_hold_pool_slots(
     dag = dagbag(DAGS / f"{name}.py", monkeypatch, "cluster", cluster).dags[name]
     profile = Cluster.load(cluster)
     accelerator_tasks = 0
-    for spec in flow(name).steps:
+    for spec in flow(name).tasks:
         task = dag.get_task(spec.name)
         placement = profile.place(spec.compute)
         pod = pod_of(task)
@@ -116,7 +117,7 @@ def test_cluster_mode_pods_carry_the_placement_and_accelerators_hold_pool_slots(
         assert (pod["spec"].get("affinity") or None) == placement.affinity
         assert placement.labels.items() <= pod["metadata"]["labels"].items()
         assert container["image"] == image_for(spec.compute.kind)
-        assert container["command"] == ["xpuflow", "step", spec.step]
+        assert container["command"] == ["xpuflow", "step", spec.step.name]
         if placement.accelerator:
             accelerator_tasks += 1
             resource, count = placement.accelerator
@@ -185,7 +186,7 @@ def test_write_dag_file_writes_a_cheap_file_for_one_cluster(tmp_path, monkeypatc
     monkeypatch.setenv("XPUFLOW_CLUSTER", "gke")  # the written file names its cluster; the env does not apply
     dag = dagbag(path.parent, monkeypatch, "cluster").dags["train_gpu_export_npu"]
     eks = Cluster.load("eks")
-    for spec in flow("train_gpu_export_npu").steps:
+    for spec in flow("train_gpu_export_npu").tasks:
         placement = eks.place(spec.compute)
         assert pod_of(dag.get_task(spec.name))["spec"].get("nodeSelector", {}) == placement.node_selector
     assert dag.get_task("train").pool == "xpuflow-gpu-eks"
@@ -238,7 +239,7 @@ def run_local(env: dict[str, str], name: str, tmp_path: Path, conf: dict | None 
     assert out.returncode == 0, log[-4000:]
     run = json.loads(result.read_text())
     assert run["state"] == "success", log[-4000:]
-    assert run["tasks"] == {s.name: "success" for s in flow(name).steps}
+    assert run["tasks"] == {s.name: "success" for s in flow(name).tasks}
     run_dirs = list((Path(env["XPUFLOW_LOCAL_ROOT"]) / name).iterdir())
     assert len(run_dirs) == 1 and run_dirs[0].name == re.sub(r"[^A-Za-z0-9._-]", "_", run["run_id"])
     return run_dirs[0], log
@@ -250,7 +251,8 @@ def sha256(path: Path) -> str:
 
 def test_local_mode_runs_train_gpu_export_npu_end_to_end(airflow_env, tmp_path):
     run, log = run_local(airflow_env, "train_gpu_export_npu", tmp_path)
-    assert sorted(p.name for p in run.iterdir()) == ["evaluate", "export", "preprocess", "train"]
+    assert sorted(p.name for p in run.iterdir()) == ["_checkpoints", "evaluate", "export", "preprocess", "train"]
+    assert [p.name for p in (run / "_checkpoints").iterdir()] == ["train"]  # checkpoints per run and task
     assert (run / "preprocess" / "train.parquet").is_file()
     metrics = json.loads((run / "train" / "metrics.json").read_text())
     assert metrics["step"] == "train" and len(metrics["epochs"]) == 2 and metrics["final"]["epoch"] == 2
@@ -268,7 +270,7 @@ def test_local_mode_runs_train_gpu_export_npu_end_to_end(airflow_env, tmp_path):
 
 def test_local_mode_runs_train_tpu_end_to_end_on_cpu_without_torch_xla(airflow_env, tmp_path):
     run, log = run_local(airflow_env, "train_tpu", tmp_path)
-    assert sorted(p.name for p in run.iterdir()) == ["export", "preprocess", "train_tpu"]
+    assert sorted(p.name for p in run.iterdir()) == ["_checkpoints", "export", "preprocess", "train_tpu"]
     metrics = json.loads((run / "train_tpu" / "metrics.json").read_text())
     assert metrics["step"] == "train_tpu" and len(metrics["epochs"]) == 2
     assert metrics["device"] == "cpu"  # no torch_xla in this venv: plain PyTorch on the CPU, and it says so

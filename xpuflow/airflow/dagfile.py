@@ -1,5 +1,7 @@
 """``write_dag_file``: an Airflow DAG file for one flow and one cluster (``xpuflow compile --backend airflow``).
 
+The file names the flow by the absolute path of the file that defines it (``file.py:name``).
+
 The file is three lines of code calling :func:`xpuflow.airflow.build_dag`, so it is
 cheap to parse and follows the installed xpuflow. Writing it checks, without
 importing airflow, that every step places on the cluster and that the
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from ..catalog import shipped_clusters
 from ..cluster import Cluster
-from ..flows import flow as get_flow
+from ..dsl.flow import Flow
+from ..dsl.load import load_flow
 
 __all__ = ["dag_file_source", "write_dag_file"]
 
@@ -42,28 +45,34 @@ def _cluster_ref(cluster: str | os.PathLike[str] | Cluster) -> str:
     return text if text in shipped_clusters() else os.path.abspath(text)
 
 
-def dag_file_source(flow_name: str, cluster: str | os.PathLike[str] | Cluster, *, dag_id: str | None = None) -> str:
-    """The text of a DAG file for ``flow_name`` on ``cluster``."""
-    fl = get_flow(flow_name)
+def flow_ref(fl: Flow) -> str:
+    """``/abs/path/file.py:name``: where a DAG file finds the flow."""
+    return f"{os.path.abspath(fl.fn.__code__.co_filename)}:{fl.fn.__name__}"
+
+
+def dag_file_source(flow: Flow | str, cluster: str | os.PathLike[str] | Cluster, *, dag_id: str | None = None) -> str:
+    """The text of a DAG file for ``flow`` (a Flow, ``file.py[:name]`` or an example's name) on ``cluster``."""
+    fl = load_flow(flow)
     extra = f", dag_id={dag_id!r}" if dag_id else ""
     return _TEMPLATE.format(dag_id=dag_id or fl.name, description=fl.description.replace('"""', "'''"),
-                            cluster=_cluster_ref(cluster), flow=fl.name, extra=extra)
+                            cluster=_cluster_ref(cluster), flow=flow_ref(fl), extra=extra)
 
 
-def _check(flow_name: str, cluster: str | os.PathLike[str] | Cluster) -> None:
-    """Place every step and render its operator settings (plain data): raises what the DAG would."""
+def _check(fl: Flow, cluster: str | os.PathLike[str] | Cluster) -> None:
+    """Place every task and render its operator settings (plain data): raises what the DAG would."""
     from ..render import airflow as render_airflow
 
     cl = cluster if isinstance(cluster, Cluster) else Cluster.load(cluster)
-    for spec in get_flow(flow_name).steps:
-        render_airflow.pod_kwargs(cl.place(spec.compute), step=spec.name)
+    for t in fl.tasks:
+        render_airflow.pod_kwargs(cl.place(t.compute), step=t.name)  # type: ignore[arg-type]
 
 
-def write_dag_file(flow_name: str, cluster: str | os.PathLike[str] | Cluster, path: str | os.PathLike[str], *,
+def write_dag_file(flow: Flow | str, cluster: str | os.PathLike[str] | Cluster, path: str | os.PathLike[str], *,
                    dag_id: str | None = None) -> Path:
-    """Write (atomically) a DAG file for ``flow_name`` on ``cluster`` to ``path``; returns the path."""
-    _check(flow_name, cluster)
-    source = dag_file_source(flow_name, cluster, dag_id=dag_id)
+    """Write (atomically) a DAG file for ``flow`` on ``cluster`` to ``path``; returns the path."""
+    fl = load_flow(flow)
+    _check(fl, cluster)
+    source = dag_file_source(fl, cluster, dag_id=dag_id)
     target = Path(path)
     compile(source, str(target), "exec")  # a syntax error here is ours, not the user's
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """Local mode: one step run in the Airflow worker's own process.
 
-The callable of each local-mode ``PythonOperator``. The step's options come from the
-DAG run's params, its inputs are the output directories its upstream tasks returned
-through XCom, and its output goes to ``<root>/<dag_id>/<run_id>/<task_id>``, where
-root is the DAG's ``artifact_root``, else ``$XPUFLOW_LOCAL_ROOT`` (read when the task
-runs), else ``<tmp>/xpuflow-airflow``. The task's XCom return value is that path.
+The callable of each local-mode ``PythonOperator``. The step's scalars come from the
+DAG run's params (or constants), its inputs are the output directories its upstream
+tasks returned through XCom, and its outputs go to ``<root>/<dag_id>/<run_id>/<task_id>``
+(the layout of :mod:`xpuflow.dsl.command`), where root is the DAG's ``artifact_root``,
+else ``$XPUFLOW_LOCAL_ROOT`` (read when the task runs), else ``<tmp>/xpuflow-airflow``.
+The task's XCom return value maps each output to its directory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCAL_ROOT_ENV", "local_root", "run_dir", "run_step"]
+__all__ = ["LOCAL_ROOT_ENV", "local_root", "run_dir", "run_step", "serialise"]
 
 LOCAL_ROOT_ENV = "XPUFLOW_LOCAL_ROOT"
 
@@ -39,29 +40,48 @@ def run_dir(root: str | os.PathLike[str] | None, dag_id: str, run_id: str) -> Pa
     return local_root(root) / _safe(dag_id) / _safe(run_id)
 
 
-def run_step(step: str, options: Mapping[str, str], inputs: Mapping[str, str], root: str | None = None,
-             **context: Any) -> str:
-    """Run xpuflow step ``step`` in this process; returns (as the task's XCom) its output directory.
+def serialise(task: Any) -> dict[str, list[Any]]:
+    """A task's arguments as plain data for op_kwargs: ``["param", name]``, ``["output", task, output]`` or
+    ``["value", v]``."""
+    from ..dsl.flow import FlowParam, OutputRef
 
-    ``options`` maps a step option to the DAG param holding its value; ``inputs`` maps
-    a step option to the upstream task whose output directory it reads.
-    """
-    from ..steps import step_function
+    out: dict[str, list[Any]] = {}
+    for key, value in task.args.items():
+        if isinstance(value, FlowParam):
+            out[key] = ["param", value.name]
+        elif isinstance(value, OutputRef):
+            out[key] = ["output", value.task, value.output]
+        else:
+            out[key] = ["value", value]
+    return out
+
+
+def run_step(step: str, arguments: Mapping[str, list[Any]], root: str | None = None, **context: Any) -> dict[str, str]:
+    """Run ``step`` (its import path) in this process; returns (as the task's XCom) its output directories."""
+    from ..dsl.flow import FlowParam, OutputRef, Task
+    from ..dsl.load import load_step
+    from ..dsl.local import task_kwargs
     from ..steps.io import StepError
 
-    ti = context["ti"]
-    params = context["params"]
-    kwargs: dict[str, Any] = {option: params[name] for option, name in options.items()}
-    for option, upstream in inputs.items():
-        path = ti.xcom_pull(task_ids=upstream)
-        if not path:
-            raise StepError(f"task {ti.task_id!r}: upstream task {upstream!r} returned no output directory "
+    ti, params = context["ti"], context["params"]
+    the_step = load_step(step)
+    args: dict[str, Any] = {}
+    for key, (kind, *rest) in arguments.items():
+        args[key] = FlowParam(rest[0], object, None) if kind == "param" else OutputRef(rest[0], rest[1]) \
+            if kind == "output" else rest[0]
+
+    def upstream(ref: OutputRef) -> str:
+        outputs = ti.xcom_pull(task_ids=ref.task)
+        if not outputs or ref.output not in outputs:
+            raise StepError(f"task {ti.task_id!r}: upstream task {ref.task!r} returned no output directory "
                             "through XCom. Fix: run the whole DAG, or clear the upstream task too.")
-        kwargs[option] = path
-    out = run_dir(root, ti.dag_id, context["run_id"]) / ti.task_id
-    kwargs["output"] = str(out)
+        return outputs[ref.output]
+
+    base = str(run_dir(root, ti.dag_id, context["run_id"]))
+    kwargs = task_kwargs(Task(ti.task_id, the_step, args), params, base, upstream)
     log.info("xpuflow step %s (local mode, in-process): %s", step,
              " ".join(f"--{k.replace('_', '-')} {v}" for k, v in kwargs.items()))
-    step_function(step)(**kwargs)
-    log.info("xpuflow step %s: done; output in %s", step, out)
-    return str(out)
+    the_step.fn(**kwargs)
+    outputs = {out: kwargs[out] for out in the_step.outputs}
+    log.info("xpuflow step %s: done; outputs %s", step, outputs)
+    return outputs

@@ -1,4 +1,4 @@
-"""Write ``components/<name>/component.yaml`` (compiled from ``xpuflow.kfp.components``) and its README.
+"""Write ``components/<name>/component.yaml`` (the KFP component of each built-in ``@step``) and its README.
 
     python -m xpuflow.commands.components components/      # regenerate; a test fails when they drift
 """
@@ -9,36 +9,24 @@ import sys
 from pathlib import Path
 
 from ..cluster import Cluster
-from ..defaults import default_compute
+from ..dsl.step import FlowError, Step
 
-__all__ = ["render_all", "write_all", "COMPONENTS"]
-
-# component attribute in xpuflow.kfp.components -> xpuflow step (its default Compute)
-COMPONENTS = {
-    "preprocess": "preprocess",
-    "train": "train",
-    "train_tpu": "train_tpu",
-    "evaluate": "evaluate",
-    "export": "export",
-    "validate_on_device": "validate_on_device",
-    "chunk": "chunk",
-    "embed": "embed",
-    "index": "index",
-    "batch_infer": "batch_infer",
-}
+__all__ = ["render_all", "write_all"]
 
 
 def _type(spec) -> str:  # noqa: ANN001 - kfp InputSpec/OutputSpec
     return spec.type.split("@")[0].replace("system.", "")
 
 
-def _readme(attr: str, component) -> str:  # noqa: ANN001
+def _readme(step: Step, component) -> str:  # noqa: ANN001
     spec = component.component_spec
-    compute = default_compute(COMPONENTS[attr])
-    doc = (component.python_func.__doc__ or "").strip()
+    compute = step.compute
+    if compute is None:
+        raise FlowError(f"step {step.ref}: a built-in step must declare its compute.")
+    doc = (step.fn.__doc__ or "").strip().split("\n\n")[0]
     lines = [f"# Component `{spec.name}`", "", doc, "",
-             f"Step: `xpuflow step {COMPONENTS[attr]}` ([docs](../../docs/steps/)); "
-             f"Python: `from xpuflow.kfp.components import {attr}`.", "", "## Inputs", "",
+             f"Step: `xpuflow step {step.name}` (`{step.ref}`, [docs](../../docs/steps/)); "
+             f"Python: `from xpuflow.kfp.components import {step.name}`.", "", "## Inputs", "",
              "| name | type | default |", "|---|---|---|"]
     for name, inp in (spec.inputs or {}).items():
         default = "(artifact)" if inp.default is None and "." in inp.type else repr(inp.default)
@@ -46,7 +34,7 @@ def _readme(attr: str, component) -> str:  # noqa: ANN001
     lines += ["", "## Outputs", "", "| name | type |", "|---|---|"]
     for name, out in (spec.outputs or {}).items():
         lines.append(f"| `{name}` | {_type(out)} |")
-    lines += ["", "## Default compute", "", f"- kind: **{compute.kind}**, {compute.hardware}; requests cpu "
+    lines += ["", "## Compute (declared with `@step`)", "", f"- kind: **{compute.kind}**, {compute.hardware}; requests cpu "
               f"{compute.cpu_request}, memory {compute.memory_request}; pool purpose `{compute.pool}`"
               f"{'; spot' if compute.spot else ''}", ""]
     lines += ["Where it lands on the shipped clusters (`xpuflow plan`):", "", "| cluster | node pool | instance type |",
@@ -71,16 +59,17 @@ def render_all() -> dict[str, str]:
 
     from kfp import compiler
 
-    from ..kfp import components as module
+    from ..kfp import component as component_of
+    from ..steps import builtin_steps
 
     files: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for attr in COMPONENTS:
-            component = getattr(module, attr)
-            path = Path(tmp) / f"{attr}.yaml"
+        for step in builtin_steps():
+            component = component_of(step)
+            path = Path(tmp) / f"{step.name}.yaml"
             compiler.Compiler().compile(component, str(path))
-            files[f"{attr}/component.yaml"] = path.read_text()
-            files[f"{attr}/README.md"] = _readme(attr, component)
+            files[f"{step.name}/component.yaml"] = path.read_text()
+            files[f"{step.name}/README.md"] = _readme(step, component)
     return files
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..cluster import Cluster
 from ..errors import PlacementError, XpuflowError
-from ..flows import Flow
+from ..dsl.flow import Flow
 from ..steps.io import atomic_path
 
 __all__ = ["draw", "COLOURS"]
@@ -25,12 +25,12 @@ def draw(flow: Flow, output: str, cluster: Cluster | None = None) -> Path:
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in ("svg", "png"):
         raise XpuflowError(f"-o {output!r} is not valid: the file must end in .svg or .png.")
-    order = {s.name: i for i, s in enumerate(flow.steps)}
-    fig, ax = plt.subplots(figsize=(2.6 * len(flow.steps) + 1, 2.8))
-    ax.set_xlim(-0.2, 2.6 * len(flow.steps))
+    order = {s.name: i for i, s in enumerate(flow.tasks)}
+    fig, ax = plt.subplots(figsize=(2.6 * len(flow.tasks) + 1, 2.8))
+    ax.set_xlim(-0.2, 2.6 * len(flow.tasks))
     ax.set_ylim(0, 2.8)
     ax.axis("off")
-    for spec in flow.steps:
+    for spec in flow.tasks:
         x = 2.6 * order[spec.name]
         where = ""
         if cluster is not None:

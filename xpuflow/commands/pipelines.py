@@ -1,53 +1,67 @@
-"""Find a pipeline by name or file, as a flow (neutral) and as a KFP pipeline module."""
+"""Find what a CLI verb works on: a ``@flow`` (any file, or an example's name), or for ``compile --backend kfp``
+also a native KFP pipeline file (``build(cluster)`` or a module-level ``pipeline``)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
 
-from ..errors import ComputeError
-from ..flows import FLOW_NAMES, Flow, flow
+from ..cluster import Cluster
+from ..dsl.flow import Flow
+from ..dsl.load import _split, example_path, flows_in, load_file, load_flow, pick
+from ..dsl.step import FlowError
 
-__all__ = ["resolve_flow", "pipeline_file", "load_kfp_module"]
-
-
-def resolve_flow(name: str) -> Flow:
-    """``train_gpu_export_npu`` or ``pipelines/train_gpu_export_npu.py`` -> its Flow."""
-    return flow(Path(name).stem if name.endswith(".py") else name)
+__all__ = ["resolve_flow", "kfp_pipeline"]
 
 
-def pipeline_file(name: str) -> Path:
-    """The KFP pipeline file: a path as given, else ``pipelines/<name>.py`` here or beside the package."""
-    candidates = [Path(name)] if name.endswith(".py") else []
-    stem = Path(name).stem
-    candidates += [Path.cwd() / "pipelines" / f"{stem}.py", Path(__file__).resolve().parents[2] / "pipelines" / f"{stem}.py"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ComputeError(
-        f"pipeline={name!r}: no pipeline file found (looked in {', '.join(str(c) for c in candidates)}). "
-        f"Fix: pass a path to a .py file defining build(cluster) or `pipeline`; xpuflow's own: {', '.join(FLOW_NAMES)}."
-    )
+def resolve_flow(ref: str) -> Flow:
+    """``path/to/file.py[:name]`` or an example's name -> its Flow (refused in one line otherwise)."""
+    return load_flow(ref)
 
 
-def load_kfp_module(name: str) -> ModuleType:
-    path = pipeline_file(name)
-    module_name = f"xpuflow_pipeline_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+@contextlib.contextmanager
+def _cluster_env(name: str) -> Iterator[None]:
+    """XPUFLOW_CLUSTER set to the cluster asked for while a pipeline file is imported (files that read it place
+    their module-level pipeline there)."""
+    old = os.environ.get("XPUFLOW_CLUSTER")
+    os.environ["XPUFLOW_CLUSTER"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["XPUFLOW_CLUSTER"]
+        else:
+            os.environ["XPUFLOW_CLUSTER"] = old
 
 
-def kfp_pipeline(name: str, cluster: str):
-    """The pipeline function for ``cluster``: ``build(cluster)`` when the file has it, else ``pipeline``."""
-    module = load_kfp_module(name)
+def kfp_pipeline(ref: str, cluster: str) -> Any:
+    """The KFP pipeline of ``ref`` placed on ``cluster``: a flow's, else a native file's ``build(cluster)``, else
+    its module-level ``pipeline`` when every task it placed is on ``cluster`` (refused otherwise)."""
+    from ..kfp import pipeline as flow_pipeline
+    from ..kfp import recording
+
+    path, name = _split(ref)
+    if not path.endswith(".py"):
+        found = example_path(path)
+        path = str(found) if found else path
+    if not path.endswith(".py"):
+        return flow_pipeline(load_flow(ref), cluster)
+    want = Cluster.load(cluster)
+    with _cluster_env(cluster), recording() as placed_on:
+        module = load_file(path)
+    flows = flows_in(module)
+    if flows or name:
+        return flow_pipeline(pick(flows, path, name), want)
     if hasattr(module, "build"):
         return module.build(cluster)
     if hasattr(module, "pipeline"):
+        other = sorted({c for c in placed_on if c != want.name})
+        if other:
+            raise FlowError(f"{path}: its module-level pipeline places tasks on cluster {other[0]!r}, not "
+                            f"{want.name!r} (--cluster). Fix: define build(cluster) in the file, or place with "
+                            "placed(task, os.environ['XPUFLOW_CLUSTER']).")
         return module.pipeline
-    raise ComputeError(f"{pipeline_file(name)} defines neither build(cluster) nor pipeline.")
+    raise FlowError(f"{path} defines no @flow, no build(cluster) and no module-level pipeline. Fix: decorate a "
+                    "function with @xpuflow.flow.")

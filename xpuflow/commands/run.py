@@ -1,4 +1,4 @@
-"""``xpuflow run``: run a pipeline locally with kfp's SubprocessRunner, then summarise what it made.
+"""``xpuflow run``: run a flow locally with kfp's SubprocessRunner, then summarise what it made.
 
 Each task runs as a subprocess of this Python (the real KFP local runner); the
 placement each step would get on the chosen cluster is shown beside its results.
@@ -17,7 +17,7 @@ from typing import Any
 
 from ..cluster import Cluster
 from ..errors import XpuflowError
-from .pipelines import kfp_pipeline, resolve_flow
+from .pipelines import resolve_flow
 
 __all__ = ["run_local", "summarise"]
 
@@ -70,12 +70,17 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 def run_local(name: str, cluster_name: str, root: str, params: list[str]) -> tuple[Path, list[dict[str, Any]]]:
     from kfp import local
 
+    from ..dsl.local import check_params
+    from ..kfp import pipeline as kfp_pipeline
+
     flow, cluster = resolve_flow(name), Cluster.load(cluster_name)
-    pipeline = kfp_pipeline(name, cluster_name)
+    values = _parse_params(params)
+    check_params(flow, values)
+    pipeline = kfp_pipeline(flow, cluster)
     out = Path(root).resolve()
     out.mkdir(parents=True, exist_ok=True)
     before = {p for p in out.iterdir() if p.is_dir()}
-    progress = _Progress(out / "run.log", len(flow.steps), sys.stdout)
+    progress = _Progress(out / "run.log", len(flow.tasks), sys.stdout)
     print(f"running {flow.name} locally ({flow.description}); log: {out / 'run.log'}", flush=True)
     try:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out))
@@ -85,7 +90,7 @@ def run_local(name: str, cluster_name: str, root: str, params: list[str]) -> tup
             # images are not used locally, which is the point of a local run
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            pipeline(**_parse_params(params))
+            pipeline(**values)
     except Exception as e:
         failed = _ANSI.sub("", str(e)).strip()[:500]
         raise XpuflowError(f"{flow.name}: the local run failed: {failed} The task's output is in "
@@ -98,8 +103,8 @@ def run_local(name: str, cluster_name: str, root: str, params: list[str]) -> tup
 
 def summarise(run_dir: Path, flow: Any, cluster: Cluster) -> list[dict[str, Any]]:
     rows = []
-    for spec in flow.steps:
-        task_dir = run_dir / spec.name.replace("_", "-")
+    for spec in flow.tasks:
+        task_dir = run_dir / spec.name.replace("_", "-")  # KFP's task name
         artifacts, metrics = [], {}
         executor = task_dir / "executor_output.json"
         if executor.exists():

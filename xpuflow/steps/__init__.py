@@ -1,48 +1,55 @@
-"""The ML steps: plain functions over files and URLs, with no orchestrator import.
+"""The ML steps: plain functions over files and URLs, each declared with ``@step`` (its Compute).
 
 Each step also runs from the command line, which is how a KubernetesPodOperator
-or a plain Job calls it::
+or a plain Job calls it; so does any ``@step`` of yours, by import path::
 
     xpuflow step preprocess --input builtin:digits --output /data/prep
     xpuflow step train --data /data/prep --output /data/model --epochs 10
+    xpuflow step my_project.steps:clean --raw s3://bucket/raw --out s3://bucket/clean
 
-Options are the function's keyword arguments, with ``_`` written as ``-``.
-torch, pyarrow and friends are imported inside the functions, so importing this
-package stays cheap.
+Options are the function's parameters, with ``_`` written as ``-``. torch, pyarrow
+and friends are imported inside the functions, so importing this package stays cheap.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import os
 from typing import Any
 
-__all__ = ["STEPS", "step_function", "build_parser", "run"]
+from ..dsl.step import Step
 
-STEPS = {
-    "preprocess": "xpuflow.steps.preprocess:preprocess",
-    "train": "xpuflow.steps.train:train",
-    "train_tpu": "xpuflow.steps.train_tpu:train_tpu",
-    "evaluate": "xpuflow.steps.evaluate:evaluate",
-    "export": "xpuflow.steps.export:export",
-    "validate_on_device": "xpuflow.steps.validate:validate_on_device",
-    "chunk": "xpuflow.steps.rag.chunk:chunk",
-    "embed": "xpuflow.steps.rag.embed:embed",
-    "index": "xpuflow.steps.rag.index:index",
-    "batch_infer": "xpuflow.steps.rag.batch_infer:batch_infer",
-}
+__all__ = ["BUILTINS", "builtin_name", "builtin_names", "builtin_steps", "build_parser", "run"]
+
+# Where xpuflow's own steps live (for `xpuflow step NAME`); each declares itself with @step.
+BUILTINS = (
+    "xpuflow.steps.preprocess:preprocess",
+    "xpuflow.steps.train:train",
+    "xpuflow.steps.train_tpu:train_tpu",
+    "xpuflow.steps.evaluate:evaluate",
+    "xpuflow.steps.export:export",
+    "xpuflow.steps.validate:validate_on_device",
+    "xpuflow.steps.rag.chunk:chunk",
+    "xpuflow.steps.rag.embed:embed",
+    "xpuflow.steps.rag.index:index",
+    "xpuflow.steps.rag.batch_infer:batch_infer",
+)
 
 
-def step_function(name: str) -> Any:
-    from ..errors import did_you_mean
-    from .io import StepError
+def builtin_names() -> list[str]:
+    return [ref.rpartition(":")[2] for ref in BUILTINS]
 
-    if name not in STEPS:
-        raise StepError(f"step={name!r} is not valid: one of {', '.join(STEPS)}.{did_you_mean(name, STEPS)}")
-    module, _, attr = STEPS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+
+def builtin_name(step: Step) -> str | None:
+    """The short name of a built-in step (``xpuflow step train``), None for any other step."""
+    return step.name if step.ref in BUILTINS else None
+
+
+def builtin_steps() -> list[Step]:
+    from ..dsl.load import load_step
+
+    return [load_step(ref) for ref in BUILTINS]
 
 
 def _bool(text: str) -> bool:
@@ -53,26 +60,33 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def build_parser(name: str, prog: str = "xpuflow step") -> argparse.ArgumentParser:
-    """An argument parser generated from the step function's signature and docstring."""
-    fn = step_function(name)
-    parser = argparse.ArgumentParser(prog=f"{prog} {name}", description=(inspect.getdoc(fn) or "").split("\n")[0])
-    for param in inspect.signature(fn).parameters.values():
-        flag = "--" + param.name.replace("_", "-")
-        default = param.default
-        kind = {bool: _bool, int: int, float: float}.get(type(default), str)
-        parser.add_argument(flag, dest=param.name, type=kind, default=default,
-                            help=f"(default: {default!r})", metavar=type(default).__name__.upper())
+def build_parser(step: Step | str, prog: str = "xpuflow step") -> argparse.ArgumentParser:
+    """An argument parser generated from the step's declaration (inputs, outputs, scalar parameters)."""
+    from ..dsl.load import load_step
+
+    step = load_step(step) if isinstance(step, str) else step
+    shown = builtin_name(step) or step.ref
+    parser = argparse.ArgumentParser(prog=f"{prog} {shown}", description=(inspect.getdoc(step.fn) or "").split("\n")[0])
+    defaults = {p.name: p.default for p in inspect.signature(step.fn).parameters.values()}
+    for name in (*step.inputs, *step.outputs):
+        role = "input: a directory or URL an upstream step wrote" if name in step.inputs else "output directory or URL"
+        default = defaults.get(name)
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, metavar="DIR",
+                            default=default if isinstance(default, str) else None,
+                            required=not isinstance(default, str), help=f"{role} (default: {default!r})")
+    for param in step.params.values():
+        kind = {bool: _bool, int: int, float: float}.get(param.type, str)
+        parser.add_argument(param.flag, dest=param.name, type=kind, default=param.default,
+                            help=f"(default: {param.default!r})", metavar=param.type.__name__.upper())
     return parser
 
 
-# Directory-valued options: an object-store URL (s3://, gs://, ...) is staged through a local directory.
-DIRECTORY_INPUTS = ("data", "model")
 COMPLETE_MARKER = "_COMPLETE"
 
 
-def run(name: str, argv: list[str]) -> dict[str, Any]:
-    """Run step ``name`` with CLI ``argv``; directory inputs/outputs may be object-store URLs.
+def run(ref: Step | str, argv: list[str]) -> Any:
+    """Run a step (a built-in name, ``package.module:function`` or a Step) with CLI ``argv``; Input and Output
+    directories may be object-store URLs.
 
     An input URL must hold a complete output (its ``_COMPLETE`` marker), or be a single file, which
     is passed on as a URL for the step to read (``batch_infer --data s3://bucket/rows.parquet``); an output URL is
@@ -81,17 +95,21 @@ def run(name: str, argv: list[str]) -> dict[str, Any]:
     """
     import tempfile
 
-    args = vars(build_parser(name).parse_args(argv))
-    with tempfile.TemporaryDirectory(prefix=f"xpuflow-{name}-") as tmp:
-        for key in DIRECTORY_INPUTS:
-            if key in args and _remote(args[key]):
+    from ..dsl.load import load_step
+
+    step = load_step(ref) if isinstance(ref, str) else ref
+    args = vars(build_parser(step).parse_args(argv))
+    uploads: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix=f"xpuflow-{step.name}-") as tmp:
+        for key in step.inputs:
+            if _remote(args[key]):
                 args[key] = _download(args[key], os.path.join(tmp, key))
-        upload_to = args.get("output") if _remote(args.get("output")) else None
-        if upload_to:
-            args["output"] = os.path.join(tmp, "output")
-        result = step_function(name)(**args)
-        if upload_to:
-            _upload(args["output"], upload_to)
+        for key in step.outputs:
+            if _remote(args[key]):
+                uploads[key], args[key] = args[key], os.path.join(tmp, "out", key)
+        result = step.fn(**args)
+        for key, url in uploads.items():
+            _upload(args[key], url)
     return result
 
 

@@ -9,12 +9,15 @@ from typing import Any
 from .io import StepError, local_path, write_json
 from .models import load_model
 from .preprocess import read_split
+from ..compute import Compute
+from ..dsl.step import step
 
 __all__ = ["evaluate"]
 
 log = logging.getLogger("xpuflow.evaluate")
 
 
+@step(compute=Compute.cpu(cpu="1", memory="2Gi"), inputs=("model", "data"), outputs=("output",))
 def evaluate(model: str = "out/model", data: str = "out/data", output: str = "out/eval", split: str = "test") -> dict[str, Any]:
     """Score ``model`` (a train/train_tpu output) on ``split``; writes ``output/evaluation.json``."""
     import numpy as np

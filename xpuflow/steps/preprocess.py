@@ -33,6 +33,8 @@ from typing import Any
 from ..errors import invalid
 from .data import BUILTIN, non_finite_class, open_source
 from .io import StepError, read_finished, write_json
+from ..compute import Compute
+from ..dsl.step import step
 
 __all__ = ["preprocess", "SPLITS", "NON_FINITE", "read_split", "split_of"]
 
@@ -72,6 +74,7 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
                         "training rows. Fix: keep their sum below 1.")
 
 
+@step(compute=Compute.cpu(cpu="2", memory="4Gi"), outputs=("output",))
 def preprocess(
     input: str = BUILTIN,
     output: str = "out/data",

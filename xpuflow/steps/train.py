@@ -20,10 +20,14 @@ from typing import Any
 from .loop import PREEMPTED_EXIT_CODE, check_options, fit
 from .models import DEFAULT_ARCH
 from .runtime import setup
+from ..compute import Compute
+from ..dsl.step import step
 
 __all__ = ["train", "PREEMPTED_EXIT_CODE"]
 
 
+@step(compute=Compute.gpu(count=1, cpu="4", memory="16Gi", spot=True), resumable=True, minutes=15,
+      inputs=("data",), outputs=("output",))
 def train(
     data: str = "out/data",
     output: str = "out/model",

@@ -31,6 +31,8 @@ from .io import StepError
 from .loop import check_options, fit
 from .models import DEFAULT_ARCH
 from .runtime import Runtime, setup
+from ..compute import Compute
+from ..dsl.step import step
 
 __all__ = ["train_tpu", "XlaRuntime", "xla_available"]
 
@@ -146,6 +148,8 @@ def _xla_runtime(precision: str, seed: int, cores: int) -> XlaRuntime:
     )
 
 
+@step(compute=Compute.tpu(version="v5e", topology="2x4", spot=True), resumable=True, minutes=15,
+      inputs=("data",), outputs=("output",))
 def train_tpu(
     data: str = "out/data",
     output: str = "out/model",

@@ -16,6 +16,8 @@ from typing import Any
 
 from .io import StepError, local_path, read_finished, write_json
 from .preprocess import read_split
+from ..compute import Compute
+from ..dsl.step import step
 
 __all__ = ["validate_on_device"]
 
@@ -36,6 +38,7 @@ def _session_for(folder: Path, report: dict[str, Any]) -> tuple[Any, str]:
     return cpu_session(folder / "model.int8.onnx"), "CPUExecutionProvider"
 
 
+@step(compute=Compute.npu(device="intel-npu", count=1), inputs=("export", "data"), outputs=("output",))
 def validate_on_device(export: str = "out/export", data: str = "out/data", output: str = "out/validate",
                        split: str = "test") -> dict[str, Any]:
     """Validate the export in ``export`` on ``split``; returns what ``validation.json`` records."""

@@ -28,12 +28,16 @@ from typing import Any
 
 from ..io import StepError, local_path
 from .report import FORMAT
+from ...compute import Compute
+from ...dsl.step import step
 
 __all__ = ["export", "FORMAT"]
 
 log = logging.getLogger("xpuflow.export")
 
 
+# conversion, calibration and compilation are CPU work; memory sized for calibration
+@step(compute=Compute.cpu(cpu="2", memory="8Gi"), minutes=10, inputs=("model", "data"), outputs=("output",))
 def export(
     model: str = "out/model",
     data: str = "out/data",

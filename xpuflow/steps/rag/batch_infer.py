@@ -44,6 +44,8 @@ from typing import Any
 from ...errors import invalid
 from ..io import StepError, atomic_path, local_path, open_binary, read_finished, write_json
 from ..models import load_model
+from ...compute import Compute
+from ...dsl.step import step
 
 __all__ = ["batch_infer", "auto_batch_size", "fit_batch_size", "bytes_per_row", "MEMORY_ENV"]
 
@@ -206,6 +208,9 @@ def _source(data: str, split: str, standardise: bool) -> tuple[Any, str, bool]:
                         "directory or a .parquet file with the model's feature columns.") from e
 
 
+# batch scoring on a GPU of the inference pool
+@step(compute=Compute.gpu(count=1, pool="inference", cpu="4", memory="16Gi"), inputs=("model", "data"),
+      outputs=("output",))
 def batch_infer(
     model: str = "out/model",
     data: str = "out/data",

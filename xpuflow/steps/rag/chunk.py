@@ -31,6 +31,8 @@ from typing import Any
 from ...errors import did_you_mean, invalid
 from ..io import StepError, atomic_path, is_url, local_path, write_json
 from . import BUILTIN_DOCS, corpus_dir
+from ...compute import Compute
+from ...dsl.step import step
 
 __all__ = ["chunk", "split_text", "TEXT_TYPES", "JSONL_TYPES"]
 
@@ -178,6 +180,8 @@ def _documents(source: str, rel: str, opener: Any, id_field: str, text_field: st
             raise StepError(f"{source} line 1: empty file: no JSON lines. Fix: remove the file or add records.")
 
 
+# reading and cutting text is CPU work
+@step(compute=Compute.cpu(cpu="1", memory="2Gi"), outputs=("output",))
 def chunk(
     input: str = BUILTIN_DOCS,
     output: str = "out/chunks",

@@ -35,6 +35,8 @@ from ...errors import invalid
 from ..io import StepError, atomic_file, atomic_path, local_path, write_json
 from .chunk import MARKER as CHUNKS_MARKER
 from .encoder import DEFAULT_MODEL, load_encoder
+from ...compute import Compute
+from ...dsl.step import step
 
 __all__ = ["embed", "read_embeddings", "MARKER"]
 
@@ -93,6 +95,9 @@ def _write_shard(path: Path, ids: list[str], vectors: Any, fingerprint: str) -> 
         pq.write_table(table, tmp, compression="zstd")
 
 
+# a GPU of the inference pool (not competing with training); resumes by finished shard
+@step(compute=Compute.gpu(count=1, pool="inference", cpu="4", memory="16Gi"), resumable=True, minutes=10,
+      inputs=("data",), outputs=("output",))
 def embed(
     data: str = "out/chunks",
     output: str = "out/embeddings",

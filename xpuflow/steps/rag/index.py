@@ -41,6 +41,8 @@ from ...errors import invalid
 from ..io import StepError, atomic_path, local_path, read_finished, write_json
 from .embed import read_embeddings
 from .encoder import load_encoder
+from ...compute import Compute
+from ...dsl.step import step
 
 __all__ = ["index", "query_sentence", "search", "KINDS", "ENGINES"]
 
@@ -108,6 +110,8 @@ class _Faiss:
         pass
 
 
+# FAISS builds on CPUs
+@step(compute=Compute.cpu(cpu="2", memory="8Gi"), inputs=("data",), outputs=("output",))
 def index(
     data: str = "out/embeddings",
     output: str = "out/index",

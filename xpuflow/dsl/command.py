@@ -1,0 +1,66 @@
+"""The one builder of a step's command line (``xpuflow step ...``), for every backend that runs a pod.
+
+Kubernetes Jobs and Airflow's KubernetesPodOperator both run
+``xpuflow step <name or package.module:function> --option value ...``; the URLs
+they pass follow one layout under an artifact root:
+
+- a task with one output writes to ``<root>/<task>``, one with several to ``<root>/<task>/<output>``;
+- a checkpointed step keeps its checkpoints at ``<root>/_checkpoints/<task>``, so a retried pod
+  (spot preemption) of the same run resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .flow import FlowParam, OutputRef, Task
+from .step import Step
+
+__all__ = ["command", "arguments", "output_url", "checkpoint_url", "flag", "text"]
+
+
+def flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def text(value: Any) -> str:
+    """A scalar as the step CLI reads it (booleans as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def output_url(root: str, task: str, output: str, only: bool) -> str:
+    return f"{root}/{task}" if only else f"{root}/{task}/{output}"
+
+
+def checkpoint_url(root: str, task: str) -> str:
+    return f"{root}/_checkpoints/{task}"
+
+
+def command(step: Step) -> list[str]:
+    """``xpuflow step NAME`` for a built-in step, ``xpuflow step package.module:function`` for any other."""
+    from ..steps import builtin_name
+
+    return ["xpuflow", "step", builtin_name(step) or step.ref]
+
+
+def arguments(task: Task, root: str, param: Callable[[FlowParam], str] = lambda p: text(p.default)) -> list[str]:
+    """The options of ``task``: its arguments (flow parameters through ``param``), upstream outputs, its
+    own outputs under ``root``, and a checkpoint URL for a checkpointed step that was given none."""
+    args: list[str] = []
+    for key, value in task.args.items():
+        if isinstance(value, OutputRef):
+            shown = output_url(root, value.task, value.output, value.only)
+        elif isinstance(value, FlowParam):
+            shown = param(value)
+        else:
+            shown = text(value)
+        args += [flag(key), shown]
+    if task.step.checkpointed and "checkpoint_dir" not in task.args:
+        args += [flag("checkpoint_dir"), checkpoint_url(root, task.name)]
+    only = len(task.step.outputs) == 1
+    for out in task.step.outputs:
+        args += [flag(out), output_url(root, task.name, out, only)]
+    return args

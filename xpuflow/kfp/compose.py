@@ -1,0 +1,63 @@
+"""A ``@flow`` as a KFP pipeline: one component per step, each task placed with its Compute."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ..cluster import Cluster
+from ..render import kfp as render_kfp
+from . import component
+
+if TYPE_CHECKING:
+    from ..compute import Compute
+    from ..dsl.flow import Flow
+
+__all__ = ["build_pipeline", "pipeline_name"]
+
+
+def pipeline_name(flow: Flow) -> str:
+    return flow.name.replace("_", "-")
+
+
+def build_pipeline(flow: Flow | str, cluster: Cluster | str, *, compute: dict[str, Compute] | None = None) -> Any:
+    from kfp import dsl
+
+    from ..dsl.flow import FlowParam, OutputRef
+    from ..dsl.load import load_flow
+
+    fl = load_flow(flow)
+    if compute:
+        fl = fl.with_compute(**compute)
+    cl = cluster if isinstance(cluster, Cluster) else Cluster.load(cluster)
+    placements = {t.name: cl.place(t.compute) for t in fl.tasks}  # every task placed before any is built
+    names = list(fl.params)
+
+    def body(*channels: Any) -> None:
+        values = dict(zip(names, channels))
+        made: dict[str, Any] = {}
+        for t in fl.tasks:
+            args: dict[str, Any] = {}
+            for key, value in t.args.items():
+                if isinstance(value, OutputRef):
+                    args[key] = made[value.task].outputs[value.output]
+                elif isinstance(value, FlowParam):
+                    args[key] = values[value.name]
+                elif key in t.step.inputs:  # a URL given as is: imported as an artifact
+                    args[key] = dsl.importer(artifact_uri=value, artifact_class=dsl.Artifact).output
+                else:
+                    args[key] = value
+            task = component(t.step, image=t.step.image_ref(t.compute))(**args)
+            render_kfp.apply(task, placements[t.name], step=t.name)
+            if t.secret_env:
+                from kfp import kubernetes
+
+                for var, (secret, key) in t.secret_env.items():
+                    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={key: var})
+            made[t.name] = task
+
+    body.__name__ = fl.name
+    body.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.type)
+        for n, p in fl.params.items()])
+    return dsl.pipeline(name=pipeline_name(fl), description=fl.description)(body)
