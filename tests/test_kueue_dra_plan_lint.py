@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from xpuflow import Cluster, Compute
-from xpuflow.flows import flow
+from xpuflow.commands.pipelines import resolve_flow
 from xpuflow.lint import lint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def test_plan_names_a_claim_the_cluster_cannot_serve(tmp_path):
 
 
 def _flow(**computes: Compute):
-    return flow("train_gpu_export_npu").with_compute(**computes)
+    return resolve_flow("train_gpu_export_npu").with_compute(**computes)
 
 
 def test_lint_warns_when_a_claimed_class_is_missing_and_checks_the_rest():
