@@ -155,13 +155,20 @@ BAD_FILES = [
     ("missing.yaml", None, r"cannot read it: No such file"),
     ("notyaml.yaml", "a: [1,\n", r"not valid YAML/JSON \(line \d\)"),
     ("other.yaml", "apiVersion: v1\nkind: Pod\n", r"not a compiled KFP pipeline \(no root, deploymentSpec, components\)"),
+    ("argo.yaml", "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\n", r"an Argo Workflow .* not the compiled pipeline"),
+    ("latin1.yaml", b"name: caf\xe9\n", r"not UTF-8 text"),
+    ("dir.yaml", "DIR", r"is not a regular file"),
 ]
 
 
 @pytest.mark.parametrize(("name", "text", "pattern"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_a_file_that_is_not_a_compiled_pipeline_is_refused_in_one_line(tmp_path, capsys, name, text, pattern):
     path = tmp_path / name
-    if text is not None:
+    if text == "DIR":
+        path.mkdir()
+    elif isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
         path.write_text(text)
     with pytest.raises(PipelineFileError, match=pattern):
         read(path)
@@ -235,3 +242,21 @@ def test_component_yaml_loaded_with_plain_kfp_has_no_compute_until_placed(tmp_pa
     assert [f.message.split(":")[0] for f in lint_pods([pod], Cluster.load("gke"))] == ["no cpu or memory request"]
     (pod,) = read(pipeline_with(place=True))[1]
     assert pod.limits["nvidia.com/gpu"] == "1" and lint_pods([pod], Cluster.load("gke")) == []
+
+
+def test_a_pipeline_compiled_to_json_is_read(tmp_path):
+    path = tmp_path / "cpu.json"
+    with pytest.warns(DeprecationWarning, match="JSON is deprecated"):
+        compiler.Compiler().compile(cpu_free, str(path))  # JSON has no platform spec: resources only
+    (pod,) = read(path)[1]
+    assert pod.requests == {"cpu": "1", "memory": "2Gi"}
+
+
+def test_a_dag_file_where_airflow_is_not_installed_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "my_dag.py"
+    path.write_text("from airflow.sdk import DAG\n")
+    pytest.importorskip("kfp")  # this venv: kfp and no Airflow (they cannot share one)
+    assert main(["lint", str(path), "--cluster", "gke"]) == 2
+    err = capsys.readouterr().err
+    assert "needs Apache Airflow and its cncf-kubernetes provider (cannot import airflow" in err
+    assert err.count("\n") == 1

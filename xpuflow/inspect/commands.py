@@ -7,11 +7,15 @@ import sys
 from ..cluster import Cluster
 from ..plan import format_table, to_json
 from . import lint_pods, plan_pods, read
+from .dagfile import is_dag_file
 
 __all__ = ["lint_file", "plan_file"]
 
 
 def lint_file(path: str, cluster_name: str, backend: str = "kfp") -> int:
+    """Lint ``path``; a DAG file's tasks run on Airflow, whatever ``backend`` says."""
+    if is_dag_file(path):
+        backend = "airflow"
     cluster = Cluster.load(cluster_name)
     name, pods = read(path)
     findings = lint_pods(pods, cluster, backend)

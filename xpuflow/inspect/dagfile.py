@@ -41,8 +41,8 @@ def read_dag_file(path: str | os.PathLike[str]) -> tuple[str, list[TaskPod]]:
         from kubernetes.client import ApiClient
     except ImportError as e:
         raise PipelineFileError(
-            f"DAG file {where!r}: reading it needs Apache Airflow and its cncf-kubernetes provider ({e.name} is "
-            "missing). Fix: run xpuflow where your DAGs run (pip install 'xpuflow[airflow]')."
+            f"DAG file {where!r}: reading it needs Apache Airflow and its cncf-kubernetes provider (cannot import "
+            f"{e.name}). Fix: run xpuflow where your DAGs run (pip install 'xpuflow[airflow]')."
         ) from e
     bag = DagBag(dag_folder=where)
     if bag.import_errors:

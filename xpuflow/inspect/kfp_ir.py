@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from .pod import TaskPod
 __all__ = ["read_ir"]
 
 _PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['(?:pipelinechannel--)?(?P<name>[^']+)'\]\}\}$")
+MAX_BYTES = 64 << 20  # compiled pipelines embed their components' code; the largest samples are a few MB
 _FIX = "Fix: pass the YAML that kfp.compiler.Compiler().compile(pipeline, 'pipeline.yaml') writes."
 
 
@@ -46,10 +48,21 @@ def _documents(where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     import yaml  # lazily: keeps `import xpuflow` cheap
 
     try:
-        with open(where, encoding="utf-8") as handle:
-            docs = [d for d in yaml.safe_load_all(handle) if d is not None]
+        info = os.stat(where)
     except OSError as e:
         raise PipelineFileError(f"pipeline file {where!r}: cannot read it: {e.strerror}. Fix: check the path.") from e
+    if not stat.S_ISREG(info.st_mode):
+        raise PipelineFileError(f"pipeline file {where!r}: is not a regular file. Fix: pass the compiled YAML file.")
+    if info.st_size > MAX_BYTES:
+        raise PipelineFileError(f"pipeline file {where!r}: larger than {MAX_BYTES >> 20} MiB. {_FIX}")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        with open(where, encoding="utf-8") as handle:
+            docs = [d for d in yaml.load_all(handle, Loader=loader) if d is not None]  # noqa: S506 - a SafeLoader
+    except OSError as e:
+        raise PipelineFileError(f"pipeline file {where!r}: cannot read it: {e.strerror}. Fix: check the path.") from e
+    except UnicodeDecodeError as e:
+        raise PipelineFileError(f"pipeline file {where!r}: not UTF-8 text (byte offset {e.start}). {_FIX}") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
