@@ -54,6 +54,11 @@ def dag_file_source(flow: Flow | str, cluster: str | os.PathLike[str] | Cluster,
     """The text of a DAG file for ``flow`` (a Flow, ``file.py[:name]`` or an example's name) on ``cluster``."""
     fl = load_flow(flow)
     extra = f", dag_id={dag_id!r}" if dag_id else ""
+    # secret references the flow declared when it was compiled (e.g. from XPUFLOW_PGVECTOR_SECRET): written
+    # into the file, so the DAG processor needs no such variable; names only, never a secret's value
+    secrets = {t.name: dict(t.secret_env) for t in fl.tasks if t.secret_env}
+    if secrets:
+        extra += f", secret_env={secrets!r}"
     return _TEMPLATE.format(dag_id=dag_id or fl.name, description=fl.description.replace('"""', "'''"),
                             cluster=_cluster_ref(cluster), flow=flow_ref(fl), extra=extra)
 

@@ -51,7 +51,8 @@ def manifests(flow: Flow, cluster: Cluster, out: Path, root: str) -> Path:
         placement = placements[t.name]
         common = dict(name=f"{flow.name.replace('_', '-')}-{i}-{t.name.replace('_', '-')}",
                       image=t.step.image_ref(t.compute), command=command(t.step), args=arguments(t, root),
-                      labels={"xpuflow.io/flow": flow.name.replace("_", "-"), "xpuflow.io/order": str(i)})
+                      labels={"xpuflow.io/flow": flow.name.replace("_", "-"), "xpuflow.io/order": str(i)},
+                      secret_env=dict(t.secret_env))
         render = jobset.jobset if placement.hosts > 1 else kubernetes.job
         docs += kubernetes.resource_claim_templates(placement, name=common["name"], labels=common["labels"])
         docs.append(render(placement, **common))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,10 @@ from ..errors import did_you_mean, invalid
 from .step import Param, Step, FlowError, _hints, _kind_of
 
 __all__ = ["Flow", "FlowParam", "OutputRef", "Task", "flow", "current_builder"]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # DNS-1123 subdomain
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 _BUILDER: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar("xpuflow_flow_builder", default=None)
 
@@ -100,6 +105,12 @@ class Task:
             if not (isinstance(ref, tuple) and len(ref) == 2 and all(isinstance(x, str) and x for x in ref)):
                 raise FlowError(invalid(f"with_secret_env({var})", ref, "a (secret name, key) pair of strings",
                                         where=f"task {self.name!r}"))
+            if not (_ENV_NAME.fullmatch(var) and len(ref[0]) <= 253 and _SECRET_NAME.fullmatch(ref[0])
+                    and len(ref[1]) <= 253 and _SECRET_KEY.fullmatch(ref[1])):
+                raise FlowError(invalid(f"with_secret_env({var})", ref, "an env variable name (A-Z, 0-9, _) read from "
+                                        "a Secret named as Kubernetes names it (lowercase DNS subdomain) and one of its "
+                                        "keys (letters, digits, '-', '_', '.')", where=f"task {self.name!r}",
+                                        fix="use the names shown by `kubectl get secret NAME -o yaml`"))
         self.secret_env.update(env)
         return self
 

@@ -42,6 +42,7 @@ def jobset(
     command: Sequence[str] | None = None,
     args: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    secret_env: Mapping[str, tuple[str, str]] | None = None,
     namespace: str | None = None,
     labels: Mapping[str, str] | None = None,
     ttl_seconds_after_finished: int | None = 86400,
@@ -64,7 +65,8 @@ def jobset(
         "backoffLimit": 0,  # one failed host fails the slice; the JobSet restarts all of it
         "template": pod_template(
             placement, meta["labels"],
-            pod_spec(placement, claims_of=name, image=image, command=command, args=args, env=env), placement.hosts,
+            pod_spec(placement, claims_of=name, image=image, command=command, args=args, env=env,
+                     secret_env=secret_env), placement.hosts,
         ),
     }
     if placement.timeout is not None:

@@ -57,6 +57,17 @@ def container_env(placement: Placement, extra: Mapping[str, str] | None) -> list
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
+def _secret_env(placement: Placement, env: Mapping[str, str] | None,
+                secret_env: Mapping[str, tuple[str, str]] | None) -> list[dict[str, Any]]:
+    taken = {**placement.env, **(env or {})}
+    out = []
+    for var, (secret, key) in (secret_env or {}).items():
+        if var in taken:
+            raise RenderError(f"secret_env[{var!r}]: {var} is also a plain env variable. Fix: set it one way.")
+        out.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    return out
+
+
 def container(
     placement: Placement,
     *,
@@ -64,15 +75,20 @@ def container(
     command: Sequence[str] | None = None,
     args: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    secret_env: Mapping[str, tuple[str, str]] | None = None,
     image_pull_policy: str = "IfNotPresent",
 ) -> dict[str, Any]:
-    """The step's container: resources, env, mounts and security context from the placement."""
+    """The step's container: resources, env, mounts and security context from the placement.
+
+    ``secret_env``: ``{VAR: (secret name, key)}`` read from Kubernetes Secrets (``secretKeyRef``):
+    the manifest names the Secret, never holds its value.
+    """
     out: dict[str, Any] = {"name": CONTAINER, "image": image, "imagePullPolicy": image_pull_policy}
     if command:
         out["command"] = list(command)
     if args:
         out["args"] = list(args)
-    out["env"] = container_env(placement, env)
+    out["env"] = container_env(placement, env) + _secret_env(placement, env, secret_env)
     out["resources"] = placement.resources()
     out["securityContext"] = copy.deepcopy(placement.container_security_context)
     if placement.volume_mounts:
