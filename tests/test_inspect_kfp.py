@@ -242,6 +242,9 @@ def test_component_yaml_loaded_with_plain_kfp_has_no_compute_until_placed(tmp_pa
     assert [f.message.split(":")[0] for f in lint_pods([pod], Cluster.load("gke"))] == ["no cpu or memory request"]
     (pod,) = read(pipeline_with(place=True))[1]
     assert pod.limits["nvidia.com/gpu"] == "1" and lint_pods([pod], Cluster.load("gke")) == []
+    # and the READMEs say so (each component's README is generated: tests/test_pipelines.py keeps it in sync)
+    assert "What plain-kfp loading loses" in (ROOT / "components" / "README.md").read_text()
+    assert "KFP's loader keeps no requests" in (ROOT / "components" / "train" / "README.md").read_text()
 
 
 def test_a_pipeline_compiled_to_json_is_read(tmp_path):
