@@ -91,6 +91,13 @@ def main() -> None:
         name = "(baseline) one KPO" if path == baseline else f"dags/{path.name}"
         print(f"{name:32} {mode:8} {median:9.3f} {ratio:5.2f}x  {', '.join(heavy[(path, mode)]) or 'none'}")
     clean = not any(heavy.values())
+    from figures import Ratio, record
+
+    record("dag_parse", {"baseline_s": base, "runs": args.runs, "heavy": {f"{p.name}:{m}": h for (p, m), h in heavy.items()},
+                         "median_s": {f"{p.name}:{m}": statistics.median(t) for (p, m), t in times.items()}},
+           [Ratio(f"dags/{p.name} ({m})", statistics.median(times[(p, m)]) / base, goal=GOAL if m == "cluster" else None,
+                  better="lower") for p, m in cases if p != baseline],
+           title="DagBag fill time vs an empty DAG with one KubernetesPodOperator")
     print(f"worst cluster-mode ratio {worst:.2f}x (goal <= {GOAL}x): {'ok' if worst <= GOAL else 'OVER'}; "
           f"torch/onnx/onnxruntime/torch_xla/kfp imported: {'no' if clean else 'YES'}")
     if worst > GOAL or not clean:

@@ -2,19 +2,23 @@
 
 Generates a CSV with a fixed seed (32 float feature columns, a ``label`` column
 with 10 classes, about 0.1 % empty cells) in a temporary directory, then runs,
-each in a fresh interpreter and alternately (xpuflow, pandas, xpuflow, ...):
+each in a fresh interpreter and alternately (xpuflow, pandas, polars, xpuflow, ...):
 
 - ``xpuflow.steps.preprocess.preprocess(input=csv, output=dir)``;
 - a plain pandas baseline doing the equivalent work on the same file:
   ``pandas.read_csv`` -> train/validation/test split by seed -> standardise with
-  the training mean/std -> ``fillna(0)`` -> float32 -> three Parquet files (zstd).
+  the training mean/std -> ``fillna(0)`` -> float32 -> three Parquet files (zstd);
+- the same work in polars (``pl.read_csv``, multi-threaded, eager), the tool a user picking
+  a fast CSV -> Parquet path would choose; its Parquet files at the same zstd level as
+  pyarrow's default (1) so that both do the same compression work (``--polars-zstd-level``).
 
 Prints medians of rows/s and MB/s (timer inside the child, around the call, with
 the libraries already imported; the child's wall time including interpreter
 start-up, and its CPU time from ``os.wait4``, are printed too), the ratio
-xpuflow/pandas (goal >= 1.0x) and the peak RSS of each child (its own ``VmHWM``;
+xpuflow/pandas (goal >= 1.5x) and xpuflow/polars (goal >= 1.0x), and the peak RSS of each child (its own ``VmHWM``;
 ``ru_maxrss`` from ``os.wait4`` beside it; goal for the step on the ~2 GB file:
-< 1 GB). Generated files are removed unless ``--keep``.
+< 1 GB). Generated files are removed unless ``--keep``. The figures also go to
+``bench/results/preprocess.json`` (``preprocess-big`` with ``--big``) and a PNG chart beside it.
 
     .venv/bin/python bench/preprocess.py                 # ~200 MB CSV, 5 alternating pairs
     .venv/bin/python bench/preprocess.py --reps 7        # the figures in docs/benchmarks.md
@@ -36,6 +40,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import Ratio, record  # noqa: E402
 FEATURES = 32
 CLASSES = 10
 MISSING = 0.001  # fraction of empty feature cells
@@ -43,6 +49,7 @@ BYTES_PER_ROW = 268  # measured for this generator (4 decimals, no quoting)
 DEFAULT_ROWS = 750_000  # ~200 MB
 BIG_ROWS = 7_500_000  # ~2 GB
 SEED = 0
+JOBS = ("xpuflow", "pandas", "polars")
 
 
 # ----------------------------------------------------------------------------- data
@@ -131,12 +138,47 @@ def job_pandas(csv: str, out: str, seed: int, engine: str) -> dict:
     return {"seconds": seconds, "rows": len(df), "split": rows}
 
 
+def job_polars(csv: str, out: str, seed: int, zstd_level: int) -> dict:
+    import numpy as np
+    import polars as pl
+
+    start = time.perf_counter()
+    df = pl.read_csv(csv)
+    label = df.get_column("label")
+    x = df.drop("label")
+    features = x.columns
+    rng = np.random.default_rng(seed)
+    u = rng.random(df.height)
+    split = np.zeros(df.height, dtype=np.int8)
+    split[u < 0.30] = 1  # validation 0.15 + test 0.15, as the step's defaults
+    split[u < 0.15] = 2
+    train = x.filter(pl.Series(split == 0))
+    mean = train.mean().row(0)
+    std = [s if s else 1.0 for s in train.std(ddof=0).row(0)]
+    x = x.select([((pl.col(c) - m) / s).fill_null(0.0).fill_nan(0.0).cast(pl.Float32)
+                  for c, m, s in zip(features, mean, std)])
+    classes = sorted(label.unique().to_list())
+    x = x.with_columns(label.replace_strict(classes, list(range(len(classes))), return_dtype=pl.Int64).alias("label"))
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for s, name in enumerate(("train", "validation", "test")):
+        part = x.filter(pl.Series(split == s))
+        part.write_parquet(os.path.join(out, f"{name}.parquet"), compression="zstd", compression_level=zstd_level)
+        rows.append(part.height)
+    with open(os.path.join(out, "stats.json"), "w") as f:
+        json.dump({"features": features, "mean": list(mean), "std": std, "classes": [str(c) for c in classes]}, f)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": x.height, "split": rows}
+
+
 def child_main(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     if args.job == "generate":
         result = {"seconds": generate(Path(args.csv), args.rows, args.seed)}
     elif args.job == "xpuflow":
         result = job_xpuflow(args.csv, args.out, args.seed)
+    elif args.job == "polars":
+        result = job_polars(args.csv, args.out, args.seed, args.polars_zstd_level)
     else:
         result = job_pandas(args.csv, args.out, args.seed, args.pandas_engine)
     result["vmhwm_bytes"] = _hwm_bytes()
@@ -154,7 +196,8 @@ def run_child(job: str, csv: Path, out: Path, args: argparse.Namespace, rows: in
     CSV is generated in a child as well: this parent never grows beyond a few tens of MiB.
     """
     cmd = [sys.executable, __file__, "--child", job, "--csv", str(csv), "--out", str(out),
-           "--seed", str(args.seed), "--pandas-engine", args.pandas_engine, "--rows", str(rows)]
+           "--seed", str(args.seed), "--pandas-engine", args.pandas_engine, "--rows", str(rows),
+           "--polars-zstd-level", str(args.polars_zstd_level)]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True, cwd=ROOT)
@@ -193,11 +236,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--pandas-engine", choices=("c", "pyarrow"), default="c",
                         help="pandas.read_csv engine of the baseline (default: pandas' default, the C parser)")
+    parser.add_argument("--polars-zstd-level", type=int, default=1,
+                        help="zstd level of the polars baseline's Parquet files (default 1, pyarrow's default level)")
     parser.add_argument("--dir", help="working directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the generated CSV and outputs")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     # internal: one measured job in this (fresh) interpreter
-    parser.add_argument("--child", choices=("generate", "xpuflow", "pandas"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("generate", *JOBS), help=argparse.SUPPRESS)
     parser.add_argument("--csv", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -223,9 +268,9 @@ def main() -> None:
         print(f"{reps} alternating pair(s), each job in a fresh interpreter; pandas read_csv engine: {args.pandas_engine}; "
               f"load average before: {loadavg()}")
 
-        results: dict[str, list[dict]] = {"xpuflow": [], "pandas": []}
+        results: dict[str, list[dict]] = {job: [] for job in JOBS}
         for i in range(reps):
-            for job in ("xpuflow", "pandas"):
+            for job in JOBS:
                 out = work / f"out-{job}"
                 shutil.rmtree(out, ignore_errors=True)
                 r = run_child(job, csv, out, args)
@@ -247,7 +292,7 @@ def main() -> None:
         print(f"load average after: {summary['loadavg_after']}")
         print()
         print(f"{'job':10s} {'median s':>9s} {'rows/s':>12s} {'MB/s':>8s} {'wall s':>8s} {'CPU s':>7s} {'peak RSS':>10s}")
-        for job in ("xpuflow", "pandas"):
+        for job in JOBS:
             s = med(job, "seconds")
             peak = max(r["vmhwm_bytes"] for r in results[job])
             summary[job] = {"seconds": s, "rows_per_s": rows / s, "mb_per_s": size / 1e6 / s,
@@ -255,19 +300,26 @@ def main() -> None:
                             "all_seconds": [r["seconds"] for r in results[job]]}
             print(f"{job:10s} {s:9.2f} {rows / s:12,.0f} {size / 1e6 / s:8.1f} {med(job, 'wall'):8.2f} "
                   f"{med(job, 'cpu'):7.2f} {mib(peak):>10s}")
-        ratio = med("pandas", "seconds") / med("xpuflow", "seconds")
-        ratio_wall = med("pandas", "wall") / med("xpuflow", "wall")
-        ratio_cpu = med("pandas", "cpu") / med("xpuflow", "cpu")
-        summary.update(ratio_throughput=ratio, ratio_wall=ratio_wall, ratio_cpu=ratio_cpu)
-        print(f"throughput ratio xpuflow/pandas: {ratio:.2f}x (headline: in-call timer; goal >= 1.0x: "
-              f"{'met' if ratio >= 1.0 else 'NOT met'}); with interpreter start-up: {ratio_wall:.2f}x; "
-              f"CPU time (pandas/xpuflow): {ratio_cpu:.2f}x")
+        ratios = []
+        for peer, goal in (("pandas", 1.5), ("polars", 1.0)):
+            ratio = med(peer, "seconds") / med("xpuflow", "seconds")
+            ratio_wall = med(peer, "wall") / med("xpuflow", "wall")
+            ratio_cpu = med(peer, "cpu") / med("xpuflow", "cpu")
+            summary[f"vs_{peer}"] = {"ratio_throughput": ratio, "ratio_wall": ratio_wall, "ratio_cpu": ratio_cpu}
+            print(f"throughput ratio xpuflow/{peer}: {ratio:.2f}x (headline: in-call timer; goal >= {goal}x: "
+                  f"{'met' if ratio >= goal else 'NOT met'}); with interpreter start-up: {ratio_wall:.2f}x; "
+                  f"CPU time ({peer}/xpuflow): {ratio_cpu:.2f}x")
+            ratios += [Ratio(f"throughput xpuflow/{peer}", ratio, goal=goal),
+                       Ratio(f"CPU time {peer}/xpuflow", ratio_cpu)]
         peak = summary["xpuflow"]["peak_rss_bytes"]
         if size >= 1.5e9:
             print(f"peak RSS of the step on a {size / 1e9:.1f} GB CSV: {mib(peak)} (goal < 1 GB: "
                   f"{'met' if peak < 1e9 else 'NOT met'}); pandas baseline: {mib(summary['pandas']['peak_rss_bytes'])}")
+            ratios.append(Ratio("peak RSS / 1 GB", peak / 1e9, goal=1.0, better="lower"))
         else:
             print(f"peak RSS of the step: {mib(peak)} on a {size / 1e6:.0f} MB CSV (the < 1 GB goal is for --big)")
+        record("preprocess-big" if size >= 1.5e9 else "preprocess", summary, ratios,
+               title=f"preprocess: {size / 1e6:,.0f} MB CSV, median of {reps}, load {summary['loadavg_after']}")
         if args.json:
             Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     finally:

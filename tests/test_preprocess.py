@@ -106,16 +106,31 @@ def test_non_numeric_parquet_column_names_the_row(tmp_path):
 
 
 def test_peak_memory_does_not_grow_with_the_input(tmp_path):
-    """Inputs of 1x and 4x the rows (~120 MB and ~480 MB of CSV), each preprocessed in a fresh process:
-    the peak RSS stays nearly flat.
+    """Inputs of 1x and 4x the rows (~120 MB and ~480 MB of CSV), each preprocessed in a fresh process with the
+    in-memory part of the spill switched off (XPUFLOW_PREPROCESS_MEMORY_MIB=0): the peak RSS stays nearly flat.
+    With the default (256 MiB of parsed rows kept in memory before spilling) the peak stays bounded too.
 
-    pyarrow's reader holds a bounded window of blocks, so a small input has not reached that window yet;
+    The reader holds a bounded window of pieces, so a small input has not reached that window yet;
     an in-memory implementation would need several times the extra input (~300 MB here) on top.
     """
+    import os
+
     import pyarrow.csv as pcsv
 
     rng = np.random.default_rng(0)
     peaks, files = {}, {}
+
+    def peak(path, out, budget):
+        # VmHWM: this process's own peak (ru_maxrss would carry the forking pytest process's RSS over exec)
+        code = (
+            "from xpuflow.steps.preprocess import preprocess; "
+            f"preprocess(input={str(path)!r}, output={str(out)!r}); "
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+        )
+        env = {**os.environ, "XPUFLOW_PREPROCESS_MEMORY_MIB": budget}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        return int(done.stdout.split()[-1]) * 1024
+
     for factor in (1, 4):
         path = tmp_path / f"in{factor}.csv"
         with pcsv.CSVWriter(path, pa.schema([*(pa.field(f"f{j}", pa.float64()) for j in range(16)),
@@ -123,17 +138,19 @@ def test_peak_memory_does_not_grow_with_the_input(tmp_path):
             for _ in range(4 * factor):
                 writer.write_table(pa.table({**{f"f{j}": rng.normal(size=100_000) for j in range(16)},
                                              "label": rng.integers(0, 5, 100_000)}))
-        # VmHWM: this process's own peak (ru_maxrss would carry the forking pytest process's RSS over exec)
-        code = (
-            "from xpuflow.steps.preprocess import preprocess; "
-            f"preprocess(input={str(path)!r}, output={str(tmp_path / f'o{factor}')!r}); "
-            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        peaks[factor], files[factor] = int(out.stdout.split()[-1]) * 1024, path.stat().st_size
+        peaks[factor], files[factor] = peak(path, tmp_path / f"o{factor}", "0"), path.stat().st_size
+    default = peak(tmp_path / "in4.csv", tmp_path / "o4d", "")
     print(f"peak RSS {peaks[1] / 2**20:.0f} MiB -> {peaks[4] / 2**20:.0f} MiB for {files[1] / 2**20:.0f} -> "
-          f"{files[4] / 2**20:.0f} MiB of CSV")
+          f"{files[4] / 2**20:.0f} MiB of CSV; {default / 2**20:.0f} MiB with the default in-memory part")
     assert peaks[4] < 1.25 * peaks[1] and peaks[4] < 600 * 2**20
+    assert default < peaks[4] + 300 * 2**20
+
+
+def test_memory_budget_variable_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPUFLOW_PREPROCESS_MEMORY_MIB", "lots")
+    with pytest.raises(StepError, match=r"XPUFLOW_PREPROCESS_MEMORY_MIB='lots' is not valid: a whole number of MiB"):
+        preprocess(output=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
 
 
 # ----------------------------------------------------------------------------- bad numbers (issue 11)

@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["parallel_csv_batches", "worker_count"]
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 2 << 20  # small pieces parse faster (they stay in the CPU caches)
 
 
 def worker_count() -> int:
@@ -30,24 +30,28 @@ def worker_count() -> int:
 
 
 def _pieces(path: str, chunk_bytes: int) -> Iterator[memoryview]:
-    """Whole-line pieces of the file, in order (the first one starts with the header)."""
-    carry = b""
-    with open(path, "rb") as f:
+    """Whole-line pieces of the file, in order (the first one starts with the header).
+
+    Each piece is read from where the previous one ended (its last line end), so nothing is copied
+    twice: the few bytes after a piece's last line end are simply read again with the next one.
+    """
+    pos = 0
+    with open(path, "rb", buffering=0) as f:
+        size = chunk_bytes
         while True:
-            buf = bytearray(len(carry) + chunk_bytes)
-            buf[: len(carry)] = carry
-            got = f.readinto(memoryview(buf)[len(carry):])
-            size = len(carry) + got
-            if got == 0:
-                if size:
-                    yield memoryview(buf)[:size]
+            f.seek(pos)
+            data = f.read(size)
+            if not data:
                 return
-            cut = buf.rfind(b"\n", 0, size) + 1
-            if cut == 0:  # no line end yet: one very long line; read on
-                carry = bytes(buf[:size])
+            cut = data.rfind(b"\n") + 1
+            if len(data) < size:  # the end of the file: the rest, line end or not
+                cut = len(data)
+            elif cut == 0:  # no line end yet: one very long line; read more at once
+                size *= 2
                 continue
-            carry = bytes(buf[cut:size])
-            yield memoryview(buf)[:cut]
+            pos += cut
+            size = chunk_bytes
+            yield memoryview(data)[:cut]
 
 
 def parallel_csv_batches(path: str, columns: list[str], convert: Any, *, batch_rows: int,
@@ -70,7 +74,7 @@ def parallel_csv_batches(path: str, columns: list[str], convert: Any, *, batch_r
         try:
             for i, piece in enumerate(_pieces(path, chunk_bytes)):
                 pending.append(pool.submit(parse, piece, i == 0))
-                while len(pending) > 2 * workers:
+                while len(pending) > 4 * workers:
                     yield from _slices(pending.popleft(), batch_rows, refuse, pa)
             while pending:
                 yield from _slices(pending.popleft(), batch_rows, refuse, pa)

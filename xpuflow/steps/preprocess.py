@@ -8,8 +8,9 @@
 2. **Write**: the three splits are standardised with the training mean/std, imputed, cast to
    float32 and written as zstd Parquet, one thread per split, from the spill (not from the input).
 
-Peak memory does not grow with the input: a bounded number of batches is in flight; the spill
-lives on disk beside the output (about the size of the parsed values) and is removed before publishing.
+Peak memory does not grow with the input: a bounded number of batches is in flight; the first rows
+of the spill stay in memory up to a budget (``XPUFLOW_PREPROCESS_MEMORY_MIB``, default 256), the rest
+goes to disk in the staging directory (about the size of the parsed values), removed before publishing.
 
 NaN policy: a missing feature value (empty cell, NaN, null) is imputed with the training-split
 mean, i.e. 0.0 after standardisation, and counted in ``stats.json`` (``imputed``); a feature that
@@ -151,14 +152,17 @@ def preprocess(
     return stats
 
 
-def _spilled(path: Path) -> Any:
-    """The record batches of one spill file, read (not mapped: mapped pages would count as resident)."""
-    import pyarrow as pa
-
-    with pa.OSFile(str(path)) as f:
-        reader = pa.ipc.open_file(f)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
+def _groups(batches: Any, rows: int) -> Any:
+    """Consecutive record batches gathered into lists of at least ``rows`` rows (the last one may hold fewer)."""
+    group, held = [], 0
+    for batch in batches:
+        group.append(batch)
+        held += batch.num_rows
+        if held >= rows:
+            yield group
+            group, held = [], 0
+    if group:
+        yield group
 
 
 def _write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, non_finite: str,
@@ -173,7 +177,7 @@ def _write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, no
     import numpy as np
 
     with ThreadPoolExecutor(len(SPLITS), thread_name_prefix="xpuflow-write") as pool:
-        jobs = [pool.submit(_write_split, found.spill[s], staging / f"{name}.parquet", found.features, mean, std,
+        jobs = [pool.submit(_write_split, found.batches(s), staging / f"{name}.parquet", found.features, mean, std,
                             final, non_finite == "refuse", batch_rows) for s, name in enumerate(SPLITS)]
         done = [job.result() for job in jobs]
     firsts = [first for _, first in done if first is not None]
@@ -181,7 +185,7 @@ def _write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, no
     return counts[0], counts[1], min(firsts) if firsts else None
 
 
-def _write_split(spill: Path, path: Path, features: tuple[str, ...], mean: Any, std: Any, final: Any,
+def _write_split(spilled: Any, path: Path, features: tuple[str, ...], mean: Any, std: Any, final: Any,
                  refuse: bool, batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
     import numpy as np
     import pyarrow as pa
@@ -193,11 +197,11 @@ def _write_split(spill: Path, path: Path, features: tuple[str, ...], mean: Any, 
     schema = pa.schema([*(pa.field(f, pa.float32()) for f in features), pa.field("label", pa.int64())])
     # dictionary encoding only for the label: float features are nearly unique, so dictionaries cost time and space
     with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["label"]) as writer:
-        pending, held = [], 0
-        for batch in _spilled(spill):
+        for group in _groups(spilled, batch_rows):  # one contiguous row group of ~batch_rows rows each
+            table = pa.Table.from_batches(group)
             arrays, first = [], None
             for j, name in enumerate(features):
-                x = batch.column(name).to_numpy(zero_copy_only=False)  # nulls read as NaN
+                x = table.column(name).to_numpy()  # nulls read as NaN
                 with np.errstate(over="ignore", invalid="ignore"):
                     z = (x - mean[j]) / std[j]
                     nan = np.isnan(z)
@@ -208,20 +212,14 @@ def _write_split(spill: Path, path: Path, features: tuple[str, ...], mean: Any, 
                 if inf.any():
                     i = int(np.flatnonzero(inf)[0])
                     if refuse:  # only values beyond float32 reach here (infinities were refused in pass 1)
-                        first = min(first or (1 << 63, j, 0.0), (int(batch.column(ROW)[i].as_py()), j, float(x[i])))
+                        first = min(first or (1 << 63, j, 0.0), (int(table.column(ROW)[i].as_py()), j, float(x[i])))
                     counts[1, j] += np.count_nonzero(inf)
                     z32[inf] = 0.0
                 arrays.append(pa.array(z32))
             if first is not None:
                 return counts, first
-            arrays.append(pa.array(final[batch.column(CODE).to_numpy()]))
-            pending.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-            held += batch.num_rows
-            if held >= batch_rows:
-                writer.write_table(pa.Table.from_batches(pending))
-                pending, held = [], 0
-        if pending:
-            writer.write_table(pa.Table.from_batches(pending))
+            arrays.append(pa.array(final[table.column(CODE).to_numpy()]))
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
     return counts, None
 
 

@@ -5,7 +5,8 @@ assigned to train / validation / test by the split hash of their global row numb
 encoded, the feature values are checked (missing, infinite), and the training rows' count, mean and
 sum of squared deviations are computed per column. The results are merged in file order (Chan's
 parallel update, so the statistics do not depend on the thread timing), and the rows are appended,
-grouped by split, to three Arrow IPC files: pass 2 reads those instead of parsing the input again.
+grouped by split: the first ones kept in memory up to a budget, the rest written to three Arrow IPC
+files; pass 2 reads those instead of parsing the input again.
 Columns whose float64 sums overflow (values near 1e308) are summed again from the spilled training
 rows in extended precision.
 """
@@ -13,7 +14,9 @@ rows in extended precision.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from .io import StepError
 
 __all__ = ["Scan", "scan", "value_error", "SPILL", "ROW", "CODE"]
 
+MEMORY_ENV, DEFAULT_MEMORY_MIB = "XPUFLOW_PREPROCESS_MEMORY_MIB", 256
 SPILL = ".spill-{}.arrow"  # in the staging directory; removed before the output is published
 ROW, CODE = "__row", "__label"  # spilled beside the features: global row number (for messages), label code
 
@@ -41,6 +45,26 @@ class Scan:
     codes: dict[str, int] = field(default_factory=dict)  # label value -> provisional code (first seen)
     label_counts: Any = None  # [3, classes] rows per split and provisional code
     spill: dict[int, Path] = field(default_factory=dict)
+    held: dict[int, list] = field(default_factory=lambda: {0: [], 1: [], 2: []})  # the first rows, kept in memory
+    held_bytes: int = 0
+    spilled: bool = False  # once rows went to disk, all later rows do (file order per split)
+    budget: int = 0  # bytes of rows kept in memory before spilling to disk
+
+    def batches(self, split: int) -> Any:
+        """The spilled rows of one split in file order: those held in memory (released as read), then the file."""
+        held = self.held[split]
+        while held:
+            yield held.pop(0)
+        yield from _file_batches(self.spill[split])
+
+
+def _file_batches(path: Path) -> Any:
+    import pyarrow as pa
+
+    with pa.OSFile(str(path)) as f:  # read, not mapped: mapped pages would count as resident memory
+        reader = pa.ipc.open_file(f)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
 
 
 class _Labels:
@@ -58,6 +82,19 @@ class _Labels:
             return np.array([self.codes[v] for v in dictionary], dtype=np.int32)
 
 
+def memory_budget() -> int:
+    """Bytes of parsed rows pass 1 keeps in memory before it spills to disk (``XPUFLOW_PREPROCESS_MEMORY_MIB``)."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    try:
+        mib = int(text) if text else DEFAULT_MEMORY_MIB
+    except ValueError:
+        mib = -1
+    if mib < 0:
+        raise StepError(f"preprocess: {MEMORY_ENV}={text!r} is not valid: a whole number of MiB >= 0. Fix: unset it "
+                        f"(default {DEFAULT_MEMORY_MIB}) or set e.g. 64.")
+    return mib << 20
+
+
 def scan(source: Any, spill_dir: Path, *, seed: int, val_fraction: float, test_fraction: float,
          non_finite: str, threads: int = 0) -> Scan:
     """Read ``source`` once (see the module doc); raises StepError at the first bad value in file order."""
@@ -71,15 +108,18 @@ def scan(source: Any, spill_dir: Path, *, seed: int, val_fraction: float, test_f
     nf = len(source.features)
     result = Scan(source.features, n=np.zeros(nf), mean=np.zeros(nf), m2=np.zeros(nf),
                   present=np.zeros(nf, dtype=np.int64), label_counts=np.zeros((3, 0), np.int64))
+    result.budget = memory_budget()
     labels = _Labels(result.codes)
     schema = pa.schema([*(pa.field(f, pa.float64()) for f in source.features), pa.field(CODE, pa.int32()),
                         pa.field(ROW, pa.int64())])
     workers = threads or worker_count()
     writers: dict[int, Any] = {}
+    sinks: list[Any] = []
     try:
         for s in range(3):
             result.spill[s] = spill_dir / SPILL.format(s)
-            writers[s] = pa.ipc.new_file(str(result.spill[s]), schema)
+            sinks.append(pa.BufferedOutputStream(pa.OSFile(str(result.spill[s]), "wb"), buffer_size=4 << 20))
+            writers[s] = pa.ipc.new_file(sinks[-1], schema)
         pending: collections.deque[Any] = collections.deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="xpuflow-scan") as pool:
             try:
@@ -97,12 +137,14 @@ def scan(source: Any, spill_dir: Path, *, seed: int, val_fraction: float, test_f
     finally:
         for w in writers.values():
             w.close()
+        for sink in sinks:
+            sink.close()
     with np.errstate(over="ignore", invalid="ignore"):
         result.std = np.sqrt(np.maximum(result.m2 / np.maximum(result.n, 1), 0.0))
     overflow = ~(np.isfinite(result.mean) & np.isfinite(result.std))
     if overflow.any():  # values near the float64 limit (e.g. 1e308): sums again in extended precision
         cols = np.flatnonzero(overflow)
-        result.mean[cols], result.std[cols] = _wide_moments(result.spill[0], [source.features[j] for j in cols])
+        result.mean[cols], result.std[cols] = _wide_moments(result, [source.features[j] for j in cols])
     return result
 
 
@@ -191,9 +233,18 @@ def _merge(result: Scan, part: dict[str, Any], writers: dict[int, Any]) -> None:
     """Fold one batch into the running totals, in file order (Chan et al.'s pairwise update)."""
     import numpy as np
 
+    size = sum(rows.nbytes for rows in part["parts"].values())
+    in_memory = result.held_bytes + size <= result.budget and not result.spilled
+    result.spilled = not in_memory
     for s, rows in part["parts"].items():
-        if rows.num_rows:
+        if not rows.num_rows:
+            continue
+        if in_memory:
+            result.held[s].append(rows)
+        else:
             writers[s].write_batch(rows)
+    if in_memory:
+        result.held_bytes += size
     result.present += part["present"]
     counts = part["counts"]
     if counts.shape[1] > result.label_counts.shape[1]:
@@ -216,23 +267,20 @@ def value_error(source: Any, name: str, value: float, row: int, why: str, comma:
                      "--non-finite impute to treat such values as missing (imputed with the training mean).")
 
 
-def _wide_moments(train_spill: Path, names: list[str]) -> tuple[Any, Any]:
+def _wide_moments(result: Scan, names: list[str]) -> tuple[Any, Any]:
     """Mean and std in extended precision, from the spilled training rows (their squares overflow float64)."""
     import numpy as np
     import pyarrow as pa
 
     wide = np.longdouble
     total, total_sq, count = (np.zeros(len(names), wide) for _ in range(3))
-    with pa.OSFile(str(train_spill)) as f:
-        reader = pa.ipc.open_file(f)
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            for k, name in enumerate(names):
-                x = batch.column(name).to_numpy(zero_copy_only=False)
-                x = x[np.isfinite(x)].astype(wide)
-                total[k] += x.sum()
-                total_sq[k] += (x * x).sum()
-                count[k] += len(x)
+    for batch in itertools.chain(result.held[0], _file_batches(result.spill[0])):  # held ones stay for pass 2
+        for k, name in enumerate(names):
+            x = batch.column(name).to_numpy(zero_copy_only=False)
+            x = x[np.isfinite(x)].astype(wide)
+            total[k] += x.sum()
+            total_sq[k] += (x * x).sum()
+            count[k] += len(x)
     count = np.maximum(count, 1)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0))
