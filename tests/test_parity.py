@@ -9,14 +9,26 @@ shape and compared with the Placement itself.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import matrix
 import pytest
+import user_project
+import yaml
 from kfp_compile import compile_tasks
 from normalize import from_kfp_ir, from_pod_spec
 
-from xpuflow import PlacementError, RenderError
+from xpuflow import Cluster, PlacementError, RenderError
+from xpuflow.commands.compile import manifests
+from xpuflow.dsl.load import load_flow
+from xpuflow.kfp import pipeline
 from xpuflow.render import airflow as render_airflow
 from xpuflow.render import kubernetes
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def expected(p):
@@ -69,3 +81,36 @@ def test_matrix_outcomes_are_all_explained():
     assert outcomes[("eks", "tpu")] == "not offered"
     assert outcomes[("aks", "npu")] == "not offered"
     assert outcomes[("generic", "gpu-mig")] == "rendered"
+
+
+def test_a_user_flow_places_identically_on_every_backend(tmp_path):
+    """A user's own steps (CPU, GPU, NPU and a flow default): the KFP pipeline, the Kubernetes Jobs and the Airflow
+    DAG's pods of their flow carry the same placement, on two clusters."""
+    from kfp import compiler
+
+    from conftest import AIRFLOW_PY
+
+    flow_file = user_project.write_project(tmp_path / "project")
+    user_project.importable(tmp_path / "project")
+    env = user_project.env(tmp_path / "project", ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "support"), env["PYTHONPATH"]])
+    proc = subprocess.run([str(AIRFLOW_PY), str(ROOT / "tests" / "support" / "airflow_pods.py"), str(tmp_path / "pods.json"),
+                           "--flow", str(flow_file), *user_project.CLUSTERS], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    airflow = json.loads((tmp_path / "pods.json").read_text())
+    fl = load_flow(str(flow_file))
+    kinds = set()
+    for cluster in user_project.CLUSTERS:
+        cl = Cluster.load(cluster)
+        compiler.Compiler().compile(pipeline(fl, cl), str(tmp_path / f"{cluster}.yaml"))
+        kfp = list(yaml.safe_load_all((tmp_path / f"{cluster}.yaml").read_text()))
+        jobs = list(yaml.safe_load_all(manifests(fl, cl, tmp_path / f"{cluster}-jobs.yaml", "s3://b/r").read_text()))
+        for task, job in zip(fl.tasks, [j for j in jobs if j], strict=True):
+            placement = cl.place(task.compute)
+            kinds.add(placement.kind)
+            want = expected(placement)
+            assert from_kfp_ir(kfp, task.name.replace("_", "-")) == want, f"kfp differs for {cluster}/{task.name}"
+            assert from_pod_spec(job["spec"]["template"]["spec"]) == want, f"kubernetes differs for {cluster}/{task.name}"
+            assert from_pod_spec(airflow[f"{cluster}/{task.name}"]["spec"]) == want, f"airflow differs for {cluster}/{task.name}"
+    assert kinds == {"cpu", "gpu", "npu"}

@@ -210,25 +210,6 @@ with open(sys.argv[4], "w") as out:
 """
 
 
-@pytest.fixture(scope="session")
-def airflow_env(tmp_path_factory) -> dict[str, str]:
-    """A temporary AIRFLOW_HOME with an initialised SQLite metadata DB; local mode; outputs under it."""
-    home = tmp_path_factory.mktemp("airflow_home")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        MODE_ENV: "local",
-        "XPUFLOW_LOCAL_ROOT": str(home / "runs"),
-    }
-    out = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True,
-                         check=False, timeout=180)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    return env
-
-
 def run_local(env: dict[str, str], name: str, tmp_path: Path, conf: dict | None = None) -> tuple[Path, str]:
     """``dag.test()`` of dags/<name>.py (2 epochs unless ``conf`` says otherwise); returns the run directory and log."""
     result = tmp_path / "result.json"

@@ -239,7 +239,7 @@ def _local_task(dag: DAG | None, t: Task, root: str | None) -> Any:
     return PythonOperator(
         task_id=t.name,
         python_callable=run_step,
-        op_kwargs={"step": t.step.ref, "arguments": serialise(t), "root": root},
+        op_kwargs={"step": t.step.pod_ref(), "arguments": serialise(t), "root": root},
         doc_md=f"`xpuflow step {t.step.ref}` in the worker's process (local mode; outputs under "
         f"`${LOCAL_ROOT_ENV}` or `<tmp>/xpuflow-airflow`, passed on through XCom)",
         dag=dag,

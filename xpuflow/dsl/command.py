@@ -43,7 +43,7 @@ def command(step: Step) -> list[str]:
     """``xpuflow step NAME`` for a built-in step, ``xpuflow step package.module:function`` for any other."""
     from ..steps import builtin_name
 
-    return ["xpuflow", "step", builtin_name(step) or step.ref]
+    return ["xpuflow", "step", builtin_name(step) or step.pod_ref()]
 
 
 def arguments(task: Task, root: str, param: Callable[[FlowParam], str] = lambda p: text(p.default)) -> list[str]:

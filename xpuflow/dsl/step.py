@@ -134,6 +134,16 @@ class Step:
         self.outputs: tuple[str, ...] = tuple(outs)
         self.params: Mapping[str, Param] = params
 
+    def pod_ref(self) -> str:
+        """``package.module:function``, as a pod (or an Airflow worker) imports it; refused for a step defined
+        in a script or in a file loaded by path, which no other process can import."""
+        module = self.ref.partition(":")[0]
+        if module == "__main__" or module.startswith("xpuflow_file_") or "<locals>" in self.ref:
+            raise FlowError(f"step {self.name!r} is defined in a script or a file loaded by path ({module}), so a "
+                            "pod cannot import it. Fix: put the step in an importable module (a package on "
+                            "PYTHONPATH or installed) and import it from the flow file.")
+        return self.ref
+
     @property
     def checkpointed(self) -> bool:
         """A resumable step with a ``checkpoint_dir`` parameter: backends give it a durable checkpoint URL."""

@@ -48,6 +48,7 @@ def build_component(step: Step, image: str) -> Any:
     clash = [n for n in (*step.inputs, *step.outputs, *step.params) if keyword.iskeyword(n) or n == "arguments"]
     if clash:
         raise FlowError(f"step {step.ref}: parameter {clash[0]!r} cannot be a KFP component parameter. Fix: rename it.")
+    step.pod_ref()  # the pod imports the step by its path
     source = source_of(step)
     filename = f"<xpuflow component {step.ref}>"
     # registered in linecache so that inspect.getsource (which KFP uses to ship the function) finds it
