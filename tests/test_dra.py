@@ -172,3 +172,44 @@ def test_pod_spec_needs_the_step_name_of_its_templates(generic):
 
 def test_no_claims_no_templates(generic):
     assert kubernetes.resource_claim_templates(generic.place(Compute.gpu(model="l4")), name="train") == []
+
+
+def test_compile_for_k8s_writes_each_template_before_its_job(tmp_path):
+    """A user's own flow file, outside xpuflow, compiled by the CLI for an on-prem cluster with NVIDIA's DRA driver."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "claimed.py").write_text(
+        "from xpuflow import Compute, flow\n"
+        "from xpuflow.steps.preprocess import preprocess\n"
+        "from xpuflow.steps.train import train\n\n"
+        "@flow(name='claimed')\n"
+        "def claimed(epochs: int = 1):\n"
+        "    data = preprocess(input='builtin:digits').output\n"
+        "    train(data=data, epochs=epochs).with_compute(Compute.gpu(model='l4', count=2, memory='24Gi', claim=True))\n"
+    )
+    out = tmp_path / "jobs.yaml"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "xpuflow.cli", "compile", str(tmp_path / "claimed.py"), "--backend",
+                           "k8s", "--cluster", "generic", "-o", str(out)], capture_output=True, text=True, cwd=root,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(out.read_text()) if d]
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("Job", "claimed-0-preprocess"), ("ResourceClaimTemplate", "claimed-1-train-gpu"), ("Job", "claimed-1-train")]
+    _valid(*docs)
+    pod = docs[2]["spec"]["template"]["spec"]
+    assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "claimed-1-train-gpu"}]
+    assert docs[1]["spec"]["spec"]["devices"]["requests"][0]["exactly"]["count"] == 2
+    no_dra = yaml.safe_load((root / "xpuflow" / "catalog" / "clusters" / "generic.yaml").read_text())
+    del no_dra["dra"]
+    no_dra["name"] = "plugins-only"
+    (tmp_path / "plugins-only.yaml").write_text(yaml.safe_dump(no_dra))
+    refused = subprocess.run([sys.executable, "-m", "xpuflow.cli", "compile", str(tmp_path / "claimed.py"), "--backend",
+                              "k8s", "--cluster", str(tmp_path / "plugins-only.yaml"), "-o", str(out)],
+                             capture_output=True, text=True, cwd=root, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "cluster 'plugins-only'" in refused.stderr and "claim=True is not valid" in refused.stderr
+    assert [d for d in yaml.safe_load_all(out.read_text()) if d] == docs  # the earlier good output is kept
