@@ -54,27 +54,14 @@ class _Progress:
         self.log.close()
 
 
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise XpuflowError(f"--param {pair!r} is not valid: write key=value, e.g. --param epochs=3.")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
 def run_local(name: str, cluster_name: str, root: str, params: list[str]) -> tuple[Path, list[dict[str, Any]]]:
     from kfp import local
 
-    from ..dsl.local import check_params
+    from ..dsl.params import check_params, parse_params
     from ..kfp import pipeline as kfp_pipeline
 
     flow, cluster = resolve_flow(name), Cluster.load(cluster_name)
-    values = _parse_params(params)
+    values = parse_params(flow, params)  # typed per flow parameter, then each task's step check: before any task
     check_params(flow, values)
     pipeline = kfp_pipeline(flow, cluster)
     out = Path(root).resolve()

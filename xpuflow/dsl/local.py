@@ -7,23 +7,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import did_you_mean
 from .command import checkpoint_url, flag, output_url
 from .flow import Flow, FlowParam, OutputRef, Task
-from .step import FlowError
+from .params import check_params
 
 __all__ = ["run_flow", "task_kwargs", "check_params"]
 
 log = logging.getLogger("xpuflow.local")
-
-
-def check_params(flow: Flow, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The flow's parameter values: its defaults, updated with ``params`` (unknown names refused)."""
-    unknown = [k for k in params if k not in flow.params]
-    if unknown:
-        raise FlowError(f"flow {flow.name!r}: parameter {unknown[0]!r} is not valid: one of "
-                        f"{', '.join(flow.params) or '(none)'}.{did_you_mean(unknown[0], flow.params)}")
-    return {**{k: p.default for k, p in flow.params.items()}, **params}
 
 
 def task_kwargs(task: Task, params: Mapping[str, Any], root: str, upstream: Callable[[OutputRef], str]) -> dict[str, Any]:

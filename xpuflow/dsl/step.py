@@ -87,8 +87,12 @@ class Step:
     """One step: the function, its Compute and how it runs. Build it with :func:`step`."""
 
     def __init__(self, fn: Callable[..., Any], *, compute: Compute | None, image: str | None, resumable: bool,
-                 minutes: float, inputs: Iterable[str], outputs: Iterable[str]) -> None:
+                 minutes: float, inputs: Iterable[str], outputs: Iterable[str],
+                 check: Callable[..., None] | None = None) -> None:
         where = f"@step {fn.__module__}:{fn.__qualname__}"
+        if check is not None and not callable(check):
+            raise FlowError(invalid("check", check, "a function of the step's scalar parameters, or None", where=where))
+        self.check = check
         if compute is not None and not isinstance(compute, Compute):
             raise FlowError(invalid("compute", compute, "a Compute (Compute.cpu/gpu/tpu/npu(...)) or None",
                                     where=where, fix="pass compute=Compute.gpu(count=1) or similar"))
@@ -183,14 +187,16 @@ class Step:
 
 def step(fn: Callable[..., Any] | None = None, *, compute: Compute | None = None, image: str | None = None,
          resumable: bool = False, minutes: float = 5.0, inputs: Iterable[str] = (),
-         outputs: Iterable[str] = ()) -> Any:
+         outputs: Iterable[str] = (), check: Callable[..., None] | None = None) -> Any:
     """Declare a step. ``compute``: what it needs (a flow's ``default_compute`` when None); ``image``: an
     image class (cpu, cuda, tpu) or reference (default: from the compute kind); ``resumable``: it resumes
     after preemption (from ``checkpoint_dir`` when it has one); ``minutes``: rough duration, for the cost
-    shown by ``xpuflow plan``; ``inputs``/``outputs``: parameter names, for functions you cannot annotate."""
+    shown by ``xpuflow plan``; ``inputs``/``outputs``: parameter names, for functions you cannot annotate;
+    ``check``: called with the step's scalar parameters (keyword arguments) before a flow runs, raises an
+    XpuflowError for a bad value, so ``xpuflow run --param`` is refused before any task starts."""
 
     def wrap(f: Callable[..., Any]) -> Step:
         return Step(f, compute=compute, image=image, resumable=resumable, minutes=minutes, inputs=inputs,
-                    outputs=outputs)
+                    outputs=outputs, check=check)
 
     return wrap(fn) if fn is not None else wrap

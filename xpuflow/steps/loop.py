@@ -48,16 +48,22 @@ class Options:
     num_workers: int
 
 
-def check_options(step: str, **values: Any) -> Options:
+def check_scalars(step: str, **values: Any) -> dict[str, Any]:
+    """The options' own checks (whole-number bounds, model_kwargs JSON); ``@step(check=...)`` runs them before a
+    flow starts. Returns model_kwargs parsed; other keys are ignored."""
     for name, low in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("num_workers", 0)):
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise StepError(f"{step}: {name}={value!r} is not valid: a whole number >= {low}.")
     raw = values["model_kwargs"]
     try:
-        values["model_kwargs"] = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        return {"model_kwargs": json.loads(raw) if isinstance(raw, str) else dict(raw)}
     except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise StepError(f"{step}: model_kwargs={raw!r} is not valid: a JSON object ({e}).") from e
+
+
+def check_options(step: str, **values: Any) -> Options:
+    values.update(check_scalars(step, **values))
     return Options(**values)
 
 

@@ -15,9 +15,10 @@ Outputs in ``output/``: ``model.pt`` (see :mod:`xpuflow.steps.models`),
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from .loop import PREEMPTED_EXIT_CODE, check_options, fit
+from .loop import PREEMPTED_EXIT_CODE, check_options, check_scalars, fit
 from .models import DEFAULT_ARCH
 from .runtime import setup
 from ..compute import Compute
@@ -27,7 +28,7 @@ __all__ = ["train", "PREEMPTED_EXIT_CODE"]
 
 
 @step(compute=Compute.gpu(count=1, cpu="4", memory="16Gi", spot=True), resumable=True, minutes=15,
-      inputs=("data",), outputs=("output",))
+      inputs=("data",), outputs=("output",), check=functools.partial(check_scalars, "train"))
 def train(
     data: str = "out/data",
     output: str = "out/model",

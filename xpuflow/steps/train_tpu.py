@@ -22,13 +22,14 @@ same XLA code runs on the CPU; on GKE the placement sets ``PJRT_DEVICE=TPU``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from .io import StepError
-from .loop import check_options, fit
+from .loop import check_options, check_scalars, fit
 from .models import DEFAULT_ARCH
 from .runtime import Runtime, setup
 from ..compute import Compute
@@ -149,7 +150,7 @@ def _xla_runtime(precision: str, seed: int, cores: int) -> XlaRuntime:
 
 
 @step(compute=Compute.tpu(version="v5e", topology="2x4", spot=True), resumable=True, minutes=15,
-      inputs=("data",), outputs=("output",))
+      inputs=("data",), outputs=("output",), check=functools.partial(check_scalars, "train_tpu"))
 def train_tpu(
     data: str = "out/data",
     output: str = "out/model",
