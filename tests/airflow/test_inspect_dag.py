@@ -4,6 +4,7 @@ written without xpuflow), parsed by a real DagBag, each pod built by the operato
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,12 @@ def test_a_dag_file_that_does_not_import_is_refused_in_one_line(tmp_path, capsys
         read(path)
     assert main(["lint", str(path), "--cluster", "gke"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("cluster", ["gke", "eks"])
+def test_xpuflows_own_dag_files_lint_clean(cluster, monkeypatch, capsys):
+    monkeypatch.setenv("XPUFLOW_CLUSTER", cluster)
+    path = Path(__file__).resolve().parents[2] / "dags" / "train_gpu_export_npu.py"
+    assert main(["lint", str(path), "--cluster", cluster]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines() == [f"train_gpu_export_npu ({path}, 4 task(s)) on {cluster}: 0 error(s), 0 warning(s)"]

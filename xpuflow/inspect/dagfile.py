@@ -7,20 +7,24 @@ merges them. Tasks of other operators run on the worker, not in a pod of their o
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from ..errors import PipelineFileError
 from .pod import TaskPod, from_pod_spec
 
 __all__ = ["read_dag_file", "is_dag_file"]
 
-_IMPORTS_AIRFLOW = re.compile(r"^\s*(from|import)\s+airflow\b", re.MULTILINE)
+_IMPORTS_AIRFLOW = re.compile(r"^\s*(from|import)\s+(xpuflow\.)?airflow\b", re.MULTILINE)
 
 
 def is_dag_file(path: str | os.PathLike[str]) -> bool:
-    """A ``.py`` file that imports Airflow itself (xpuflow's own DAG files are flows: see ``xpuflow lint --help``)."""
+    """A ``.py`` file that imports Airflow, or builds its DAG with ``xpuflow.airflow`` (a flow file does neither)."""
     p = Path(path)
     if p.suffix != ".py" or not p.is_file():
         return False
@@ -44,19 +48,30 @@ def read_dag_file(path: str | os.PathLike[str]) -> tuple[str, list[TaskPod]]:
             f"DAG file {where!r}: reading it needs Apache Airflow and its cncf-kubernetes provider (cannot import "
             f"{e.name}). Fix: run xpuflow where your DAGs run (pip install 'xpuflow[airflow]')."
         ) from e
-    bag = DagBag(dag_folder=where)
+    # Airflow logs parsing, import tracebacks and pod building where lint prints its findings and its one-line
+    # error; what matters of them is in those. Quiet for the read only.
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return _read(where, DagBag, KubernetesPodOperator, ApiClient())
+    finally:
+        logging.disable(previous)
+
+
+def _read(where: str, dagbag: Any, operator: type, client: Any) -> tuple[str, list[TaskPod]]:
+    bag = dagbag(dag_folder=where)
     if bag.import_errors:
         first = next(iter(bag.import_errors.values())).strip().splitlines()[-1]
         raise PipelineFileError(f"DAG file {where!r}: Airflow cannot import it: {first[:300]}. Fix: run "
                                 f"`python {where}` and correct the error.")
     if not bag.dags:
         raise PipelineFileError(f"DAG file {where!r}: defines no DAG. Fix: lint the file that creates the DAG object.")
-    client = ApiClient()
     several = len(bag.dags) > 1
     pods = []
     for dag_id, dag in sorted(bag.dags.items()):
         for task in dag.tasks:
-            if not isinstance(task, KubernetesPodOperator):
+            if not isinstance(task, operator):
                 continue
             name = f"{dag_id}.{task.task_id}" if several else task.task_id
             try:
