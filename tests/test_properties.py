@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -175,10 +176,16 @@ profiles = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def profile_path(tmp_path_factory):
+    """One file, rewritten by every example (a temporary directory per example costs more than the load)."""
+    return tmp_path_factory.mktemp("profiles") / "cluster.yaml"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles)
-def test_a_generated_profile_loads_or_is_refused_in_one_line(tmp_path_factory, data):
-    path = tmp_path_factory.mktemp("profile") / "cluster.yaml"
+def test_a_generated_profile_loads_or_is_refused_in_one_line(profile_path, data):
+    path = profile_path
     path.write_text(yaml.safe_dump(data))
     try:
         cluster = Cluster.load(path)
@@ -196,8 +203,8 @@ def test_a_generated_profile_loads_or_is_refused_in_one_line(tmp_path_factory, d
                  st.lists(st.sampled_from(["a: &a [x, x]\n", "b: &b [*a, *a, *a]\n", "name: lab\n", "- *b\n", "? [k]\n",
                                            "<<: *a\n", "k: v\nk: w\n", "\t", "{", "]", "&x ", "*x", ":\n", "---\n"]),
                           max_size=12).map(lambda parts: "".join(parts).encode())))
-def test_any_bytes_load_or_are_refused_in_one_line_without_echo(tmp_path_factory, content):
-    path = tmp_path_factory.mktemp("bytes") / "cluster.yaml"
+def test_any_bytes_load_or_are_refused_in_one_line_without_echo(profile_path, content):
+    path = profile_path
     path.write_bytes(content)
     try:
         Cluster.load(path)

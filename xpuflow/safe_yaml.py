@@ -95,49 +95,48 @@ def loads(text: str, source: str, *, error: type[XpuflowError] = ClusterFileErro
 def _check(root: Any, source: str, error: type[XpuflowError]) -> None:
     """Refuse self-referring aliases, expansion beyond MAX_NODES, depth beyond MAX_DEPTH, duplicate keys.
 
-    Iterative post-order over the node graph, each node visited once: an alias is a
-    shared node, so its expanded size is counted (size(node) = 1 + sizes of its
-    children) without building anything.
+    Each node is visited once: an alias is a shared node, so its expanded size and height are
+    memoised (size = 1 + the sizes of its children) and nothing is built. The recursion stops
+    at MAX_DEPTH, so it stays far below Python's limit.
     """
     import yaml
 
+    scalar, mapping = yaml.ScalarNode, yaml.MappingNode
     size: dict[int, int] = {}
-    depth: dict[int, int] = {}
+    height: dict[int, int] = {}
     on_path: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
+
+    def fail(node: Any, what: str) -> XpuflowError:
+        return error(f"{source}: line {node.start_mark.line + 1}: {what}")
+
+    def visit(node: Any, depth: int) -> int:
+        if node.__class__ is scalar:
+            return 1
         key = id(node)
-        children = _children(node, yaml)
-        if done:
-            on_path.discard(key)
-            size[key] = 1 + sum(size[id(c)] for c in children)
-            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
-            if size[key] > MAX_NODES:
-                raise error(f"{source}: line {node.start_mark.line + 1}: aliases expand to more than {MAX_NODES} "
-                            "values. Fix: write the values out; a profile needs no alias bomb.")
-            if depth[key] > MAX_DEPTH:
-                raise error(f"{source}: line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep. "
-                            "Fix: check the file.")
-            continue
         if key in size:
-            continue
+            if depth + height[key] > MAX_DEPTH:
+                raise fail(node, f"nested more than {MAX_DEPTH} levels deep. Fix: check the file.")
+            return size[key]
         if key in on_path:
-            raise error(f"{source}: line {node.start_mark.line + 1}: an alias refers to a value that contains it. "
-                        "Fix: remove the recursive alias.")
-        if isinstance(node, yaml.MappingNode):
-            _no_duplicate_keys(node, source, error, yaml)
+            raise fail(node, "an alias refers to a value that contains it. Fix: remove the recursive alias.")
+        if depth > MAX_DEPTH:
+            raise fail(node, f"nested more than {MAX_DEPTH} levels deep. Fix: check the file.")
         on_path.add(key)
-        stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in size)
+        if isinstance(node, mapping):
+            _no_duplicate_keys(node, source, error, yaml)
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = node.value
+        total = 1 + sum(visit(child, depth + 1) for child in children)
+        on_path.discard(key)
+        if total > MAX_NODES:
+            raise fail(node, f"aliases expand to more than {MAX_NODES} values. Fix: write the values out; a profile "
+                             "needs no alias bomb.")
+        size[key] = total
+        height[key] = 1 + max((height.get(id(c), 0) for c in children), default=0)
+        return total
 
-
-def _children(node: Any, yaml: Any) -> list[Any]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    return []
+    visit(root, 1)
 
 
 def _no_duplicate_keys(node: Any, source: str, error: type[XpuflowError], yaml: Any) -> None:
