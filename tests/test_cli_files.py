@@ -6,7 +6,6 @@ KFP pipeline compiled for EKS carried GKE selectors, a user component named `tra
 # no `from __future__ import annotations`: KFP reads the real annotations of the component below
 
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,14 +22,10 @@ VERBS = (("run",), ("compile", "--backend", "kfp", "--cluster", "gke", "-o", "OU
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("acme")
-    user_project.write_project(root)
-    return root
+    return user_project.make(tmp_path_factory)
 
 
-def xpuflow(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xpuflow", *args], capture_output=True, text=True, timeout=600,
-                          env=user_project.env(project, ROOT), cwd=project)
+xpuflow = user_project.cli
 
 
 def verb(args: tuple[str, ...], target: str, out: Path) -> list[str]:

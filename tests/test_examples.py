@@ -27,3 +27,15 @@ def test_custom_cluster_example_places_by_purpose():
     cpu = lab.place(Compute.cpu())
     expr = cpu.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert expr["matchExpressions"][0]["values"] == ["a100-training"]  # the untainted GPU pool
+
+
+def test_my_project_example_runs_its_own_step_beside_xpuflows(tmp_path):
+    """examples/my_project: xpuflow's steps and the user's own model_card in one flow, run with kfp.local (the
+    flow file's folder reaches the tasks' path, as a package installed in an image would)."""
+    proc = subprocess.run([sys.executable, "-m", "xpuflow", "run", str(ROOT / "examples" / "my_project" / "my_flow.py"),
+                           "--param", "epochs=3", "--param", "owner=vision", "--cluster", "eks", "--root", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (card,) = tmp_path.glob("*/model-card/card/MODEL_CARD.md")
+    assert "owner: vision" in card.read_text() and "after 3 epochs" in card.read_text()
+    assert "gpu-a100-training" in proc.stdout  # train's with_compute(A100) placed on EKS

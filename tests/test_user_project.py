@@ -6,8 +6,6 @@ tests/airflow/test_user_project.py; placements compared across backends: tests/t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -23,15 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("acme")
-    user_project.write_project(root)
-    user_project.importable(root)
-    return root
+    return user_project.make(tmp_path_factory)
 
 
-def xpuflow(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xpuflow", *args], capture_output=True, text=True, timeout=600,
-                          env=user_project.env(project, ROOT), cwd=project)
+xpuflow = user_project.cli
 
 
 def test_steps_declare_themselves_and_run_as_plain_functions(project, tmp_path):
@@ -185,3 +178,26 @@ def test_a_step_defined_in_a_script_is_refused_for_pods():
 
     with pytest.raises(FlowError, match="a pod cannot import it. Fix: put the step in an importable module"):
         command(local_only)
+
+
+def test_an_input_may_be_a_url_or_a_parameter_holding_one(project, tmp_path):
+    from acme_ml.steps import fit, make_data
+    from kfp import compiler
+
+    from xpuflow.dsl.command import arguments
+    from xpuflow.kfp import pipeline
+
+    @flow(name="from_url")
+    def from_url(data_url: str = "s3://acme/data"):
+        fit(data=data_url)
+        fit(data="gs://acme/fixed")
+        make_data()
+
+    compiler.Compiler().compile(pipeline(from_url, "eks"), str(tmp_path / "p.yaml"))
+    docs = list(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    importers = [t for t in docs[0]["root"]["dag"]["tasks"].values() if t["taskInfo"]["name"].startswith("importer")]
+    assert len(importers) == 2  # KFP reads each URL as an imported artifact
+    assert [t.name for t in from_url.tasks] == ["fit", "fit_2", "make_data"]
+    args = arguments(from_url.task("fit"), "s3://root", lambda p: "{{ params['%s'] }}" % p.name)
+    assert args[:2] == ["--data", "{{ params['data_url'] }}"]
+    assert arguments(from_url.task("fit_2"), "s3://root")[:2] == ["--data", "gs://acme/fixed"]

@@ -35,10 +35,7 @@ with open(sys.argv[4], "w") as out:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("acme")
-    user_project.write_project(root)
-    user_project.importable(root)
-    return root
+    return user_project.make(tmp_path_factory)
 
 
 def pod(op) -> dict:

@@ -4,6 +4,7 @@ default compute) and a flow file, as a data scientist would write them. Shared b
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -106,3 +107,18 @@ def importable(root: Path) -> None:
     """Make the project importable in this process (as an installed package would be)."""
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+
+
+def make(factory) -> Path:  # noqa: ANN001 - pytest's tmp_path_factory
+    """A fresh project under pytest's temporary directories, importable in this process."""
+    root = factory.mktemp("acme")
+    write_project(root)
+    importable(root)
+    return root
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``xpuflow ARGS`` run as the user would, from the project's directory, with the repository's xpuflow."""
+    repo = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-m", "xpuflow", *args], capture_output=True, text=True, timeout=600,
+                          env=env(root, repo), cwd=root)

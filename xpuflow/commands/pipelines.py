@@ -13,7 +13,7 @@ from ..dsl.flow import Flow
 from ..dsl.load import _split, example_path, flows_in, load_file, load_flow, pick
 from ..dsl.step import FlowError
 
-__all__ = ["resolve_flow", "kfp_pipeline"]
+__all__ = ["resolve_flow", "kfp_pipeline", "env_set"]
 
 
 def resolve_flow(ref: str) -> Flow:
@@ -22,18 +22,17 @@ def resolve_flow(ref: str) -> Flow:
 
 
 @contextlib.contextmanager
-def _cluster_env(name: str) -> Iterator[None]:
-    """XPUFLOW_CLUSTER set to the cluster asked for while a pipeline file is imported (files that read it place
-    their module-level pipeline there)."""
-    old = os.environ.get("XPUFLOW_CLUSTER")
-    os.environ["XPUFLOW_CLUSTER"] = name
+def env_set(name: str, value: str) -> Iterator[None]:
+    """The environment variable ``name`` set to ``value`` inside, restored after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            del os.environ["XPUFLOW_CLUSTER"]
+            del os.environ[name]
         else:
-            os.environ["XPUFLOW_CLUSTER"] = old
+            os.environ[name] = old
 
 
 def kfp_pipeline(ref: str, cluster: str) -> Any:
@@ -49,7 +48,8 @@ def kfp_pipeline(ref: str, cluster: str) -> Any:
     if not path.endswith(".py"):
         return flow_pipeline(load_flow(ref), cluster)
     want = Cluster.load(cluster)
-    with _cluster_env(cluster), recording() as placed_on:
+    # files that read XPUFLOW_CLUSTER place their module-level pipeline on the cluster asked for
+    with env_set("XPUFLOW_CLUSTER", cluster), recording() as placed_on:
         module = load_file(path)
     flows = flows_in(module)
     if flows or name:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..cluster import Cluster
 from ..errors import XpuflowError
-from .pipelines import resolve_flow
+from .pipelines import env_set, resolve_flow
 
 __all__ = ["run_local", "summarise"]
 
@@ -67,12 +68,16 @@ def run_local(name: str, cluster_name: str, root: str, params: list[str]) -> tup
     out = Path(root).resolve()
     out.mkdir(parents=True, exist_ok=True)
     before = {p for p in out.iterdir() if p.is_dir()}
-    progress = _Progress(out / "run.log", len(flow.tasks), sys.stdout)
+    imports = sum(k in t.step.inputs and k not in t.inputs for t in flow.tasks for k in t.args)  # KFP importer tasks
+    progress = _Progress(out / "run.log", len(flow.tasks) + imports, sys.stdout)
     print(f"running {flow.name} locally ({flow.description}); log: {out / 'run.log'}", flush=True)
+    # the tasks (subprocesses) import the flow's steps as a pod would: the flow file's folder is on their path
+    folder = os.path.dirname(os.path.abspath(flow.fn.__code__.co_filename))
+    path = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH", "")) if p)
     try:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out))
         # the runner logs to sys.stdout (task output included): into the run log, through the progress tee
-        with contextlib.redirect_stdout(progress), warnings.catch_warnings():
+        with env_set("PYTHONPATH", path), contextlib.redirect_stdout(progress), warnings.catch_warnings():
             # the runner prints each task's output (into the log) and warns that placement settings and
             # images are not used locally, which is the point of a local run
             warnings.simplefilter("ignore", UserWarning)

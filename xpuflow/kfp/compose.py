@@ -41,12 +41,11 @@ def build_pipeline(flow: Flow | str, cluster: Cluster | str, *, compute: dict[st
             for key, value in t.args.items():
                 if isinstance(value, OutputRef):
                     args[key] = made[value.task].outputs[value.output]
-                elif isinstance(value, FlowParam):
-                    args[key] = values[value.name]
-                elif key in t.step.inputs:  # a URL given as is: imported as an artifact
-                    args[key] = dsl.importer(artifact_uri=value, artifact_class=dsl.Artifact).output
-                else:
-                    args[key] = value
+                    continue
+                given = values[value.name] if isinstance(value, FlowParam) else value
+                # an input given a URL (or a parameter holding one) reads it as an imported artifact
+                args[key] = dsl.importer(artifact_uri=given, artifact_class=dsl.Artifact).output \
+                    if key in t.step.inputs else given
             task = component(t.step, image=t.step.image_ref(t.compute))(**args)
             render_kfp.apply(task, placements[t.name], step=t.name)
             if t.secret_env:
