@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   run the main job (train_gpu_export_npu locally, then its plan on GKE)"
 	@echo "make test   run the whole test suite (builds the venvs on first use)"
-	@echo "make bench  run the benchmarks in bench/"
+	@echo "make bench  run the benchmarks in bench/ (figures: bench/results/*.json and *.png)"
 
 venv:
 	@.ci/venv main >/dev/null
@@ -63,6 +63,7 @@ bench: venv venv-airflow venv-xla
 	$(AIRFLOW_PY) bench/dag_parse.py
 	$(PY) -m xpuflow step preprocess --output out/bench-data
 	PJRT_DEVICE=CPU $(XLA_PY) bench/train_tpu.py --data out/bench-data
+	@echo "figures: bench/results/<benchmark>.json and <benchmark>.png (bench/figures.py), linked from docs/benchmarks.md"
 
 clean:
 	rm -rf .venv .venv-airflow .venv-xla .pytest_cache build *.egg-info out

@@ -112,6 +112,15 @@ def main() -> None:
     print(f"max |step - encode|   : {diff:.1e}")
     print(f"index recall@5        : {result['recall_at_5']} (recall@1 {result['recall_at_1']}) on "
           f"{result['queries']} queries, shipped corpus, {result['kind']}")
+    from figures import Ratio, record
+
+    record("embed", {"device": str(encoder.device), "precision": encoder.precision, "corpus": args.corpus,
+                     "chunks": n, "batch": args.batch_size, "rounds": args.reps, "step_per_s": step,
+                     "encode_per_s": base, "max_abs_diff": diff, "recall_at_5": result["recall_at_5"],
+                     "recall_at_1": result["recall_at_1"]},
+           [Ratio("embed step / SentenceTransformer.encode", step / base, goal=1.0),
+            Ratio("index recall@5", result["recall_at_5"], goal=0.9)],
+           title=f"embed: {args.corpus} corpus, {n} chunks, batch {args.batch_size}")
 
 
 if __name__ == "__main__":

@@ -227,6 +227,14 @@ def main() -> None:
     summary["bare+dl"]["ratio_samples_per_second"] = dl
     print(f"diagnostic: the bare loop fed by the step's DataLoader (batch_sampler over a TensorDataset): {dl:.3f}x the bare loop")
     print(f"per-epoch training loss, step vs bare: max |difference| {drift:.2e} (same work when ~0)")
+    from figures import Ratio, record
+
+    record("train", summary, [Ratio("step / bare loop, default checkpoints (samples/s)",
+                                    summary["step"]["ratio_samples_per_second"], goal=0.95),
+                              Ratio("step / bare loop, no periodic checkpoint (samples/s)",
+                                    summary["step-nockpt"]["ratio_samples_per_second"], goal=0.95),
+                              Ratio("bare loop + DataLoader / bare loop (diagnostic)", dl)],
+           title=f"train step vs a bare PyTorch loop, {threads} thread(s), median of {args.reps}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -125,6 +125,12 @@ def main() -> None:
     new = [b - a for a, b in zip([0, *per_epoch], per_epoch)]
     print(f"uncached XLA compilations, cumulative after each epoch: {per_epoch}; new per epoch: {new}")
     print("goal (no recompilation after the first epoch):", "met" if all(n == 0 for n in new[1:]) else "NOT met")
+    from figures import Ratio, record
+
+    record("train_tpu", {"bare_steps_per_s": bare, "step_steps_per_s": step, "bare_runs": bare_rates,
+                         "step_runs": step_rates, "compilations_cumulative": per_epoch, "epochs": args.epochs},
+           [Ratio("train_tpu step / bare torch_xla loop (steps/s)", step / bare, goal=0.95)],
+           title="train_tpu on XLA:CPU vs a bare torch_xla loop")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def _csv(uri: str, label: str, batch_rows: int) -> Source:
                         "Fix: check the file (a .csv.gz must be gzip-compressed CSV).") from e
     features = _check_header(uri, columns, label)
     types = {name: pa.float64() for name in features}
-    types[label] = pa.string()
+    types[label] = pa.dictionary(pa.int32(), pa.string())  # encoded while parsing: few distinct classes
 
     def refuse(e: Exception) -> StepError:
         match = _ARROW_CSV_ERROR.search(str(e))

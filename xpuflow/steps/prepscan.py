@@ -163,9 +163,10 @@ def _scan_batch(batch: Any, offset: int, source: Any, labels: _Labels, schema: A
         first = int(np.flatnonzero(np.asarray(pc.is_null(y)))[0])
         raise StepError(f"{source.name}: label {source.label!r} is missing in row {offset + first + 1}. "
                         "Fix: drop unlabelled rows before preprocessing.")
-    if not pa.types.is_string(y.type):
-        y = pc.cast(y, pa.string())
-    encoded = pc.dictionary_encode(y)
+    if pa.types.is_dictionary(y.type):  # a CSV label, encoded by the reader
+        encoded = y if pa.types.is_string(y.type.value_type) else pc.dictionary_encode(pc.cast(y, pa.string()))
+    else:
+        encoded = pc.dictionary_encode(y if pa.types.is_string(y.type) else pc.cast(y, pa.string()))
     codes = labels.lookup(encoded.dictionary.to_pylist())[encoded.indices.to_numpy(zero_copy_only=False)]
     nf = len(source.features)
     present = np.zeros(nf, dtype=np.int64)

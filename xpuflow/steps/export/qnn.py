@@ -113,7 +113,8 @@ def compatibility_report(path: Path, error: str) -> dict[str, Any]:
     ops: dict[str, int] = {}
     for u in cause:
         ops[u["op"]] = ops.get(u["op"], 0) + 1
-    report.update(nodes_on_npu=len(on_npu), unsupported=cause, unsupported_ops=ops,
+    # the file's nodes only: the EP may add its own (e.g. it quantizes a float bias for the HTP)
+    report.update(nodes_on_npu=len(on_npu & {n for n, _ in nodes}), unsupported=cause, unsupported_ops=ops,
                   left_with_them=[u for u in unsupported if u not in cause])
     return report
 
