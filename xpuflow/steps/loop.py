@@ -52,6 +52,8 @@ def check_scalars(step: str, **values: Any) -> dict[str, Any]:
     """The options' own checks (whole-number bounds, model_kwargs JSON); ``@step(check=...)`` runs them before a
     flow starts. Returns model_kwargs parsed; other keys are ignored."""
     for name, low in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("num_workers", 0)):
+        if name not in values:  # train_tpu has no num_workers
+            continue
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise StepError(f"{step}: {name}={value!r} is not valid: a whole number >= {low}.")
