@@ -7,6 +7,7 @@ checkpoint written by one step loads in the other (tensors are saved on the CPU)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpointer, restore_rng, rng_state
+from .checkpoint import ON_MISMATCH, Checkpointer, restore_rng, rng_state
+from .checkpoint_async import BackgroundSaver, snapshot
 from .io import StepError, local_path, write_json
 from .models import build_model, save_model
 from .preprocess import read_split
@@ -46,6 +48,7 @@ class Options:
     checkpoint_every: int
     compile: bool
     num_workers: int
+    on_mismatch: str = "fresh"
 
 
 def check_scalars(step: str, **values: Any) -> dict[str, Any]:
@@ -57,6 +60,9 @@ def check_scalars(step: str, **values: Any) -> dict[str, Any]:
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise StepError(f"{step}: {name}={value!r} is not valid: a whole number >= {low}.")
+    if values.get("on_mismatch", "fresh") not in ON_MISMATCH:
+        raise StepError(f"{step}: on_mismatch={values['on_mismatch']!r} is not valid: fresh (start over when the "
+                        "checkpoints are of another run) or refuse (stop).")
     raw = values["model_kwargs"]
     try:
         return {"model_kwargs": json.loads(raw) if isinstance(raw, str) else dict(raw)}
@@ -138,13 +144,15 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     scaler = torch.amp.GradScaler("cuda" if rt.device.type == "cuda" else "cpu", enabled=rt.precision == "fp16")
 
-    ckpt = Checkpointer(o.checkpoint_dir or out / "checkpoints")
+    identity = run_identity(o, (x_train, y_train, x_val, y_val), stats, net)
+    ckpt = Checkpointer(o.checkpoint_dir or out / "checkpoints", identity, who=step_name, writer=rt.main)
+    saver = BackgroundSaver(ckpt)
     progress_path = Path(ckpt.root if not ckpt.remote else out) / "progress.log"
     history: list[dict[str, Any]] = []
     interruptions: list[dict[str, Any]] = []
-    save_times: list[float] = []
+    save_times = saver.write_seconds
     step, partial_loss = 0, 0.0  # partial: loss summed over this epoch's steps done before a resume
-    resumed = ckpt.latest(map_location="cpu")
+    resumed = ckpt.latest(map_location="cpu", on_mismatch=o.on_mismatch, remove=rt.main)
     if resumed:
         step, state = resumed
         net.load_state_dict(state["model"])
@@ -153,7 +161,8 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
         scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]
         restore_rng(rngs[rt.rank] if isinstance(rngs, list) else rngs)
-        history, interruptions, save_times = state["history"], state["interruptions"], state["save_times"]
+        history, interruptions = state["history"], state["interruptions"]
+        save_times.extend(state["save_times"])
         partial_loss = state["epoch_loss"]
         last = max(_last_progress(progress_path), step)
         interruptions.append({"resumed_from_step": step, "last_step_before": last, "rpo_steps": last - step,
@@ -166,15 +175,19 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
     samples, train_seconds = 0, 0.0
 
     def checkpoint(epoch_loss: Any) -> None:
-        state = {
-            "step": step, "model": _cpu(net.state_dict()), "optimizer": _cpu(opt.state_dict()),
-            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rt.gather(rng_state()),
+        """Snapshot the state to host memory here; the write runs in the background (one at a time)."""
+        begun = time.perf_counter()
+        rngs = rt.gather(rng_state())  # every rank takes part
+        if not rt.main:
+            return
+        state = snapshot({
+            "step": step, "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
             "history": history, "interruptions": interruptions, "save_times": save_times,
             "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch,
             "epoch_loss": float(epoch_loss) if step % steps_per_epoch else 0.0, "written_by": step_name,
-        }
-        if rt.main:
-            save_times.append(ckpt.save(step, state))
+        })
+        saver.submit(step, state, started=begun)
 
     try:
         while step < total_steps:
@@ -211,6 +224,7 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
                     bar.update(1)
                 if rt.stop_requested(_Stop.requested):
                     checkpoint(epoch_loss)  # within the grace period, before exiting
+                    saver.wait()  # durable before the exit
                     log.warning("%s: SIGTERM at step %d: checkpoint saved, exiting for a restart", step_name, step)
                     raise SystemExit(PREEMPTED_EXIT_CODE)
                 if step % o.checkpoint_every == 0 and step < total_steps:
@@ -224,7 +238,9 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
                 if bar is None and rt.main:
                     log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f",
                              epoch + 1, o.epochs, history[-1]["train_loss"], val_loss, val_acc)
+        saver.wait()  # the last write is durable (and a failed one raised) before the outputs
     finally:
+        saver.close()
         if progress is not None:
             os.close(progress)
         if bar is not None:
@@ -247,6 +263,7 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
         "rto_seconds": [i["rto_seconds"] for i in interruptions],
         "checkpoint_save_seconds_max": round(max(save_times), 4) if save_times else None,
         "checkpoint_fits_gke_spot_window": (max(save_times) < GKE_SPOT_WINDOW_S) if save_times else None,
+        "checkpoint_stall_seconds_max": round(max(saver.stall_seconds), 4) if saver.stall_seconds else None,
         "compiled": o.compile,
     }
     if rt.main:
@@ -265,17 +282,24 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
     return metrics
 
 
-def _cpu(obj: Any) -> Any:
-    """Tensors moved to the CPU (XLA and CUDA tensors do not load elsewhere)."""
-    import torch
+def run_identity(o: Options, arrays: tuple[Any, ...], stats: dict[str, Any], net: Any) -> dict[str, Any]:
+    """What makes a checkpoint this run's: the data, the options that change the result, the architecture.
 
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu")
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
+    Not in it: where the run trains (device, precision, processes, compile), so a run moves
+    between a GPU and a TPU step, or to more processes, and still resumes.
+    """
+    import numpy as np
+
+    data = hashlib.sha256(json.dumps([stats["features"], stats["classes"]]).encode())
+    for array in arrays:
+        data.update(np.ascontiguousarray(array).data)
+    shapes = [[k, list(v.shape), str(v.dtype)] for k, v in net.state_dict().items()]
+    return {  # in the order a mismatch names them
+        "features": len(stats["features"]), "classes": len(stats["classes"]), "model": o.model,
+        "model_kwargs": json.dumps(o.model_kwargs, sort_keys=True),
+        "architecture": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16], "data": data.hexdigest()[:16],
+        "seed": o.seed, "lr": o.lr, "weight_decay": o.weight_decay, "batch_size": o.batch_size, "epochs": o.epochs,
+    }
 
 
 def _last_progress(path: Path) -> int:

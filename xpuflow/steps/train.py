@@ -41,6 +41,7 @@ def train(
     model_kwargs: str = "{}",
     checkpoint_dir: str = "",
     checkpoint_every: int = 50,
+    on_mismatch: str = "fresh",
     device: str = "auto",
     precision: str = "auto",
     compile: bool = False,
@@ -51,6 +52,6 @@ def train(
     options = check_options(
         "train", data=data, output=output, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         seed=seed, model=model, model_kwargs=model_kwargs, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, compile=compile, num_workers=num_workers,
+        checkpoint_every=checkpoint_every, on_mismatch=on_mismatch, compile=compile, num_workers=num_workers,
     )
     return fit(setup(device, precision, deterministic, seed), options)

@@ -163,6 +163,7 @@ def train_tpu(
     model_kwargs: str = "{}",
     checkpoint_dir: str = "",
     checkpoint_every: int = 50,
+    on_mismatch: str = "fresh",
     precision: str = "auto",
     cores: int = 1,
     compile: bool = False,
@@ -171,7 +172,7 @@ def train_tpu(
     options = check_options(
         "train_tpu", data=data, output=output, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, seed=seed, model=model, model_kwargs=model_kwargs, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, compile=compile, num_workers=0,
+        checkpoint_every=checkpoint_every, on_mismatch=on_mismatch, compile=compile, num_workers=0,
     )
     if isinstance(cores, bool) or not isinstance(cores, int) or cores < 0:
         raise StepError(f"train_tpu: cores={cores!r} is not valid: a whole number >= 1, or 0 for every device.")

@@ -1,0 +1,268 @@
+"""train: a checkpoint is resumed only by its own run, and only when intact; asynchronous writes.
+
+Each case reruns the step into a checkpoint directory written by another run (other data,
+seed, lr, epochs, architecture, feature count), or one with a flipped bit, or one it cannot
+write, and checks what the user sees and what is kept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from runs import env, progress, run, step_cmd, weights
+
+from xpuflow.steps.checkpoint import Checkpointer, decode_header
+from xpuflow.steps.io import StepError
+from xpuflow.steps.train import train
+
+FAST = dict(epochs=1, batch_size=32, checkpoint_every=5, device="cpu", deterministic=True)  # 37 steps, 3 kept
+
+
+def ckpt_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name.startswith("ckpt-")}
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory) -> Path:
+    """The digits again, split with another seed: other training rows."""
+    from xpuflow.steps.preprocess import preprocess
+
+    out = tmp_path_factory.mktemp("digits-seed1")
+    preprocess(output=str(out), seed=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def narrow_data(tmp_path_factory) -> Path:
+    """A user's CSV with 8 features and 3 classes."""
+    from xpuflow.steps.preprocess import preprocess
+
+    folder = tmp_path_factory.mktemp("narrow")
+    rng = random.Random(3)
+    rows = ["label," + ",".join(f"f{i}" for i in range(8))]
+    rows += [f"{i % 3}," + ",".join(f"{rng.gauss(i % 3, 1):.4f}" for _ in range(8)) for i in range(600)]
+    (folder / "rows.csv").write_text("\n".join(rows) + "\n")
+    preprocess(input=str(folder / "rows.csv"), output=str(folder / "data"))
+    return folder / "data"
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory) -> Path:
+    """A finished run's folder: model.pt and its checkpoints (steps 35, 30, 25)."""
+    out = tmp_path_factory.mktemp("finished")
+    train(data=str(data), output=str(out), **FAST)
+    assert Checkpointer(out / "checkpoints").steps() == [35, 30, 25]
+    return out
+
+
+def rerun_on(finished: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "rerun"
+    shutil.copytree(finished, out)
+    return out
+
+
+def one_line(caplog, text: str) -> str:
+    lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "\n" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"seed": 1}, "seed: 1 here, 0 there"),
+    ({"lr": 0.01}, "lr: 0.01 here, 0.001 there"),
+    ({"batch_size": 16}, "batch_size: 16 here, 32 there"),
+    ({"model_kwargs": '{"hidden": 32}'}, "model_kwargs:"),
+])
+def test_other_options_start_fresh_in_one_line(data, finished, tmp_path, caplog, change, field):
+    out = rerun_on(finished, tmp_path)
+    with caplog.at_level("WARNING"):
+        metrics = train(data=str(data), output=str(out), **{**FAST, **change})
+    line = one_line(caplog, "is of another run")
+    assert field in line and "starting fresh at step 0" in line and "--on-mismatch refuse" in line
+    assert metrics["interruptions"] == []  # not resumed
+    assert metrics["steps"] == 1215 // metrics["batch_size"]
+
+
+def test_other_data_is_not_resumed(other_data, finished, tmp_path, caplog):
+    out = rerun_on(finished, tmp_path)
+    with caplog.at_level("WARNING"):
+        metrics = train(data=str(other_data), output=str(out), **FAST)
+    assert "data: " in one_line(caplog, "is of another run")
+    assert metrics["interruptions"] == []
+    fresh = train(data=str(other_data), output=str(tmp_path / "fresh"), **FAST)
+    assert metrics["final"] == fresh["final"]  # the same as a run that never saw those checkpoints
+
+
+def test_other_feature_count_is_refused_in_one_line_not_a_size_mismatch(narrow_data, finished, tmp_path):
+    out = rerun_on(finished, tmp_path)
+    before = ckpt_files(out / "checkpoints")
+    proc = subprocess.run([*step_cmd("main", "train", narrow_data, out), "--epochs", "1", "--on-mismatch", "refuse"],
+                          capture_output=True, text=True, env=env(), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "features: 8 here, 64 there" in last and "--on-mismatch fresh" in last
+    assert "Traceback" not in proc.stderr and "size mismatch" not in proc.stderr
+    assert ckpt_files(out / "checkpoints") == before  # refused: nothing touched
+
+
+def test_a_user_architecture_changed_under_the_same_name_is_not_resumed(data, tmp_path, caplog, monkeypatch):
+    """A user's factory (a package outside xpuflow) changes its layer widths between two runs."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    source = ("import torch.nn as nn\n"
+              "def net(input_dim, num_classes):\n"
+              "    return nn.Sequential(nn.Linear(input_dim, {w}), nn.ReLU(), nn.Linear({w}, num_classes))\n")
+    (package / "usermodels.py").write_text(source.format(w=16))
+    monkeypatch.syspath_prepend(str(package))
+    out = tmp_path / "run"
+    train(data=str(data), output=str(out), model="usermodels:net", **FAST)
+    (package / "usermodels.py").write_text(source.format(w=24))
+    sys.modules.pop("usermodels", None)
+    with caplog.at_level("WARNING"):
+        metrics = train(data=str(data), output=str(out), model="usermodels:net", **FAST)
+    assert "architecture: " in one_line(caplog, "is of another run")
+    assert metrics["interruptions"] == []
+
+
+def test_refuse_leaves_the_checkpoints_and_says_how_to_go_on(data, finished, tmp_path):
+    out = rerun_on(finished, tmp_path)
+    before = ckpt_files(out / "checkpoints")
+    with pytest.raises(StepError, match=r"lr: 0.5 here, 0.001 there.*Fix: pass another --checkpoint-dir"):
+        train(data=str(data), output=str(out), **{**FAST, "lr": 0.5}, on_mismatch="refuse")
+    assert ckpt_files(out / "checkpoints") == before
+    with pytest.raises(StepError, match=r"on_mismatch='later' is not valid: fresh .* or refuse"):
+        train(data=str(data), output=str(out), on_mismatch="later")
+
+
+def test_epochs_of_the_rerun_are_honoured(data, tmp_path):
+    out = tmp_path / "run"
+    train(data=str(data), output=str(out), **{**FAST, "epochs": 3})  # checkpoints up to step 110
+    metrics = train(data=str(data), output=str(out), **{**FAST, "epochs": 1})
+    assert len(metrics["epochs"]) == 1 and metrics["steps"] == 37 and metrics["interruptions"] == []
+
+
+def test_same_run_still_resumes(data, finished, tmp_path, caplog):
+    out = rerun_on(finished, tmp_path)
+    with caplog.at_level("INFO"):
+        metrics = train(data=str(data), output=str(out), **FAST)
+    assert metrics["interruptions"][0]["resumed_from_step"] == 35
+    assert not [r for r in caplog.records if "another run" in r.getMessage()]
+    assert torch.equal(weights(out)["0.weight"], weights(finished)["0.weight"])
+
+
+def _flip_a_bit_in_tensor_data(path: Path) -> None:
+    """Flip one bit in the middle of the largest tensor's bytes (not the header, not the zip metadata)."""
+    blob = bytearray(path.read_bytes())
+    header, payload = decode_header(bytes(blob))
+    start = len(blob) - len(payload)
+    archive = zipfile.ZipFile(io.BytesIO(bytes(payload)))
+    entry = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    name_len, extra_len = int.from_bytes(payload[entry.header_offset + 26:entry.header_offset + 28], "little"), \
+        int.from_bytes(payload[entry.header_offset + 28:entry.header_offset + 30], "little")
+    data_at = start + entry.header_offset + 30 + name_len + extra_len
+    blob[data_at + entry.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(blob))
+
+
+def test_a_flipped_bit_in_tensor_data_falls_back_to_the_previous_checkpoint(data, finished, tmp_path, caplog):
+    out = rerun_on(finished, tmp_path)
+    _flip_a_bit_in_tensor_data(out / "checkpoints" / "ckpt-00000035.pt")
+    with caplog.at_level("WARNING"):
+        metrics = train(data=str(data), output=str(out), **FAST)
+    line = one_line(caplog, "is damaged")
+    assert "ckpt-00000035.pt" in line and "checksum" in line and "falling back to the previous one" in line
+    assert metrics["interruptions"][0]["resumed_from_step"] == 30
+    for key, value in weights(finished).items():  # resumed from a good checkpoint: the same result
+        assert torch.equal(weights(out)[key], value), key
+
+
+def test_a_read_only_checkpoint_dir_is_one_line(data, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    cmd = step_cmd("main", "train", data, tmp_path / "out", "--epochs", "1", "--checkpoint-dir", str(locked))
+    proc = subprocess.run(unprivileged(cmd), capture_output=True, text=True, env=env(), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "OSError" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"checkpoint_dir='{locked}' is not writable: Permission denied. Fix: pass a writable" in last
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def _kill_during_a_write(cmd: list[str], out: Path, at_step: int) -> bool:
+    """Start ``cmd``; past ``at_step``, kill -9 as soon as a checkpoint file is being written. In flight then?"""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+    folder, deadline = out / "checkpoints", time.time() + 300
+    not_before = time.time() + random.uniform(1.5, 3.0)  # past the start (imports, data) of this process
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint write was seen in time"
+        if progress(out) >= at_step and time.time() >= not_before and any(n.endswith(".tmp") for n in os.listdir(folder)):
+            proc.kill()
+            break
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    return any(n.endswith(".tmp") for n in os.listdir(folder))
+
+
+def test_kill_9_while_a_background_write_is_in_flight_resumes_bit_identical(data, tmp_path):
+    """Killed repeatedly mid-write (a checkpoint every step: a write is nearly always in flight)."""
+    common = ["--epochs", "2", "--batch-size", "32", "--deterministic", "true", "--model-kwargs", '{"hidden": 512}']
+    reference = tmp_path / "reference"
+    run(step_cmd("main", "train", data, reference, *common, "--checkpoint-every", "1000"))
+    out = tmp_path / "killed"
+    cmd = step_cmd("main", "train", data, out, *common, "--checkpoint-every", "1")
+    mid_write, rng = 0, random.Random()
+    for at in sorted(rng.sample(range(3, 70), 4)):
+        mid_write += _kill_during_a_write(cmd, out, at)
+        for name in os.listdir(out / "checkpoints"):
+            if name.startswith("ckpt-"):
+                decode_header((out / "checkpoints" / name).read_bytes())  # every complete file is intact
+    assert mid_write >= 1, "no kill landed while a write was in flight"
+    proc = run(cmd)
+    assert not [n for n in os.listdir(out / "checkpoints") if n.endswith(".tmp")]  # leftovers removed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["interruptions"]) == 4 and "damaged" not in proc.stderr
+    for key, value in weights(reference).items():
+        assert torch.equal(weights(out)[key], value), key
+    print("RPO (steps) of the kills mid-write:", [i["rpo_steps"] for i in metrics["interruptions"]])
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` as it runs for a user whom file modes bind (root ignores them unless it drops the capability)."""
+    if os.geteuid() == 0:
+        return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--", *cmd]
+    return cmd
+
+
+def test_a_failed_background_write_is_one_line(data, tmp_path):
+    """The checkpoint directory turns read-only under the run: a background write fails, the step says so."""
+    out, ckpt_dir = tmp_path / "run", tmp_path / "ckpt"
+    cmd = [*step_cmd("main", "train", data, out), "--epochs", "3", "--checkpoint-every", "1",
+           "--checkpoint-dir", str(ckpt_dir)]
+    proc = subprocess.Popen(unprivileged(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(), text=True)
+    deadline = time.time() + 300
+    while not (ckpt_dir / "progress.log").exists() or int(((ckpt_dir / "progress.log").read_bytes().split() or [0])[-1]) < 3:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.002)
+    ckpt_dir.chmod(0o555)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "failed: Permission denied. Fix: check the space and permissions" in last, last
+    assert not (out / "model.pt").exists()

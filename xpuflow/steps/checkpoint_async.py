@@ -1,0 +1,86 @@
+"""Asynchronous checkpoints: snapshot on the training thread, write in the background.
+
+:meth:`BackgroundSaver.submit` copies the state to host memory (every tensor
+cloned onto the CPU, every container copied) on the calling thread, so the
+training can change its weights at once; a background thread then encodes,
+checksums, writes, fsyncs and renames it (:meth:`Checkpointer.save`). Never two
+writes in flight: a new submit first waits for the previous write. :meth:`wait`
+(SIGTERM, the end of training) blocks until the write is durable. A failed write
+is raised on the training thread at the next submit or wait, as one line.
+
+A ``kill -9`` while a write is in flight leaves only a temporary file (removed by
+the next run); the previous checkpoint is complete, since its write finished
+before this one started. So at most ``2 x checkpoint_every - 1`` steps are lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .checkpoint import Checkpointer
+from .io import StepError
+
+__all__ = ["BackgroundSaver", "snapshot"]
+
+log = logging.getLogger("xpuflow.checkpoint")
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of ``obj`` that training cannot change: tensors cloned to the CPU, containers copied."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj  # numbers, strings, None: immutable
+
+
+class BackgroundSaver:
+    """One checkpoint write at a time, off the training thread."""
+
+    def __init__(self, ckpt: Checkpointer) -> None:
+        self.ckpt = ckpt
+        self.write_seconds: list[float] = []  # each write, start to durable (the background thread's time)
+        self.stall_seconds: list[float] = []  # the training thread's time per checkpoint (snapshot + waiting)
+        self._thread: threading.Thread | None = None
+        self._failure: tuple[int, BaseException] | None = None
+
+    def submit(self, step: int, state: dict[str, Any], started: float | None = None) -> None:
+        """Write ``state`` (already a :func:`snapshot`) as checkpoint ``step`` in the background."""
+        start = time.perf_counter() if started is None else started
+        self.wait()  # never two writes in flight
+        self._thread = threading.Thread(target=self._write, args=(step, state), name=f"checkpoint-{step}", daemon=True)
+        self._thread.start()
+        self.stall_seconds.append(time.perf_counter() - start)
+
+    def _write(self, step: int, state: dict[str, Any]) -> None:
+        try:
+            self.write_seconds.append(self.ckpt.save(step, state))
+        except BaseException as e:  # raised on the training thread by wait()
+            self._failure = (step, e)
+
+    def wait(self) -> None:
+        """Block until the write in flight is durable; a failed write raises a one-line StepError."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._failure is not None:
+            step, e = self._failure
+            self._failure = None
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise StepError(f"{self.ckpt.who}: writing checkpoint step {step} to checkpoint_dir="
+                            f"{self.ckpt.directory!r} failed: {reason}. Fix: check the space and permissions "
+                            "there, or pass another --checkpoint-dir.") from e
+
+    def close(self) -> None:
+        """Wait for the write in flight without raising (the training already failed); log a failure."""
+        try:
+            self.wait()
+        except StepError as e:
+            log.error("%s", e)
