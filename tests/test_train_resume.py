@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runs import env, progress, run, step_cmd, weights
+from runs import env, interrupt, run, step_cmd, weights
 
 from xpuflow.steps.checkpoint import Checkpointer, decode_header
 from xpuflow.steps.io import StepError
@@ -59,19 +59,32 @@ def narrow_data(tmp_path_factory) -> Path:
     return folder / "data"
 
 
+def fit(folder: Path, data: Path, **options) -> dict:
+    """``train`` into ``folder/model``, its checkpoints in ``folder/ckpt`` (kept after the run)."""
+    return train(data=str(data), output=str(folder / "model"), checkpoint_dir=str(folder / "ckpt"),
+                 **{**FAST, **options})
+
+
 @pytest.fixture(scope="module")
 def finished(data, tmp_path_factory) -> Path:
-    """A finished run's folder: model.pt and its checkpoints (steps 35, 30, 25)."""
-    out = tmp_path_factory.mktemp("finished")
-    train(data=str(data), output=str(out), **FAST)
-    assert Checkpointer(out / "checkpoints").steps() == [35, 30, 25]
-    return out
+    """A finished run's folder: model/ and the checkpoints ckpt/ (steps 35, 30, 25)."""
+    folder = tmp_path_factory.mktemp("finished")
+    fit(folder, data)
+    assert Checkpointer(folder / "ckpt").steps() == [35, 30, 25]
+    return folder
 
 
 def rerun_on(finished: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "rerun"
-    shutil.copytree(finished, out)
-    return out
+    folder = tmp_path / "rerun"
+    shutil.copytree(finished, folder)
+    return folder
+
+
+def progress_of(folder: Path) -> int:
+    """The last step a run in progress logged in its checkpoint folder (0 before the first)."""
+    path = folder / "progress.log"
+    lines = path.read_bytes().split() if path.exists() else []
+    return int(lines[-1]) if lines else 0
 
 
 def one_line(caplog, text: str) -> str:
@@ -90,7 +103,7 @@ def one_line(caplog, text: str) -> str:
 def test_other_options_start_fresh_in_one_line(data, finished, tmp_path, caplog, change, field):
     out = rerun_on(finished, tmp_path)
     with caplog.at_level("WARNING"):
-        metrics = train(data=str(data), output=str(out), **{**FAST, **change})
+        metrics = fit(out, data, **change)
     line = one_line(caplog, "is of another run")
     assert field in line and "starting fresh at step 0" in line and "--on-mismatch refuse" in line
     assert metrics["interruptions"] == []  # not resumed
@@ -100,23 +113,25 @@ def test_other_options_start_fresh_in_one_line(data, finished, tmp_path, caplog,
 def test_other_data_is_not_resumed(other_data, finished, tmp_path, caplog):
     out = rerun_on(finished, tmp_path)
     with caplog.at_level("WARNING"):
-        metrics = train(data=str(other_data), output=str(out), **FAST)
+        metrics = fit(out, other_data)
     assert "data: " in one_line(caplog, "is of another run")
     assert metrics["interruptions"] == []
-    fresh = train(data=str(other_data), output=str(tmp_path / "fresh"), **FAST)
+    fresh = fit(tmp_path / "fresh", other_data)
     assert metrics["final"] == fresh["final"]  # the same as a run that never saw those checkpoints
 
 
 def test_other_feature_count_is_refused_in_one_line_not_a_size_mismatch(narrow_data, finished, tmp_path):
     out = rerun_on(finished, tmp_path)
-    before = ckpt_files(out / "checkpoints")
-    proc = subprocess.run([*step_cmd("main", "train", narrow_data, out), "--epochs", "1", "--on-mismatch", "refuse"],
+    before = ckpt_files(out / "ckpt")
+    proc = subprocess.run([*step_cmd("main", "train", narrow_data, out / "model"), "--epochs", "1",
+                           "--checkpoint-dir", str(out / "ckpt"), "--on-mismatch", "refuse"],
                           capture_output=True, text=True, env=env(), timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert "features: 8 here, 64 there" in last and "--on-mismatch fresh" in last
     assert "Traceback" not in proc.stderr and "size mismatch" not in proc.stderr
-    assert ckpt_files(out / "checkpoints") == before  # refused: nothing touched
+    assert ckpt_files(out / "ckpt") == before  # refused: nothing touched
+    assert (out / "model" / "model.pt").read_bytes() == (finished / "model" / "model.pt").read_bytes()
 
 
 def test_a_user_architecture_changed_under_the_same_name_is_not_resumed(data, tmp_path, caplog, monkeypatch):
@@ -129,39 +144,39 @@ def test_a_user_architecture_changed_under_the_same_name_is_not_resumed(data, tm
     (package / "usermodels.py").write_text(source.format(w=16))
     monkeypatch.syspath_prepend(str(package))
     out = tmp_path / "run"
-    train(data=str(data), output=str(out), model="usermodels:net", **FAST)
+    fit(out, data, model="usermodels:net")
     (package / "usermodels.py").write_text(source.format(w=24))
     sys.modules.pop("usermodels", None)
     with caplog.at_level("WARNING"):
-        metrics = train(data=str(data), output=str(out), model="usermodels:net", **FAST)
+        metrics = fit(out, data, model="usermodels:net")
     assert "architecture: " in one_line(caplog, "is of another run")
     assert metrics["interruptions"] == []
 
 
 def test_refuse_leaves_the_checkpoints_and_says_how_to_go_on(data, finished, tmp_path):
     out = rerun_on(finished, tmp_path)
-    before = ckpt_files(out / "checkpoints")
+    before = ckpt_files(out / "ckpt")
     with pytest.raises(StepError, match=r"lr: 0.5 here, 0.001 there.*Fix: pass another --checkpoint-dir"):
-        train(data=str(data), output=str(out), **{**FAST, "lr": 0.5}, on_mismatch="refuse")
-    assert ckpt_files(out / "checkpoints") == before
+        fit(out, data, lr=0.5, on_mismatch="refuse")
+    assert ckpt_files(out / "ckpt") == before
+    assert (out / "model" / "model.pt").read_bytes() == (finished / "model" / "model.pt").read_bytes()
     with pytest.raises(StepError, match=r"on_mismatch='later' is not valid: fresh .* or refuse"):
-        train(data=str(data), output=str(out), on_mismatch="later")
+        fit(out, data, on_mismatch="later")
 
 
 def test_epochs_of_the_rerun_are_honoured(data, tmp_path):
-    out = tmp_path / "run"
-    train(data=str(data), output=str(out), **{**FAST, "epochs": 3})  # checkpoints up to step 110
-    metrics = train(data=str(data), output=str(out), **{**FAST, "epochs": 1})
+    fit(tmp_path, data, epochs=3)  # checkpoints up to step 110
+    metrics = fit(tmp_path, data, epochs=1)
     assert len(metrics["epochs"]) == 1 and metrics["steps"] == 37 and metrics["interruptions"] == []
 
 
 def test_same_run_still_resumes(data, finished, tmp_path, caplog):
     out = rerun_on(finished, tmp_path)
     with caplog.at_level("INFO"):
-        metrics = train(data=str(data), output=str(out), **FAST)
+        metrics = fit(out, data)
     assert metrics["interruptions"][0]["resumed_from_step"] == 35
     assert not [r for r in caplog.records if "another run" in r.getMessage()]
-    assert torch.equal(weights(out)["0.weight"], weights(finished)["0.weight"])
+    assert torch.equal(weights(out / "model")["0.weight"], weights(finished / "model")["0.weight"])
 
 
 def _flip_a_bit_in_tensor_data(path: Path) -> None:
@@ -180,14 +195,14 @@ def _flip_a_bit_in_tensor_data(path: Path) -> None:
 
 def test_a_flipped_bit_in_tensor_data_falls_back_to_the_previous_checkpoint(data, finished, tmp_path, caplog):
     out = rerun_on(finished, tmp_path)
-    _flip_a_bit_in_tensor_data(out / "checkpoints" / "ckpt-00000035.pt")
+    _flip_a_bit_in_tensor_data(out / "ckpt" / "ckpt-00000035.pt")
     with caplog.at_level("WARNING"):
-        metrics = train(data=str(data), output=str(out), **FAST)
+        metrics = fit(out, data)
     line = one_line(caplog, "is damaged")
     assert "ckpt-00000035.pt" in line and "checksum" in line and "falling back to the previous one" in line
     assert metrics["interruptions"][0]["resumed_from_step"] == 30
-    for key, value in weights(finished).items():  # resumed from a good checkpoint: the same result
-        assert torch.equal(weights(out)[key], value), key
+    for key, value in weights(finished / "model").items():  # resumed from a good checkpoint: the same result
+        assert torch.equal(weights(out / "model")[key], value), key
 
 
 def test_a_read_only_checkpoint_dir_is_one_line(data, tmp_path):
@@ -203,15 +218,14 @@ def test_a_read_only_checkpoint_dir_is_one_line(data, tmp_path):
     assert not (tmp_path / "out" / "model.pt").exists()
 
 
-def _kill_during_a_write(cmd: list[str], out: Path, at_step: int) -> bool:
-    """Start ``cmd``; past ``at_step``, kill -9 as soon as a checkpoint file is being written. In flight then?"""
+def _kill_during_a_write(cmd: list[str], folder: Path, at_step: int) -> bool:
+    """Start ``cmd``; past ``at_step``, kill -9 as soon as a checkpoint is being written. Was one in flight?"""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
-    folder, deadline = out / "checkpoints", time.time() + 300
-    not_before = time.time() + random.uniform(1.5, 3.0)  # past the start (imports, data) of this process
+    deadline = time.time() + 300
     while True:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.time() < deadline, "no checkpoint write was seen in time"
-        if progress(out) >= at_step and time.time() >= not_before and any(n.endswith(".tmp") for n in os.listdir(folder)):
+        if progress_of(folder) >= at_step and any(n.endswith(".tmp") for n in os.listdir(folder)):
             proc.kill()
             break
     proc.wait(timeout=60)
@@ -221,25 +235,25 @@ def _kill_during_a_write(cmd: list[str], out: Path, at_step: int) -> bool:
 
 def test_kill_9_while_a_background_write_is_in_flight_resumes_bit_identical(data, tmp_path):
     """Killed repeatedly mid-write (a checkpoint every step: a write is nearly always in flight)."""
-    common = ["--epochs", "2", "--batch-size", "32", "--deterministic", "true", "--model-kwargs", '{"hidden": 512}']
-    reference = tmp_path / "reference"
+    common = ["--epochs", "1", "--batch-size", "32", "--deterministic", "true", "--model-kwargs", '{"hidden": 256}']
+    reference, out, folder = tmp_path / "reference", tmp_path / "killed", tmp_path / "ckpt"
     run(step_cmd("main", "train", data, reference, *common, "--checkpoint-every", "1000"))
-    out = tmp_path / "killed"
-    cmd = step_cmd("main", "train", data, out, *common, "--checkpoint-every", "1")
-    mid_write, rng = 0, random.Random()
-    for at in sorted(rng.sample(range(3, 70), 4)):
-        mid_write += _kill_during_a_write(cmd, out, at)
-        for name in os.listdir(out / "checkpoints"):
+    cmd = step_cmd("main", "train", data, out, *common, "--checkpoint-every", "1", "--checkpoint-dir", str(folder))
+    mid_write, kills = 0, sorted(random.Random().sample(range(3, 34), 3))  # random steps of the 37
+    for at in kills:
+        mid_write += _kill_during_a_write(cmd, folder, at)
+        for name in os.listdir(folder):
             if name.startswith("ckpt-"):
-                decode_header((out / "checkpoints" / name).read_bytes())  # every complete file is intact
+                decode_header((folder / name).read_bytes())  # every complete checkpoint is intact
     assert mid_write >= 1, "no kill landed while a write was in flight"
     proc = run(cmd)
-    assert not [n for n in os.listdir(out / "checkpoints") if n.endswith(".tmp")]  # leftovers removed
+    assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]  # a killed writer's leftovers removed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["interruptions"]) == 4 and "damaged" not in proc.stderr
+    assert len(metrics["interruptions"]) == len(kills) and "damaged" not in proc.stderr
     for key, value in weights(reference).items():
         assert torch.equal(weights(out)[key], value), key
-    print("RPO (steps) of the kills mid-write:", [i["rpo_steps"] for i in metrics["interruptions"]])
+    print(f"kills at steps >= {kills}, {mid_write} mid-write; RPO (steps):",
+          [i["rpo_steps"] for i in metrics["interruptions"]])
 
 
 def unprivileged(cmd: list[str]) -> list[str]:
@@ -256,7 +270,7 @@ def test_a_failed_background_write_is_one_line(data, tmp_path):
            "--checkpoint-dir", str(ckpt_dir)]
     proc = subprocess.Popen(unprivileged(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(), text=True)
     deadline = time.time() + 300
-    while not (ckpt_dir / "progress.log").exists() or int(((ckpt_dir / "progress.log").read_bytes().split() or [0])[-1]) < 3:
+    while progress_of(ckpt_dir) < 3:
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.002)
     ckpt_dir.chmod(0o555)
@@ -266,3 +280,17 @@ def test_a_failed_background_write_is_one_line(data, tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert "failed: Permission denied. Fix: check the space and permissions" in last, last
     assert not (out / "model.pt").exists()
+
+
+def test_a_stopped_rerun_leaves_the_previous_model_as_it_was(data, finished, tmp_path):
+    """SIGTERM (exit 143, checkpoint saved) during a rerun with other options: the published files stay."""
+
+
+    out = rerun_on(finished, tmp_path)
+    before = {p.name: p.read_bytes() for p in (out / "model").iterdir()}
+    cmd = [*step_cmd("main", "train", data, out / "model"), "--epochs", "2", "--lr", "0.002"]
+    assert interrupt(cmd, out / "model", 20, signal.SIGTERM) == 143
+    assert {p.name: p.read_bytes() for p in (out / "model").iterdir() if p.is_file()} == before
+    run(cmd)  # the rerun then finishes and replaces the output whole
+    assert json.loads((out / "model" / "metrics.json").read_text())["interruptions"][0]["rpo_steps"] == 0
+    assert not (out / "model" / "checkpoints").exists() and sorted(p.name for p in out.iterdir()) == ["ckpt", "model"]

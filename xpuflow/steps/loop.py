@@ -20,9 +20,10 @@ from typing import Any
 
 from .checkpoint import ON_MISMATCH, Checkpointer, restore_rng, rng_state
 from .checkpoint_async import BackgroundSaver, snapshot
-from .io import StepError, local_path, write_json
+from .io import StepError, is_url, local_path, write_json
 from .models import build_model, save_model
 from .preprocess import read_split
+from .publish import publish
 from .report import write_curves
 from .runtime import Runtime
 
@@ -120,12 +121,29 @@ def _evaluate(model: Any, x: Any, y: Any, rt: Runtime) -> tuple[float, float]:
 
 
 def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
-    """Train on ``o.data`` with runtime ``rt``; write model.pt, metrics.json, curves.png to ``o.output``."""
+    """Train on ``o.data`` with runtime ``rt``; publish model.pt, metrics.json, curves.png as ``o.output``.
+
+    The output is published whole at the end (:func:`~xpuflow.steps.publish.publish`): a refused,
+    failed or stopped run leaves the previous output's files as they were. Checkpoints inside the
+    output directory (the default ``output/checkpoints``) go with the old output when the new one
+    is switched in.
+    """
+    out = local_path(o.output)
+    if not rt.main:  # only the first process writes outputs
+        return _fit(rt, o, step_name, out, None)
+    inside = [] if o.checkpoint_dir else ["checkpoints"]  # what a stopped run leaves in the output
+    if o.checkpoint_dir and not is_url(o.checkpoint_dir):
+        relative = os.path.relpath(os.path.abspath(local_path(o.checkpoint_dir)), os.path.abspath(out))
+        inside = [] if relative.startswith("..") or relative == "." else [Path(relative).parts[0]]
+    with publish(out, markers=("metrics.json", "progress.log", *inside), who=step_name) as staging:
+        return _fit(rt, o, step_name, out, staging)
+
+
+def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | None) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
     started = time.perf_counter()
-    out = local_path(o.output)
     if o.batch_size % rt.world_size:
         raise StepError(f"{step_name}: batch_size={o.batch_size} is not divisible by the {rt.world_size} processes.")
     x_train, y_train, stats = read_split(o.data, "train")
@@ -147,6 +165,8 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
     identity = run_identity(o, (x_train, y_train, x_val, y_val), stats, net)
     ckpt = Checkpointer(o.checkpoint_dir or out / "checkpoints", identity, who=step_name, writer=rt.main)
     saver = BackgroundSaver(ckpt)
+    if ckpt.remote and rt.main:
+        out.mkdir(parents=True, exist_ok=True)  # progress.log beside the remote checkpoints' output
     progress_path = Path(ckpt.root if not ckpt.remote else out) / "progress.log"
     history: list[dict[str, Any]] = []
     interruptions: list[dict[str, Any]] = []
@@ -266,7 +286,7 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
         "checkpoint_stall_seconds_max": round(max(saver.stall_seconds), 4) if saver.stall_seconds else None,
         "compiled": o.compile,
     }
-    if rt.main:
+    if staging is not None:
         meta = {
             "architecture": o.model, "model_kwargs": o.model_kwargs, "input_shape": [1, int(xt.shape[1])],
             "classes": classes, "features": stats["features"],
@@ -274,10 +294,9 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
             "trained_on": {"device": rt.name, "precision": rt.precision, "world_size": rt.world_size,
                            "step": step_name},
         }
-        out.mkdir(parents=True, exist_ok=True)
-        save_model(out / "model.pt", net, meta)
-        write_curves(out / "curves.png", history)
-        write_json(out / "metrics.json", metrics)  # last
+        save_model(staging / "model.pt", net, meta)
+        write_curves(staging / "curves.png", history)
+        write_json(staging / "metrics.json", metrics)  # last; published when fit() returns
     rt.teardown()
     return metrics
 
