@@ -57,7 +57,7 @@ def loadavg() -> str:
         return "?"
 
 
-def bare_loop(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
+def bare_loop(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, hidden: int = 128,
               dataloader: bool = False) -> dict:
     """The reference: what a user would write by hand for the same training.
 
@@ -77,7 +77,7 @@ def bare_loop(data: str, out: Path, epochs: int, batch_size: int, lr: float, see
     x_val, y_val, _ = read_split(data, "validation")
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
-    net = mlp(xt.shape[1], len(stats["classes"]))
+    net = mlp(xt.shape[1], len(stats["classes"]), hidden=hidden)
     steps_per_epoch = len(xt) // batch_size
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps_per_epoch * epochs)
@@ -113,7 +113,8 @@ def bare_loop(data: str, out: Path, epochs: int, batch_size: int, lr: float, see
             "train_losses": losses, "save_seconds": []}
 
 
-def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, checkpoint_every: int) -> dict:
+def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, hidden: int,
+             checkpoint_every: int) -> dict:
     from xpuflow.steps import checkpoint as ckpt_mod
     from xpuflow.steps.train import train
 
@@ -131,7 +132,7 @@ def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed
     try:
         started = time.perf_counter()
         metrics = train(data=data, output=str(out), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                        checkpoint_every=checkpoint_every, device="cpu")
+                        checkpoint_every=checkpoint_every, device="cpu", model_kwargs=json.dumps({"hidden": hidden}))
         wall = time.perf_counter() - started
     finally:
         ckpt_mod.Checkpointer.save = original
@@ -149,6 +150,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden", type=int, default=128,
+                        help="width of the MLP's hidden layers (default: the step's; larger = larger checkpoints)")
     parser.add_argument("--reps", type=int, default=7, help="timed rounds (each runs the four variants)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for all runs (default: torch's own)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -168,7 +171,8 @@ def main() -> None:
         n_train = stats["rows"]["train"]
         steps_per_epoch = n_train // args.batch_size
         print(f"digits: {n_train} training rows, {steps_per_epoch} steps/epoch x {args.epochs} epochs "
-              f"= {steps_per_epoch * args.epochs} steps, batch {args.batch_size}, model mlp, AdamW + cosine, "
+              f"= {steps_per_epoch * args.epochs} steps, batch {args.batch_size}, model mlp (hidden {args.hidden}), "
+              "AdamW + cosine, "
               f"torch {torch.__version__}, {threads} thread(s), stderr tty: {sys.stderr.isatty()}, "
               f"load average: {loadavg()}")
 
@@ -176,7 +180,7 @@ def main() -> None:
 
         def run(kind: str) -> dict:
             out = Path(tmp) / f"run-{next(counter)}"
-            common = (data, out, args.epochs, args.batch_size, args.lr, args.seed)
+            common = (data, out, args.epochs, args.batch_size, args.lr, args.seed, args.hidden)
             if kind in ("bare", "bare+dl"):
                 return bare_loop(*common, dataloader=kind == "bare+dl")
             return step_run(*common, checkpoint_every=50 if kind == "step" else NO_CHECKPOINT)

@@ -294,3 +294,23 @@ def test_a_stopped_rerun_leaves_the_previous_model_as_it_was(data, finished, tmp
     run(cmd)  # the rerun then finishes and replaces the output whole
     assert json.loads((out / "model" / "metrics.json").read_text())["interruptions"][0]["rpo_steps"] == 0
     assert not (out / "model" / "checkpoints").exists() and sorted(p.name for p in out.iterdir()) == ["ckpt", "model"]
+
+
+def test_object_store_checkpoints_are_checked_the_same_way():
+    url = "memory://xpuflow-test/identity"
+    ckpt = Checkpointer(url, {"seed": 0})
+    ckpt.save(10, {"step": 10, "w": torch.ones(2)})
+    ckpt.save(20, {"step": 20, "w": torch.ones(2) * 2})
+    newest = f"{ckpt.root}/ckpt-00000020.pt"
+    blob = bytearray(ckpt.fs.cat_file(newest))
+    blob[len(blob) // 2] ^= 1
+    ckpt.fs.pipe_file(newest, bytes(blob))
+    step, state = ckpt.latest()
+    assert step == 10 and torch.equal(state["w"], torch.ones(2))
+    ckpt.fs.pipe_file(f"{ckpt.root}/ckpt-00000030.pt", b"partial")  # an upload killed before its marker
+    other = Checkpointer(url, {"seed": 1})  # a writer removes it
+    assert not ckpt.fs.exists(f"{ckpt.root}/ckpt-00000030.pt")
+    with pytest.raises(StepError, match=r"checkpoint step 10 .* is of another run \(seed: 1 here, 0 there\)"):
+        other.latest(on_mismatch="refuse")  # the damaged step 20 is skipped first, as for this run
+    assert other.steps() == [20, 10]
+    assert other.latest(on_mismatch="fresh") is None and other.steps() == []
