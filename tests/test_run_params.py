@@ -130,3 +130,18 @@ def test_a_pipeline_file_that_raises_on_import_is_one_line(tmp_path):
                               timeout=300)
         refused(proc, r"raised RuntimeError on import: cannot reach the feature store\. Fix: run `python .*broken\.py`")
     assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("name", ["train_gpu_export_npu", "train_tpu", "rag_index"])
+def test_every_example_flow_passes_its_own_checks_with_its_defaults(name):
+    from xpuflow.dsl.params import check_params
+
+    flow = load_flow(name)
+    assert check_params(flow, {}) == {k: p.default for k, p in flow.params.items()}
+
+
+def test_train_tpu_checks_its_epochs_before_running(tmp_path):
+    root = tmp_path / "runs"
+    refused(run("train_tpu", "--param", "epochs=0", "--root", str(root), cwd=tmp_path),
+            r"task 'train_tpu' \(from parameter epochs\): train_tpu: epochs=0 is not valid")
+    assert not root.exists()

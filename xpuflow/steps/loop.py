@@ -64,7 +64,7 @@ def check_scalars(step: str, **values: Any) -> dict[str, Any]:
     if values.get("on_mismatch", "fresh") not in ON_MISMATCH:
         raise StepError(f"{step}: on_mismatch={values['on_mismatch']!r} is not valid: fresh (start over when the "
                         "checkpoints are of another run) or refuse (stop).")
-    raw = values["model_kwargs"]
+    raw = values.get("model_kwargs", "{}")
     try:
         return {"model_kwargs": json.loads(raw) if isinstance(raw, str) else dict(raw)}
     except (json.JSONDecodeError, TypeError, ValueError) as e:
