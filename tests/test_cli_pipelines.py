@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import kubernetes_validate
+import pss
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,23 @@ def test_compile_kfp_and_k8s(tmp_path):
     assert args["--data"] == "s3://bucket/run-7/preprocess" and args["--output"] == "s3://bucket/run-7/train"
     # a retried training Job resumes: its checkpoints live under the artifact root (issue 11)
     assert args["--checkpoint-dir"] == "s3://bucket/run-7/_checkpoints/train"
+    # applied at once, the Jobs still run in order: each waits for its upstreams' finished outputs
+    assert "initContainers" not in jobs[0]["spec"]["template"]["spec"]
+    (wait,) = jobs[3]["spec"]["template"]["spec"]["initContainers"]
+    assert wait["command"] == ["xpuflow", "wait", "s3://bucket/run-7/train", "s3://bucket/run-7/preprocess"]
+    for job in jobs:
+        assert pss.violations(job["spec"]["template"]["spec"]) == [], job["metadata"]["name"]
+
+
+def test_wait_returns_once_the_outputs_are_finished(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "_COMPLETE").write_text("")
+    assert xpuflow("wait", str(tmp_path / "a"), "--timeout", "5").returncode == 0
+    late = xpuflow("wait", str(tmp_path / "a"), str(tmp_path / "b"), "--timeout", "0.3", "--poll", "0.1")
+    assert late.returncode == 2 and "b: no _COMPLETE marker after 0.3 s" in late.stderr
+    assert len(late.stderr.strip().splitlines()) == 1
+    bad = xpuflow("wait", str(tmp_path / "a"), "--poll", "0")
+    assert bad.returncode == 2 and "--poll=0.0 is not valid" in bad.stderr
 
 
 def test_compile_refuses_a_multi_host_slice_for_kfp(tmp_path):

@@ -90,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
                        add_help=False)
     s.add_argument("name", nargs="?", help="a built-in step (preprocess, train, ...) or package.module:function")
     s.add_argument("options", nargs=argparse.REMAINDER)
+    w = sub.add_parser("wait", help="wait until step outputs are finished (their _COMPLETE marker): a Job's init "
+                       "container, so manifests applied at once run in order")
+    w.add_argument("urls", nargs="+", metavar="URL")
+    w.add_argument("--timeout", type=float, default=86400.0, help="seconds (default: a day)")
+    w.add_argument("--poll", type=float, default=10.0, help="seconds between looks (default: 10)")
     return parser
 
 
@@ -298,6 +303,20 @@ def _step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait(args: argparse.Namespace) -> int:
+    import math
+
+    from .errors import XpuflowError, invalid
+    from .steps import wait
+
+    for name in ("timeout", "poll"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0 or (name == "poll" and value == 0):
+            raise XpuflowError(invalid(f"--{name}", value, "a finite number of seconds above 0"))
+    wait(args.urls, args.timeout, args.poll)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -306,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         commands = {"plan": _plan, "catalog": _catalog, "step": _step, "run": _run, "compile": _compile,
-                    "lint": _lint, "graph": _graph, "kueue": _kueue}
+                    "lint": _lint, "graph": _graph, "kueue": _kueue, "wait": _wait}
         return commands[args.command](args)
     except XpuflowError as e:
         print(f"xpuflow {args.command}: error: {e}", file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..dsl.step import Step
 
-__all__ = ["BUILTINS", "builtin_name", "builtin_names", "builtin_steps", "build_parser", "run"]
+__all__ = ["BUILTINS", "builtin_name", "builtin_names", "builtin_steps", "build_parser", "run", "wait"]
 
 # Where xpuflow's own steps live (for `xpuflow step NAME`); each declares itself with @step.
 BUILTINS = (
@@ -111,6 +111,33 @@ def run(ref: Step | str, argv: list[str]) -> Any:
         for key, url in uploads.items():
             _upload(args[key], url)
     return result
+
+
+def wait(urls: list[str], timeout: float = 86400.0, poll: float = 10.0) -> None:
+    """Return once every URL holds a finished step output (its ``_COMPLETE`` marker): what a Kubernetes Job's
+    init container runs so that a manifest set applied at once still runs in order."""
+    import time
+
+    import fsspec
+
+    from .io import StepError
+
+    deadline = time.monotonic() + timeout
+    pending = list(urls)
+    while pending:
+        pending = [u for u in pending if not _exists(fsspec, f"{u.rstrip('/')}/{COMPLETE_MARKER}")]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise StepError(f"{pending[0]}: no {COMPLETE_MARKER} marker after {timeout:g} s, so the upstream step did "
+                            "not finish. Fix: look at the upstream Job's logs, then rerun it.")
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+def _exists(fsspec: Any, url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    return bool(fs.exists(path))
 
 
 def _remote(value: Any) -> bool:
