@@ -26,6 +26,8 @@ leaves the previous output as it was.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 from pathlib import Path
@@ -101,7 +103,7 @@ def preprocess(
         raise StepError(invalid("batch_rows", batch_rows, "a positive number of rows", where="preprocess"))
     source = open_source(input, label=label, batch_rows=batch_rows)
     features = source.features
-    with publish(output, who="preprocess", markers=("stats.json",)) as staging:
+    with publish(output, who="preprocess", markers=("stats.json",)) as staging, _collector_paused():
         found = scan(source, staging, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                      non_finite=non_finite)
         rows = found.rows
@@ -152,6 +154,19 @@ def preprocess(
     return stats
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Any:
+    """Python's cyclic garbage collector paused while the step runs: the step makes thousands of short-lived
+    arrow and numpy objects (no reference cycles), and each collection they trigger walks the process's objects."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _groups(batches: Any, rows: int) -> Any:
     """Consecutive record batches gathered into lists of at least ``rows`` rows (the last one may hold fewer)."""
     group, held = [], 0
@@ -189,6 +204,7 @@ def _write_split(spilled: Any, path: Path, features: tuple[str, ...], mean: Any,
                  refuse: bool, batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from .prepscan import CODE, ROW
@@ -197,28 +213,37 @@ def _write_split(spilled: Any, path: Path, features: tuple[str, ...], mean: Any,
     schema = pa.schema([*(pa.field(f, pa.float32()) for f in features), pa.field("label", pa.int64())])
     # dictionary encoding only for the label: float features are nearly unique, so dictionaries cost time and space
     with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["label"]) as writer:
+        z = nan = None  # scratch reused across groups: fresh numpy buffers cost page faults every time
         for group in _groups(spilled, batch_rows):  # one contiguous row group of ~batch_rows rows each
-            table = pa.Table.from_batches(group)
+            table = pa.Table.from_batches(group).combine_chunks()
+            n = table.num_rows
+            if z is None or len(z) < n:
+                z, nan = np.empty(n), np.empty(n, dtype=bool)
+            zn, bad = z[:n], nan[:n]
+            out = np.empty((len(features), n), dtype=np.float32)
             arrays, first = [], None
             for j, name in enumerate(features):
-                x = table.column(name).to_numpy()  # nulls read as NaN
+                x = pc.fill_null(table.column(name).chunk(0), np.nan).to_numpy()  # missing -> NaN, no copy here
                 with np.errstate(over="ignore", invalid="ignore"):
-                    z = (x - mean[j]) / std[j]
-                    nan = np.isnan(z)
-                    counts[0, j] += np.count_nonzero(nan)
-                    z[nan] = 0.0
-                    z32 = z.astype(np.float32)
-                inf = np.isinf(z32)  # inf in the input (imputed), or beyond float32 once standardised
-                if inf.any():
-                    i = int(np.flatnonzero(inf)[0])
+                    np.subtract(x, mean[j], out=zn)
+                    np.divide(zn, std[j], out=zn)
+                    np.isnan(zn, out=bad)
+                    missing = np.count_nonzero(bad)
+                    if missing:
+                        counts[0, j] += missing
+                        zn[bad] = 0.0
+                    out[j] = zn
+                np.isinf(out[j], out=bad)  # inf in the input (imputed), or beyond float32 once standardised
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
                     if refuse:  # only values beyond float32 reach here (infinities were refused in pass 1)
                         first = min(first or (1 << 63, j, 0.0), (int(table.column(ROW)[i].as_py()), j, float(x[i])))
-                    counts[1, j] += np.count_nonzero(inf)
-                    z32[inf] = 0.0
-                arrays.append(pa.array(z32))
+                    counts[1, j] += np.count_nonzero(bad)
+                    out[j][bad] = 0.0
+                arrays.append(pa.array(out[j]))
             if first is not None:
                 return counts, first
-            arrays.append(pa.array(final[table.column(CODE).to_numpy()]))
+            arrays.append(pa.array(final[table.column(CODE).chunk(0).to_numpy()]))
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
     return counts, None
 
