@@ -101,7 +101,7 @@ def garbage_train(data, tmp_path_factory) -> Path:
 def leftovers(out: Path) -> list[str]:
     """Anything an export left: files in the output, or staging directories beside it."""
     found = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    return found + sorted(p.name for p in out.parent.glob(f".{out.name}.partial-*"))
+    return found + sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
 
 
 def digest(path: Path) -> str:
@@ -206,7 +206,8 @@ def test_an_op_the_npu_cannot_run_fails_with_a_compatibility_report(worker, data
     out = tmp_path / "export"
     with pytest.raises(QnnCompatibilityError, match=r"cannot run 1 node\(s\) of model\.int8\.onnx and CPU fallback "
                                                     r"is disabled: (\w+) \(Erf\)\. Unsupported ops: Erf x1\.") as info:
-        remote(worker, export, model=str(tmp_path), data=str(data), output=str(out), target="qnn-htp")
+        remote(worker, export, model=str(tmp_path), data=str(data), output=str(out), target="qnn-htp",
+               allow_architecture=f"{__name__}:erf_mlp")  # a user's architecture, allowed by the user
     report = info.value.report
     (erf,) = report["unsupported"]
     assert erf["op"] == "Erf" and erf["assigned_to"] == "CPUExecutionProvider"
@@ -301,13 +302,15 @@ def test_gates_are_configurable(worker, model, garbage_train, tmp_path):
     assert report["quantization"]["calibration"]["split"] == "train"
 
 
-def test_a_failed_reexport_removes_the_previous_finished_export(worker, cpu, model, garbage_train, tmp_path):
+def test_a_failed_reexport_keeps_the_previous_export_byte_identical(worker, cpu, model, garbage_train, tmp_path):
     out = tmp_path / "export"
     shutil.copytree(cpu[0], out)
+    before = {p.name: digest(p) for p in out.iterdir()}
     with pytest.raises(GateError):
         remote(worker, export, model=str(model), data=str(garbage_train), output=str(out), target="cpu-int8",
                calibration_split="train")
-    assert leftovers(out) == []
+    assert {p.name: digest(p) for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging directory left beside it
 
 
 def _damage_and_gate(out: Path, data: Path, damaged: Path) -> None:
@@ -379,10 +382,16 @@ BAD = [  # (id, overrides (a function of a scratch directory), expected message)
     ("a bare state dict", lambda t: {"model": _saved(t / "sd.pt", nn.Linear(64, 10).state_dict())},
      r"is not an xpuflow model"),
     ("unknown architecture", lambda t: {"model": _saved(t / "u.pt", UNKNOWN_ARCH)},
+     r"names architecture='nowhere\.models:net', which is neither built in nor allowed"),
+    ("allowed architecture that is not installed", lambda t: {"model": _saved(t / "u.pt", UNKNOWN_ARCH),
+                                                              "allow_architecture": "nowhere.models:net"},
      r"model='nowhere\.models:net': cannot import it"),
     ("metadata incomplete", lambda t: {"model": _saved(t / "i.pt", {"format": FORMAT, "state_dict": {},
                                                                      "metadata": {}})},
-     r"incomplete metadata \(KeyError: 'architecture'\)"),
+     r"records architecture=a NoneType that is not an import path"),
+    ("metadata without input shape", lambda t: {"model": _saved(t / "i.pt", {
+        "format": FORMAT, "state_dict": {}, "metadata": {"architecture": "xpuflow.steps.models:mlp"}})},
+     r"incomplete metadata \(KeyError: 'input_shape'\)"),
     ("missing model", lambda t: {"model": str(t / "nothing")}, r"no model file at"),
     ("feature count differs", lambda t: {"data": "narrow"},
      r"model expects input shape \[1, 64\] \(64 features\) but data=.* has 4 features"),

@@ -234,19 +234,20 @@ def test_embed_resumes_after_kill_9_without_recomputing_finished_shards(many_chu
     reference = embed(data=str(many_chunks), output=str(tmp_path / "ref"), shard_size=16, batch_size=8)
     assert reference["rows"] >= 300 and len(reference["shards"]) >= 20
     out = tmp_path / "killed"
+    partial = tmp_path / ".killed.xpuflow-partial" / "embeddings"  # the resumable staging directory
     cmd = [python("main"), "-m", "xpuflow", "step", "embed", "--data", str(many_chunks), "--output", str(out),
            "--shard-size", "16", "--batch-size", "8"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
     deadline = time.time() + 120
     half = len(reference["shards"]) // 2
-    while len(list((out / "embeddings").glob("shard-*.parquet"))) < half:
+    while len(list(partial.glob("shard-*.parquet"))) < half:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.time() < deadline, f"embed did not write {half} shards in time"
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert not (out / "embeddings.json").exists()
-    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "embeddings").glob("shard-*.parquet")}
+    assert not out.exists()  # nothing is published before every shard is written
+    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in partial.glob("shard-*.parquet")}
     assert half <= len(done) < len(reference["shards"])
     restarted = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
@@ -257,12 +258,15 @@ def test_embed_resumes_after_kill_9_without_recomputing_finished_shards(many_chu
         p = out / "embeddings" / name
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp, name
     assert not list((out / "embeddings").glob(".*.tmp"))  # the write cut by kill -9 was cleaned up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed", "ref"]  # the staging directory was published
     ids, mine, _ = read_embeddings(str(out), "t")
     ref_ids, ref, _ = read_embeddings(str(tmp_path / "ref"), "t")
     assert ids == ref_ids and summary["shards"] == reference["shards"]
     assert np.allclose(mine, ref, atol=1e-6)  # the same result as the uninterrupted run
     print(f"kill -9 after {len(done)} of {len(reference['shards'])} shards: {len(done)} reused, "
           f"{summary['shards_computed']} computed, max |difference| {np.abs(mine - ref).max():.1e}")
+    again = embed(data=str(many_chunks), output=str(out), shard_size=16, batch_size=8)  # a rerun links every shard
+    assert again["shards_reused"] == len(reference["shards"]) and again["shards_computed"] == 0
 
 
 # ---------------------------------------------------------------- index
@@ -288,13 +292,15 @@ def test_index_recall_on_the_shipped_corpus(vectors, tmp_path):
     assert hnsw["params"]["faiss"] == "IndexHNSWFlat" and hnsw["recall_at_5"] >= 0.9
 
 
-def test_recall_gate_failure_leaves_no_finished_index(vectors, tmp_path):
+def test_recall_gate_failure_keeps_the_previous_index(vectors, tmp_path):
     out = tmp_path / "idx"
     index(data=str(vectors), output=str(out))  # a finished index from an earlier run ...
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(StepError, match=r"index: recall@5 = 1\.000 on 34 queries is below min_recall=1\.01; no "
                                         r"index was written"):
         index(data=str(vectors), output=str(out), min_recall=1.01)
-    assert not [p.name for p in out.iterdir()]  # ... is gone too: nothing here passes for this run's index
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # ... is kept as it was, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
 
 def test_corrupted_vectors_are_refused(vectors, tmp_path):

@@ -116,3 +116,29 @@ def test_bad_pgvector_options_are_refused_before_anything_is_written(vectors, tm
     with pytest.raises(StepError, match=message):
         index(data=str(vectors), output=str(tmp_path / "i"), **options)
     assert not (tmp_path / "i").exists() or not any((tmp_path / "i").iterdir())
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://indexer:s3cret-pw@[::1",                     # libpq quotes the whole URI in its message
+    "postgresql://indexer:s3cret-pw@host/db?bogus=1",          # an unknown option
+    "host=db s3cret-pw",                                       # a value without its key: quoted by libpq
+    "host=db password='s3cret-pw",                             # an unterminated quote
+])
+def test_a_malformed_dsn_is_refused_without_its_password(dsn):
+    from xpuflow.steps.rag.pgvector import connect
+
+    with pytest.raises(StepError) as info:
+        connect(dsn)
+    message = str(info.value)
+    assert "s3cret-pw" not in message and "\n" not in message
+    assert message.startswith("index: dsn is not a valid PostgreSQL connection string (not shown: it may hold a "
+                              "password). Fix: use a URL postgresql://user:password@host:5432/dbname")
+
+
+def test_a_refused_connection_names_the_server_but_not_the_password():
+    from xpuflow.steps.rag.pgvector import connect
+
+    with pytest.raises(StepError, match=r"^search: cannot connect to PostgreSQL at .*host=127\.0\.0\.1 port=1.*"
+                                        r"Fix: check the host") as info:
+        connect("postgresql://indexer:s3cret-pw@127.0.0.1:1/db?connect_timeout=2", who="search")
+    assert "s3cret-pw" not in str(info.value)

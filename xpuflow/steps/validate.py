@@ -4,7 +4,8 @@ Runs the deployable artifact where it is meant to run: for ``qnn-htp`` the EPCon
 model and its context binary on the QNN HTP backend (CPU fallback disabled; on
 x86_64 the HTP backend is a simulator), for ``cpu-int8`` the INT8 model on the ONNX
 Runtime CPU EP. Top-1 agreement with the fp32 ONNX model and accuracy on the split
-are written to ``validation.json``. The step's own Compute is ``Compute.npu(...)``:
+are written to ``validation.json``, published whole (:mod:`xpuflow.steps.publish`). The data must fit
+the export (features and classes, as ``evaluate`` checks). The step's own Compute is ``Compute.npu(...)``:
 on a cluster it lands on an edge node pool with the device plugin's resource.
 """
 
@@ -14,8 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .io import StepError, local_path, read_finished, write_json
+from .io import StepError, read_finished, write_json
+from .models import check_fits
 from .preprocess import read_split
+from .publish import publish
 from ..compute import Compute
 from ..dsl.step import step
 
@@ -48,10 +51,10 @@ def validate_on_device(export: str = "out/export", data: str = "out/data", outpu
 
     folder = Path(export)
     report = read_finished(folder, "export.json", who="validate_on_device", option="export", producer="export")
-    x, y, _ = read_split(data, split)
+    x, y, stats = read_split(data, split)
     shape = report["input"]["shape"]
-    if x.shape[1] != shape[-1]:
-        raise StepError(f"validate_on_device: the data has {x.shape[1]} features, the export expects {shape[-1]}.")
+    check_fits(stats, {"input_shape": shape, "features": report["input"].get("features") or None,
+                       "classes": report["output"]["classes"]}, who="validate_on_device", data=data)
     device, provider = _session_for(folder, report)
     reference = cpu_session(folder / "model.onnx")
     name = report["input"]["name"]
@@ -75,9 +78,8 @@ def validate_on_device(export: str = "out/export", data: str = "out/data", outpu
         "accuracy_fp32": float((ref == labels).mean()) if usable else 0.0,
         "agreement_with_fp32": float((dev == ref).mean()) if usable else 0.0,
     }
-    out = local_path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "validation.json", result)
+    with publish(output, who="validate_on_device", markers=("validation.json",)) as staging:
+        write_json(staging / "validation.json", result)
     log.info("validate_on_device: %s on %s: accuracy %.4f, agreement with fp32 %.4f over %d rows",
              result["target"], provider, result["accuracy"], result["agreement_with_fp32"], usable)
     return result

@@ -14,7 +14,8 @@ artifact records the NPU it is for. Steps, each gated:
    target's own run.
 
 Outputs in ``output/``: ``model.onnx``, ``model.int8.onnx``, the target's files and
-``export.json`` (written last; see :mod:`.staging`). See docs/steps/export.md.
+``export.json``, published whole (see :mod:`.staging`): a failed gate or a refused input leaves a previous
+export as it was. See docs/steps/export.md.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ def export(
     max_accuracy_drop: float = 1.0,
     max_parity_diff: float = 1e-4,
     latency_runs: int = 300,
+    allow_architecture: str = "",
 ) -> dict[str, Any]:
-    """Export ``model`` (model.pt or its directory) for ``target``; returns what ``output/export.json`` records."""
+    """Export ``model`` (model.pt or its directory) for ``target``; returns what ``output/export.json`` records.
+
+    ``allow_architecture``: comma-separated ``package.module:factory`` a model file may name besides the built-in
+    ones (also ``XPUFLOW_ALLOWED_ARCHITECTURES``); any other architecture is refused before it is imported.
+    """
     from .calibration import SplitStream, check_data
     from .onnx_export import OPSETS
     from .quantize import METHODS
@@ -81,7 +87,7 @@ def export(
     activations = check_activations(spec, activations)
     adapter = adapter_for(spec)
     environment = adapter.environment()
-    net, meta, model_file = _load(model)
+    net, meta, model_file = _load(model, allow_architecture)
     features = check_data(data_dir, meta, ("validation", calibration_split))
     shape = [batch_size, *map(int, meta["input_shape"][1:])]
     val = SplitStream(data_dir, "validation", features, batch_size)
@@ -216,7 +222,7 @@ def _check_number(name: str, value: Any, kind: Any, low: float | None, high: flo
         raise StepError(f"export: {name}={value!r} is not valid: {what} {span}.{' (' + hint + ')' if hint else ''}")
 
 
-def _load(model: str) -> tuple[Any, dict[str, Any], Path]:
+def _load(model: str, allow: str) -> tuple[Any, dict[str, Any], Path]:
     from ..models import load_model
 
     path = local_path(model)
@@ -226,7 +232,7 @@ def _load(model: str) -> tuple[Any, dict[str, Any], Path]:
         raise StepError(f"export: model={model!r}: no model file at {os.fspath(path)!r}. Fix: pass the train step's "
                         "output directory or its model.pt.")
     try:
-        net, meta = load_model(path)
+        net, meta = load_model(path, allow=allow)
     except StepError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:

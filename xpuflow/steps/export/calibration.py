@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import StepError, read_finished
+from ..models import check_fits
 
 __all__ = ["SplitStream", "StreamReader", "check_data", "collect"]
 
@@ -24,20 +25,7 @@ def check_data(data: str | os.PathLike[str], meta: dict[str, Any], splits: tuple
     """The feature columns to read, after checking the data matches the model's input."""
     folder = Path(data)
     stats = read_finished(folder, "stats.json", who="export", option="data", producer="preprocess")
-    features = list(stats["features"])
-    expected = int(meta["input_shape"][-1])
-    if len(features) != expected:
-        raise StepError(f"export: the model expects input shape {meta['input_shape']} ({expected} features) but "
-                        f"data={os.fspath(data)!r} has {len(features)} features. Fix: export with the data the "
-                        "model was trained on.")
-    trained = meta.get("features")
-    if trained is not None and list(trained) != features:
-        first = next(i for i, (a, b) in enumerate(zip(trained, features)) if a != b)
-        raise StepError(f"export: the data's feature columns differ from the model's: column {first + 1} is "
-                        f"{features[first]!r} in the data but {trained[first]!r} in the model. Fix: export with the "
-                        "data the model was trained on.")
-    if list(stats.get("classes", meta["classes"])) != list(meta["classes"]):
-        raise StepError(f"export: the data's classes {stats['classes']} differ from the model's {meta['classes']}.")
+    features = check_fits(stats, meta, who="export", data=os.fspath(data))
     for split in splits:
         if split not in stats.get("files", {}):
             raise StepError(f"export: data={os.fspath(data)!r} has no {split!r} split (it has "

@@ -1,31 +1,27 @@
-"""The export directory is complete or has no ``export.json``.
+"""The export directory is published whole (:mod:`xpuflow.steps.publish`), with ``export.json`` in it.
 
-Everything is written into a temporary directory beside the output (same file
-system, so moves are renames). Only when every gate has passed are the files
-moved in, each by an atomic rename, and ``export.json`` is written last (itself
-atomically): its presence marks a finished export. On any failure the temporary
-directory is removed. A previous export in the output directory is invalidated
-(its ``export.json`` removed first, then the files it lists) before the new one
-starts, so a failed re-export never leaves the old marker next to new intent.
+Everything is written into a staging directory beside the output (same file system). Only
+when every gate has passed are the intermediate files (``model.pre.onnx``) removed and
+``export.json`` written into it; then the staging directory replaces the output in one
+switch. A failed gate, a refused input or an exception removes the staging directory and
+leaves a previous export in the output byte-identical; a killed export's staging directory
+is removed by the next run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ..io import write_json
+from ..publish import publish
 
 __all__ = ["Staging", "MARKER"]
 
-log = logging.getLogger("xpuflow.export")
 MARKER = "export.json"
 
 
@@ -33,11 +29,10 @@ class Staging:
     def __init__(self, output: Path) -> None:
         self.output = output
         self.dir: Path | None = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Staging:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._invalidate_previous()
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.partial-", dir=self.output.parent))
+        self.dir = self._stack.enter_context(publish(self.output, who="export", markers=(MARKER,)))
         return self
 
     def path(self, name: str) -> Path:
@@ -45,40 +40,15 @@ class Staging:
         return self.dir / name
 
     def commit(self, files: list[str], report: dict[str, Any]) -> None:
-        """Move ``files`` from the staging directory into the output, then write the marker."""
+        """Keep only ``files`` in the staging directory and write the marker; published when the block ends."""
         assert self.dir is not None
-        self.output.mkdir(parents=True, exist_ok=True)
+        for path in self.dir.iterdir():
+            if path.name not in files:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         for name in files:
             os.chmod(self.dir / name, 0o644)
-            os.replace(self.dir / name, self.output / name)
-        _fsync_dir(self.output)
-        write_json(self.output / MARKER, report)  # last: a finished export from here on
-        _fsync_dir(self.output)
+        write_json(self.dir / MARKER, report)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def _invalidate_previous(self) -> None:
-        marker = self.output / MARKER
-        if not marker.exists():
-            return
-        try:
-            listed = list(json.loads(marker.read_text()).get("files", {}))
-        except (OSError, ValueError, AttributeError):
-            listed = []
-        marker.unlink()
-        for name in listed:
-            if Path(name).name == name:  # only plain names inside the output directory
-                with contextlib.suppress(FileNotFoundError):
-                    (self.output / name).unlink()
-        log.info("export: removed the previous export in %s before re-exporting", self.output)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        self.dir = None
+        self._stack.__exit__(kind, exc, tb)

@@ -26,7 +26,7 @@ scoring (Parquet reads, writes and compression release the GIL), in order.
 
 Device: the GPU rule of training (CUDA when visible; CPU with a WARNING locally; a hard error in
 a cluster on a GPU placement). fp32, so the predictions equal ``evaluate``'s.
-Outputs in ``output/``: ``predictions.parquet`` (``row``: index in the input, ``predicted``: class
+Outputs in ``output/``, published whole (:mod:`xpuflow.steps.publish`): ``predictions.parquet`` (``row``: index in the input, ``predicted``: class
 index, ``predicted_label``, ``prob_<class>`` per class) and ``predictions.json`` (last).
 """
 
@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import invalid
-from ..io import StepError, atomic_path, local_path, open_binary, read_finished, write_json
+from ..io import StepError, open_binary, read_finished, write_json
 from ..models import load_model
+from ..publish import publish
 from ...compute import Compute
 from ...dsl.step import step
 
@@ -219,12 +220,15 @@ def batch_infer(
     batch_size: int = 0,
     standardise: bool = False,
     device: str = "auto",
+    allow_architecture: str = "",
 ) -> dict[str, Any]:
-    """Score ``data`` with ``model`` (a train output); returns the summary written to ``output/predictions.json``."""
+    """Score ``data`` with ``model`` (a train output); returns the summary written to ``output/predictions.json``.
+
+    ``allow_architecture``: comma-separated ``package.module:factory`` a model file may name besides the built-in
+    ones (also ``XPUFLOW_ALLOWED_ARCHITECTURES``); any other architecture is refused before it is imported.
+    """
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
 
     from ..runtime import pick_device
 
@@ -232,10 +236,8 @@ def batch_infer(
         raise StepError(invalid("batch_size", batch_size, "rows per batch, or 0 to size it from the GPU memory",
                                 where="batch_infer"))
     dev = pick_device(device, int(os.environ.get("LOCAL_RANK", "0")), who="batch_infer")  # the GPU rule first
-    out = local_path(output)
-    (out / MARKER).unlink(missing_ok=True)  # removed first, written last
     path = Path(model)
-    net, meta = load_model(path / "model.pt" if path.is_dir() else path)
+    net, meta = load_model(path / "model.pt" if path.is_dir() else path, allow=allow_architecture)
     features = meta.get("features") or []
     parquet, name, scaled = _source(data, split, standardise)
     given = parquet.schema_arrow
@@ -264,10 +266,43 @@ def batch_infer(
     labels = pa.array(classes, pa.string())
     schema = pa.schema([("row", pa.int64()), ("predicted", pa.int64()), ("predicted_label", pa.string()),
                         *((f"prob_{c}", pa.float32()) for c in classes)])
-    rows = imputed = 0
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "predictions.parquet") as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as pw:
+    with publish(output, who="batch_infer", markers=(MARKER,)) as staging:
+        rows, imputed = _score(staging / "predictions.parquet", parquet, features, schema, labels, net, dev, chosen,
+                               standardise, mean, std)
+        seconds = time.perf_counter() - started
+        result = {
+            "model": str(model),
+            "data": name,
+            "split": split if scaled else None,
+            "standardised_here": standardise,
+            "rows": rows,
+            "classes": classes,
+            "device": dev.type,
+            "batch_size": chosen,
+            "batch_size_rule": why,
+            "bytes_per_row": row_bytes,
+            "gpu_memory_gib": memory,
+            "imputed": imputed,
+            "rows_per_second": round(rows / seconds, 1) if seconds else None,
+            "files": {"predictions": "predictions.parquet"},
+        }
+        write_json(staging / MARKER, result)
+    log.info("batch_infer: %d rows on %s, batch %d (%s) -> %s", rows, dev.type, chosen, result["batch_size_rule"],
+             output)
+    return result
+
+
+def _score(path: Path, parquet: Any, features: list[str], schema: Any, labels: Any, net: Any, dev: Any, chosen: int,
+           standardise: bool, mean: Any, std: Any) -> tuple[int, int]:
+    """Write the predictions of every row to ``path``: (rows, imputed values)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    rows = imputed = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as pw:
         writer = _Writer(pw.write_batch)
         try:
             for batch in _background(parquet.iter_batches(batch_size=chosen, columns=features)):
@@ -282,28 +317,9 @@ def batch_infer(
                     predicted = logits.argmax(1).cpu().numpy().astype(np.int64)
                 n = len(predicted)
                 cols = [pa.array(np.arange(rows, rows + n, dtype=np.int64)), pa.array(predicted),
-                        labels.take(pa.array(predicted)), *(pa.array(probs[:, j]) for j in range(len(classes)))]
+                        labels.take(pa.array(predicted)), *(pa.array(probs[:, j]) for j in range(len(labels)))]
                 writer.submit(pa.RecordBatch.from_arrays(cols, schema=schema))
                 rows += n
         finally:
             writer.close()
-    seconds = time.perf_counter() - started
-    result = {
-        "model": str(model),
-        "data": name,
-        "split": split if scaled else None,
-        "standardised_here": standardise,
-        "rows": rows,
-        "classes": classes,
-        "device": dev.type,
-        "batch_size": chosen,
-        "batch_size_rule": why,
-        "bytes_per_row": row_bytes,
-        "gpu_memory_gib": memory,
-        "imputed": imputed,
-        "rows_per_second": round(rows / seconds, 1) if seconds else None,
-        "files": {"predictions": "predictions.parquet"},
-    }
-    write_json(out / MARKER, result)
-    log.info("batch_infer: %d rows on %s, batch %d (%s) -> %s", rows, dev.type, chosen, result["batch_size_rule"], out)
-    return result
+    return rows, imputed

@@ -16,7 +16,8 @@ a UTF-8 BOM, or the JSONL text field): ``text == document[start:end]``. Chunk id
 
 Refused, with the file and line: an empty file (or a blank text field), bytes that are not UTF-8,
 a JSONL line that is not a JSON object or lacks the id/text field, a duplicate doc id.
-Outputs: ``chunks.parquet`` (chunk_id, doc_id, n, start, end, text, source) and ``chunks.json`` (last).
+Outputs: ``chunks.parquet`` (chunk_id, doc_id, n, start, end, text, source) and ``chunks.json``, published
+whole (:mod:`xpuflow.steps.publish`): a refused or failed rerun leaves the previous output as it was.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ...errors import did_you_mean, invalid
-from ..io import StepError, atomic_path, is_url, local_path, write_json
+from ..io import StepError, is_url, local_path, write_json
+from ..publish import publish
 from . import BUILTIN_DOCS, corpus_dir
 from ...compute import Compute
 from ...dsl.step import step
@@ -192,21 +195,45 @@ def chunk(
     text_field: str = "text",
 ) -> dict[str, Any]:
     """Cut the documents of ``input`` into chunks; returns the summary written to ``output/chunks.json``."""
+    _check_options(unit, size, overlap, id_field, text_field)
+    files, skipped = _files(input)  # a bad input is refused before the previous output is touched
+    with publish(output, who="chunk", markers=(MARKER,)) as staging:
+        documents, total, per_file = _write(staging / "chunks.parquet", files, unit, size, overlap, id_field,
+                                            text_field)
+        summary = {
+            "input": input,
+            "unit": unit,
+            "size": size,
+            "overlap": overlap,
+            "id_field": id_field,
+            "text_field": text_field,
+            "documents": documents,
+            "chunks": total,
+            "chunks_per_file": per_file,
+            "skipped": skipped,
+            "offsets": "character offsets (Unicode code points) into the document text: text == document[start:end]",
+            "chunk_id": "<doc id>#<n>",
+            "files": {"chunks": "chunks.parquet"},
+        }
+        write_json(staging / MARKER, summary)
+    log.info("chunk: %d documents -> %d chunks (%d %s, overlap %d) in %s", documents, total, size, unit, overlap,
+             output)
+    return summary
+
+
+def _write(path: Path, files: list[tuple[str, str, Any]], unit: str, size: int, overlap: int, id_field: str,
+           text_field: str) -> tuple[int, int, dict[str, int]]:
+    """Write the chunk table of ``files`` to ``path``: (documents, chunks, chunks per file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    _check_options(unit, size, overlap, id_field, text_field)
-    out = local_path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).unlink(missing_ok=True)  # removed first, written last
-    files, skipped = _files(input)
     schema = pa.schema([("chunk_id", pa.string()), ("doc_id", pa.string()), ("n", pa.int32()), ("start", pa.int64()),
                         ("end", pa.int64()), ("text", pa.string()), ("source", pa.string())])
     rows: dict[str, list[Any]] = {name: [] for name in schema.names}
     docs: dict[str, str] = {}
     total = 0
     per_file: dict[str, int] = {}
-    with atomic_path(out / "chunks.parquet") as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for source, rel, opener in files:
             for doc_id, text, line in _documents(source, rel, opener, id_field, text_field):
                 where = f"{source} line {line}"
@@ -225,24 +252,7 @@ def chunk(
                     rows = {name: [] for name in schema.names}
         total += len(rows["chunk_id"])
         writer.write_table(pa.table(rows, schema=schema))
-    summary = {
-        "input": input,
-        "unit": unit,
-        "size": size,
-        "overlap": overlap,
-        "id_field": id_field,
-        "text_field": text_field,
-        "documents": len(docs),
-        "chunks": total,
-        "chunks_per_file": per_file,
-        "skipped": skipped,
-        "offsets": "character offsets (Unicode code points) into the document text: text == document[start:end]",
-        "chunk_id": "<doc id>#<n>",
-        "files": {"chunks": "chunks.parquet"},
-    }
-    write_json(out / MARKER, summary)
-    log.info("chunk: %d documents -> %d chunks (%d %s, overlap %d) in %s", len(docs), total, size, unit, overlap, out)
-    return summary
+    return len(docs), total, per_file
 
 
 def read_chunks(folder: str | os.PathLike[str], who: str, columns: list[str] | None = None) -> tuple[Any, dict]:

@@ -8,23 +8,27 @@ Input: a finished ``chunk`` output (``data``). The chunks are cut, in their orde
 with a fingerprint in its Parquet metadata: the model's identity, the precision, the token limit
 and a hash of the shard's chunk ids and texts.
 
-Resume: a restarted task (spot preemption, kill -9) keeps every shard file whose fingerprint
-matches what it would compute now, and encodes only the others; temporary files of an
-interrupted write are removed, and shards past the end of the input are deleted. The result
-is the same as an uninterrupted run's.
+Resume: shards are written into the output's resumable staging directory
+(``.<output>.xpuflow-partial``, :func:`xpuflow.steps.publish.publish` with ``resume=True``). A
+restarted task (spot preemption, kill -9) keeps every shard file there whose fingerprint matches
+what it would compute now, links those of the published output that match, and encodes only the
+others; temporary files of an interrupted write are removed, and shards past the end of the input
+are deleted. The result is the same as an uninterrupted run's.
 
 Device: the GPU rule of training (:func:`xpuflow.steps.runtime.pick_device`): CUDA when visible
 (fp16/bf16 weights, ``precision="auto"`` picks bf16 where supported), else the CPU in fp32 with a
 WARNING locally, and a hard error in a cluster on a GPU placement.
 
 Outputs in ``output/``: ``embeddings/shard-*.parquet``, ``chunks.parquet`` (a copy of the input
-chunks, so the index has the texts beside the vectors) and ``embeddings.json`` (last).
+chunks, so the index has the texts beside the vectors) and ``embeddings.json``, published whole:
+until every shard is written the previous output stays as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -32,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import invalid
-from ..io import StepError, atomic_file, atomic_path, local_path, write_json
+from ..io import StepError, atomic_path, local_path, write_json
+from ..publish import publish
 from .chunk import MARKER as CHUNKS_MARKER
 from .encoder import DEFAULT_MODEL, load_encoder
 from ...compute import Compute
@@ -116,37 +121,60 @@ def embed(
     chunks = read_finished(data, CHUNKS_MARKER, who="embed", option="data", producer="chunk")
     encoder = load_encoder(model, device, precision, who="embed")  # the GPU rule: refused before any output
     source = Path(data) / chunks["files"]["chunks"]
-    out = local_path(output)
-    shard_dir = out / SHARDS
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).unlink(missing_ok=True)  # removed first, written last
-    for stale in shard_dir.glob(".shard-*.tmp"):  # a write cut short by kill -9
-        stale.unlink(missing_ok=True)
+    previous = local_path(output) / SHARDS  # a published output's shards are reused when their fingerprint matches
     started = time.perf_counter()
-    shards, reused, computed, encoded, encode_seconds = [], 0, 0, 0, 0.0
-    for k, (ids, texts) in enumerate(_shards(source, shard_size)):
-        path = shard_dir / f"shard-{k:05d}.parquet"
-        fingerprint = _fingerprint(encoder.identity, encoder.precision, encoder.max_length, ids, texts)
-        if path.exists() and _stored_fingerprint(path) == fingerprint:
-            reused += 1
-        else:
-            t0 = time.perf_counter()
-            vectors = encoder.encode(texts, batch_size)
-            encode_seconds += time.perf_counter() - t0
-            _write_shard(path, ids, vectors, fingerprint)
-            computed += 1
-            encoded += len(ids)
-            log.info("embed: shard %d (%s .. %s, %d chunks) written", k, ids[0], ids[-1], len(ids))
-        shards.append({"file": f"{SHARDS}/{path.name}", "rows": len(ids), "first_id": ids[0], "last_id": ids[-1]})
-    if not shards:
-        raise StepError(f"embed: data={data!r} holds no chunks. Fix: check the chunk step's input.")
-    for extra in sorted(shard_dir.glob("shard-*.parquet")):
-        if extra.name not in {Path(s["file"]).name for s in shards}:
-            log.warning("embed: removing %s: past the end of this input (a previous, larger run)", extra.name)
-            extra.unlink()
-    with open(source, "rb") as src, atomic_file(out / "chunks.parquet") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    summary = {
+    with publish(output, who="embed", markers=(MARKER,), resume=True) as staging:
+        shard_dir = staging / SHARDS
+        shard_dir.mkdir(exist_ok=True)
+        for stale in shard_dir.glob(".shard-*.tmp"):  # a write cut short by kill -9
+            stale.unlink(missing_ok=True)
+        shards, reused, computed, encoded, encode_seconds = [], 0, 0, 0, 0.0
+        for k, (ids, texts) in enumerate(_shards(source, shard_size)):
+            path = shard_dir / f"shard-{k:05d}.parquet"
+            fingerprint = _fingerprint(encoder.identity, encoder.precision, encoder.max_length, ids, texts)
+            if _reuse(path, previous / path.name, fingerprint):
+                reused += 1
+            else:
+                t0 = time.perf_counter()
+                vectors = encoder.encode(texts, batch_size)
+                encode_seconds += time.perf_counter() - t0
+                _write_shard(path, ids, vectors, fingerprint)
+                computed += 1
+                encoded += len(ids)
+                log.info("embed: shard %d (%s .. %s, %d chunks) written", k, ids[0], ids[-1], len(ids))
+            shards.append({"file": f"{SHARDS}/{path.name}", "rows": len(ids), "first_id": ids[0], "last_id": ids[-1]})
+        if not shards:
+            raise StepError(f"embed: data={data!r} holds no chunks. Fix: check the chunk step's input.")
+        for extra in sorted(shard_dir.glob("shard-*.parquet")):
+            if extra.name not in {Path(s["file"]).name for s in shards}:
+                log.warning("embed: removing %s: past the end of this input (a previous, larger run)", extra.name)
+                extra.unlink()
+        shutil.copyfile(source, staging / "chunks.parquet")
+        summary = _summary(data, model, encoder, batch_size, shard_size, shards, reused, computed, encoded,
+                           encode_seconds, started)
+        write_json(staging / MARKER, summary)
+    log.info("embed: %d chunks in %d shards (%d reused, %d computed) on %s/%s -> %s", summary["rows"], len(shards),
+             reused, computed, encoder.device.type, encoder.precision, output)
+    return summary
+
+
+def _reuse(path: Path, published: Path, fingerprint: str) -> bool:
+    """Whether shard ``path`` holds ``fingerprint`` already: written by a killed run, or linked from the output."""
+    if path.exists() and _stored_fingerprint(path) == fingerprint:
+        return True
+    if published.exists() and _stored_fingerprint(published) == fingerprint:
+        path.unlink(missing_ok=True)
+        try:
+            os.link(published, path)  # the published file is never written in place, so sharing it is safe
+        except OSError:
+            shutil.copyfile(published, path)
+        return True
+    return False
+
+
+def _summary(data: str, model: str, encoder: Any, batch_size: int, shard_size: int, shards: list[dict[str, Any]],
+             reused: int, computed: int, encoded: int, encode_seconds: float, started: float) -> dict[str, Any]:
+    return {
         "data": str(data),
         "model": model,
         "model_identity": encoder.identity,
@@ -166,10 +194,6 @@ def embed(
         "seconds": round(time.perf_counter() - started, 3),
         "files": {"chunks": "chunks.parquet"},
     }
-    write_json(out / MARKER, summary)
-    log.info("embed: %d chunks in %d shards (%d reused, %d computed) on %s/%s -> %s", summary["rows"], len(shards),
-             reused, computed, encoder.device.type, encoder.precision, out)
-    return summary
 
 
 def read_embeddings(folder: str, who: str) -> tuple[list[str], Any, dict[str, Any]]:

@@ -20,9 +20,10 @@ ivfflat).
 
 Quality gate: for each chunk (or a seeded sample of ``queries`` chunks), its longest sentence is
 a query, embedded with the same model; recall@k is the share of queries whose own chunk is among
-the k nearest. Below ``min_recall`` the step fails and writes nothing.
+the k nearest. Below ``min_recall`` the step fails and publishes nothing (the previous index stays).
 
-Outputs in ``output/`` (each written atomically, ``index.json`` last; all three removed first):
+Outputs in ``output/``, published whole (:mod:`xpuflow.steps.publish`: a refused or failed rerun leaves
+the previous index as it was):
 ``index.faiss``, ``ids.parquet`` (FAISS row -> chunk_id, doc_id, n, start, end, text, source),
 ``index.json`` (engine, kind, size, dimension, model, recall@k, timings). With ``pgvector`` the
 vectors and texts go to the server's table and ``index.json`` names it (connection string without
@@ -38,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import invalid
-from ..io import StepError, atomic_path, local_path, read_finished, write_json
+from ..io import StepError, read_finished, write_json
+from ..publish import publish
 from .embed import read_embeddings
 from .encoder import load_encoder
 from ...compute import Compute
@@ -60,7 +62,7 @@ def query_sentence(text: str) -> str:
 
 
 class _Faiss:
-    """The embedded engine: an in-memory FAISS index, written to ``output/index.faiss`` on publish."""
+    """The embedded engine: an in-memory FAISS index, written to the staging directory on publish."""
 
     def __init__(self, kind: str, ef_search: int, nprobe: int) -> None:
         self.kind, self.ef_search, self.nprobe = kind, ef_search, nprobe
@@ -96,11 +98,9 @@ class _Faiss:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with atomic_path(out / "index.faiss") as tmp:
-            faiss.write_index(self.index, str(tmp))
+        faiss.write_index(self.index, str(out / "index.faiss"))
         table = chunks.add_column(0, "row", pa.array(np.arange(len(chunks), dtype=np.int64)))
-        with atomic_path(out / "ids.parquet") as tmp:
-            pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, out / "ids.parquet", compression="zstd")
         return {"index": "index.faiss", "ids": "ids.parquet"}
 
     def discard(self) -> None:
@@ -153,9 +153,6 @@ def index(
     if not isinstance(min_recall, (int, float)) or min_recall < 0:
         raise StepError(invalid("min_recall", min_recall, "a fraction in [0, 1]", where="index",
                                 fix="0.9 is a sensible floor; 0 turns the gate off"))
-    out = local_path(output)
-    for name in (MARKER, "index.faiss", "ids.parquet"):  # a failed run leaves no index, not an older one
-        (out / name).unlink(missing_ok=True)
     ids, vectors, summary = read_embeddings(data, who="index")
     chunks = pq.read_table(Path(data) / summary["files"]["chunks"])
     if chunks.column("chunk_id").to_pylist() != ids:
@@ -170,44 +167,44 @@ def index(
     if not len(ids):
         raise StepError(f"index: data={data!r} holds no vectors.")
 
-    if engine == "pgvector":
-        from .pgvector import PgvectorIndex
+    with publish(output, who="index", markers=(MARKER,)) as staging:
+        if engine == "pgvector":
+            from .pgvector import PgvectorIndex
 
-        backend: Any = PgvectorIndex(dsn, table, kind, ef_search, nprobe)  # connects: a bad dsn is refused here
-    else:
-        backend = _Faiss(kind, ef_search, nprobe)
-    try:
-        started = time.perf_counter()
-        backend.build(chunks, vectors)
-        build_seconds = time.perf_counter() - started
-        gate = _gate(backend, chunks.column("text").to_pylist(), ids, summary, model=model, device=device,
-                     batch_size=batch_size, k=k, min_recall=min_recall, queries=queries, seed=seed)
-        out.mkdir(parents=True, exist_ok=True)
-        files = backend.publish(out, chunks)
-    except BaseException:
-        backend.discard()  # a failed build or gate: nothing is published, the previous index stays as it was
-        raise
-    finally:
-        backend.close()
-    result = {
-        "engine": engine,
-        "kind": kind,
-        "params": backend.params,
-        "metric": "inner product on L2-normalised vectors (cosine similarity)",
-        "vectors": len(ids),
-        "dimension": int(vectors.shape[1]),
-        "model": summary["model"],
-        "model_identity": summary["model_identity"],
-        **gate,
-        "build_seconds": round(build_seconds, 4),
-        "files": files,
-    }
-    if engine == "pgvector":
-        result.update({"table": table, "dsn": backend.dsn})
-    write_json(out / MARKER, result)
+            backend: Any = PgvectorIndex(dsn, table, kind, ef_search, nprobe)  # connects: a bad dsn is refused here
+        else:
+            backend = _Faiss(kind, ef_search, nprobe)
+        try:
+            started = time.perf_counter()
+            backend.build(chunks, vectors)
+            build_seconds = time.perf_counter() - started
+            gate = _gate(backend, chunks.column("text").to_pylist(), ids, summary, model=model, device=device,
+                         batch_size=batch_size, k=k, min_recall=min_recall, queries=queries, seed=seed)
+            files = backend.publish(staging, chunks)
+        except BaseException:
+            backend.discard()  # a failed build or gate: nothing is published, the previous index stays as it was
+            raise
+        finally:
+            backend.close()
+        result = {
+            "engine": engine,
+            "kind": kind,
+            "params": backend.params,
+            "metric": "inner product on L2-normalised vectors (cosine similarity)",
+            "vectors": len(ids),
+            "dimension": int(vectors.shape[1]),
+            "model": summary["model"],
+            "model_identity": summary["model_identity"],
+            **gate,
+            "build_seconds": round(build_seconds, 4),
+            "files": files,
+        }
+        if engine == "pgvector":
+            result.update({"table": table, "dsn": backend.dsn})
+        write_json(staging / MARKER, result)
     log.info("index: %s %s over %d vectors, recall@%d %.3f (recall@1 %.3f) on %d queries -> %s", engine, kind,
              len(ids), k, gate[f"recall_at_{k}"], gate["recall_at_1"], gate["queries"],
-             f"table {table} in {backend.dsn}" if engine == "pgvector" else out)
+             f"table {table} in {backend.dsn}" if engine == "pgvector" else output)
     return result
 
 
@@ -235,7 +232,7 @@ def _gate(backend: Any, texts: list[str], ids: list[str], summary: dict[str, Any
     if recall < min_recall:
         missed = f" (missed e.g. {', '.join(misses)})" if misses else ""
         raise StepError(f"index: recall@{k} = {recall:.3f} on {len(rows)} queries is below min_recall={min_recall}"
-                        f"{missed}; no index was written. Fix: check the embeddings (same "
+                        f"{missed}; no index was written (a previous one is kept). Fix: check the embeddings (same "
                         "model, not damaged), use kind='flat' or a larger ef_search/nprobe, or lower --min-recall.")
     return {
         "k": k,

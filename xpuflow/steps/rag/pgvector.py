@@ -55,14 +55,20 @@ def redact(dsn: str) -> str:
     return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()).rstrip(".")
+def _one_line(error: Exception, dsn: str) -> str:
+    """The error on one line, with the connection string's password replaced by ``***`` wherever it appears."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    text = " ".join(str(error).split()).rstrip(".")
+    password = conninfo_to_dict(dsn).get("password")
+    return text.replace(password, "***") if password else text
 
 
 def connect(dsn: str, who: str = "index") -> Any:
     """An autocommit connection with the pgvector types registered; clear errors for the usual failures."""
     try:
         import psycopg
+        import psycopg.conninfo
         from pgvector.psycopg import register_vector
     except ImportError as e:
         raise StepError(f"{who}: engine='pgvector' needs psycopg and pgvector ({e.name} is missing). "
@@ -73,15 +79,21 @@ def connect(dsn: str, who: str = "index") -> Any:
                                 fix="e.g. postgresql://user@host:5432/db; in a cluster, mount it from a Secret "
                                     f"as {DSN_ENV}"))
     try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:  # libpq's message quotes the string, password included: not shown
+        raise StepError(f"{who}: dsn is not a valid PostgreSQL connection string (not shown: it may hold a password). "
+                        "Fix: use a URL postgresql://user:password@host:5432/dbname or key=value pairs such as "
+                        f"'host=db port=5432 dbname=rag user=indexer', in --dsn or {DSN_ENV}.") from None
+    try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as e:
-        raise StepError(f"{who}: cannot connect to PostgreSQL at {redact(dsn)}: {_one_line(e)}. Fix: check the "
+        raise StepError(f"{who}: cannot connect to PostgreSQL at {redact(dsn)}: {_one_line(e, dsn)}. Fix: check the "
                         "host, port, database, user and password, and that the server accepts connections.") from None
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     except psycopg.Error as e:
         conn.close()
-        raise StepError(f"{who}: the pgvector extension is not available in {redact(dsn)} ({_one_line(e)}). "
+        raise StepError(f"{who}: the pgvector extension is not available in {redact(dsn)} ({_one_line(e, dsn)}). "
                         "Fix: install pgvector on the server and run CREATE EXTENSION vector as a superuser "
                         "(or the database owner).") from None
     register_vector(conn)
