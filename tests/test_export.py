@@ -444,3 +444,35 @@ def test_step_is_registered_with_the_cli():
     options = {a.dest: a.default for a in build_parser("export")._actions if a.dest != "help"}
     assert options["target"] == "qnn-htp" and options["opset"] == 21 and options["min_agreement"] == 0.99
     assert options["max_accuracy_drop"] == 1.0 and options["activations"] == "uint8" and options["batch_size"] == 1
+
+
+# ---------------------------------------------------------------- validate_on_device
+
+
+@pytest.fixture(scope="module")
+def fewer_classes(data, tmp_path_factory) -> Path:
+    """The digits test rows of classes 0-4 only, preprocessed: the same features, other classes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(data / "test.parquet")
+    keep = [i for i, label in enumerate(table.column("label").to_pylist()) if label < 5]
+    folder = tmp_path_factory.mktemp("fewer")
+    pq.write_table(table.take(pa.array(keep)), folder / "rows.parquet")
+    preprocess(input=str(folder / "rows.parquet"), output=str(folder / "data"), test_fraction=0.5)
+    return folder / "data"
+
+
+def test_validate_on_device_refuses_other_classes_and_keeps_its_previous_result(worker, cpu, data, fewer_classes,
+                                                                               tmp_path):
+    from xpuflow.steps.validate import validate_on_device
+
+    out = tmp_path / "validate"
+    result = remote(worker, validate_on_device, export=str(cpu[0]), data=str(data), output=str(out))
+    assert result["agreement_with_fp32"] >= 0.99 and result["execution_provider"] == "CPUExecutionProvider"
+    before = digest(out / "validation.json")
+    with pytest.raises(StepError, match=r"^validate_on_device: the data's classes \(5: 0, 1, 2, 3, 4\) differ from "
+                                        r"the model's \(10: 0, 1, .*\): its labels would be scored against the wrong "
+                                        r"classes\."):
+        remote(worker, validate_on_device, export=str(cpu[0]), data=str(fewer_classes), output=str(out))
+    assert digest(out / "validation.json") == before and leftovers(out) == ["validation.json"]

@@ -403,9 +403,9 @@ def test_batch_infer_cli_scores_a_single_parquet_file_in_an_object_store(data, t
     result = run_step("batch_infer", ["--model", str(trained), "--data", "memory://bucket/incoming/rows.parquet",
                                       "--output", "memory://bucket/predictions"])
     assert result["data"] == "memory://bucket/incoming/rows.parquet" and result["rows"] == 292
-    assert fs.exists("/bucket/predictions/_COMPLETE") and fs.exists("/bucket/predictions/predictions.parquet")
+    version = json.loads(fs.cat_file("/bucket/predictions/_COMPLETE"))["version"]  # the pointer, written last
     base = batch_infer(model=str(trained), data=str(data), output=str(tmp_path / "base"))
-    with fs.open("/bucket/predictions/predictions.parquet", "rb") as f:
+    with fs.open(f"/bucket/predictions/_versions/{version}/predictions.parquet", "rb") as f:
         assert pq.read_table(f).column("predicted").to_pylist() == [
             r["predicted"] for r in table(tmp_path / "base", "predictions.parquet")] and base["rows"] == 292
     with pytest.raises(StepError, match=r"memory://bucket/incoming: no _COMPLETE marker"):  # a folder, unfinished

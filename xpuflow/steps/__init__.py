@@ -145,24 +145,12 @@ def _remote(value: Any) -> bool:
 
 
 def _download(url: str, local: str) -> str:
-    import fsspec
+    from .store import download
 
-    from .io import StepError
-
-    fs, root = fsspec.core.url_to_fs(url)
-    if fs.isfile(root):  # a single file (a Parquet data set): the step reads it through fsspec itself
-        return url
-    if not fs.exists(f"{root}/{COMPLETE_MARKER}"):
-        raise StepError(f"{url}: no {COMPLETE_MARKER} marker, so not a finished step output (a failed or running "
-                        "upstream step). Fix: rerun the upstream step.")
-    fs.get(f"{root}/", local + "/", recursive=True)
-    return local
+    return download(url, local)
 
 
 def _upload(local: str, url: str) -> None:
-    import fsspec
+    from .store import upload
 
-    fs, root = fsspec.core.url_to_fs(url)
-    fs.makedirs(root, exist_ok=True)
-    fs.put(local + "/", f"{root}/", recursive=True)
-    fs.pipe_file(f"{root}/{COMPLETE_MARKER}", b"")  # last: the output is complete
+    upload(local, url)  # a new version under the URL, switched by the _COMPLETE pointer written last
