@@ -118,3 +118,20 @@ def test_jobset_ttl_is_bounded():
     placement = Cluster.load("gke").place(Compute.tpu(version="v5e", topology="4x4"))
     refused(lambda: jobset.jobset(placement, name="t", ttl_seconds_after_finished=10**30, **COMMAND),
             r"JobSet 't': ttl_seconds_after_finished=1000000000000000000000000000000 ")
+
+
+@pytest.mark.parametrize(("quota", "pattern"), [
+    ("{nodes: 9223372036854775807}", r"kueue\.quotas\.cpu-general\.nodes: cpu=.* is not valid: at most"),
+    ("{cpu: \"1e40\", memory: 1Gi}", r"kueue\.quotas\.cpu-general\.cpu: .*at most"),
+])
+def test_kueue_quotas_are_bounded(tmp_path, quota, pattern):
+    """nodes x one node's cpu (8) rendered a ClusterQueue nominalQuota beyond int64."""
+    from xpuflow import ClusterFileError
+    from xpuflow.catalog import cluster_file_text
+
+    text = cluster_file_text("gke").replace("cpu-general: {nodes: 10}", f"cpu-general: {quota}")
+    profile = tmp_path / "gke.yaml"
+    profile.write_text(text)
+    with pytest.raises(ClusterFileError, match=pattern) as info:
+        Cluster.load(profile)
+    assert "\n" not in str(info.value)

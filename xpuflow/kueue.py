@@ -125,7 +125,8 @@ def _quota(pool: NodePool, entry: dict[str, Any], path: str, source: str) -> dic
         if key in entry:  # a quantity (cpu, memory) or a whole number (checked by the schema)
             out[resource] = _checked(key, entry[key], f"{path}.{key}", source)
         elif nodes is not None and per_node[key] is not None:
-            out[resource] = _quantity_text(nodes * per_node[key], key)  # type: ignore[operator]
+            # nodes x one node, bounded like a written quota (a quantity beyond 2^63-1 is refused)
+            out[resource] = _checked(key, _quantity_text(nodes * per_node[key], key), f"{path}.nodes", source)  # type: ignore[operator]
         else:
             why = "nodes is not set" if nodes is None else f"the pool lists no per-node {key}"
             raise ClusterFileError(f"{source}: {path}: no quota for {resource}: {why}. Fix: set {path}.{key}"
@@ -134,9 +135,12 @@ def _quota(pool: NodePool, entry: dict[str, Any], path: str, source: str) -> dic
 
 
 def _checked(key: str, raw: Any, path: str, source: str) -> str:
-    from .quantity import parse_cpu, parse_memory
+    from .quantity import MAX_INT64, parse_cpu, parse_memory
 
     if key == "accelerators":
+        if int(raw) > MAX_INT64:
+            raise ClusterFileError(f"{source}: {path}: {raw} accelerators is not valid: at most {MAX_INT64}. "
+                                   "Fix: lower nodes or the count.")
         return str(raw)
     try:
         return (parse_cpu if key == "cpu" else parse_memory)(key, raw).text
