@@ -201,3 +201,21 @@ def test_an_input_may_be_a_url_or_a_parameter_holding_one(project, tmp_path):
     args = arguments(from_url.task("fit"), "s3://root", lambda p: "{{ params['%s'] }}" % p.name)
     assert args[:2] == ["--data", "{{ params['data_url'] }}"]
     assert arguments(from_url.task("fit_2"), "s3://root")[:2] == ["--data", "gs://acme/fixed"]
+
+
+def test_one_user_step_as_a_kubernetes_job(project):
+    from acme_ml.steps import fit
+
+    from xpuflow import Cluster
+    from xpuflow.jobs import job
+
+    a100 = Compute.gpu(count=1, model="a100-40gb", memory="32Gi")
+    (manifest,) = job(fit, "eks", artifact_root="s3://acme/r1/", name="fit_big", compute=a100, data="s3://acme/r1/data")
+    kubernetes_validate.validate(manifest, "1.33", strict=True)
+    spec = manifest["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == Cluster.load("eks").place(a100).node_selector
+    assert spec["containers"][0]["command"] == ["xpuflow", "step", "acme_ml.steps:fit"]
+    assert spec["containers"][0]["args"] == ["--data", "s3://acme/r1/data", "--checkpoint-dir", "s3://acme/r1/_checkpoints/fit_big",
+                                             "--model", "s3://acme/r1/fit_big"]
+    (default,) = job(fit, "generic", artifact_root="s3://acme/r1", data="s3://acme/r1/data")  # the step's own Compute
+    assert default["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
