@@ -21,7 +21,7 @@ def airflow_pods(tmp_path_factory) -> dict:
     if not AIRFLOW_PY.exists():
         pytest.fail(f"{AIRFLOW_PY} is missing: run `make test` (or `make venv-airflow`) to build it")
     out = tmp_path_factory.mktemp("airflow") / "pods.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "support")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "support"), str(ROOT)])}
     proc = subprocess.run(
         [str(AIRFLOW_PY), str(ROOT / "tests" / "support" / "airflow_pods.py"), str(out)],
         capture_output=True, text=True, env=env, timeout=600,

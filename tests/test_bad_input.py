@@ -64,7 +64,7 @@ CASES = [
     ("timeout zero", lambda: Compute.cpu(timeout=0), ComputeError, r"timeout=0 .*seconds >= 1"),
     ("priority class bad name", lambda: Compute.cpu(priority_class="High Priority"), ComputeError, r"priority_class='High Priority'"),
     ("unknown option", lambda: Compute.cpu(memroy_limit="2Gi"), ComputeError, r"option='memroy_limit' .*Did you mean 'memory_limit'\?"),
-    ("spot not bool", lambda: Compute.cpu(spot="yes"), ComputeError, r"spot='yes' .*True or False"),
+    ("spot not bool", lambda: Compute.cpu(spot="yes"), ComputeError, r"spot='yes' .*True .*False .*'prefer'"),
     ("root with run_as_non_root", lambda: Security(run_as_user=0), ComputeError, r"run_as_user=0 .*non-zero UID"),
     # --- NPU
     ("npu device unknown", lambda: Compute.npu(device="hexagon"), ComputeError, r"device='hexagon' .*intel-npu"),
@@ -81,11 +81,11 @@ CASES = [
     ("tpu on a cluster without tpus", lambda: Cluster.load("eks").place(Compute.tpu(version="v5e", topology="1x1")),
      PlacementError, r"the cluster has no tpu pools"),
     ("gpu count beyond any node", lambda: Cluster.load("gke").place(Compute.gpu(count=16, model="h100-80gb")),
-     PlacementError, r"does not fit one node of pool 'gpu-h100-training' \(8x nvidia\.com/gpu"),
+     PlacementError, r"fits no node's allocatable: 16x nvidia\.com/gpu requested, a node of 'gpu-h100-training' has 8"),
     ("purpose not served", lambda: Cluster.load("gke").place(Compute.gpu(model="a100-40gb", mig="1g.5gb")),
      PlacementError, r"serve inference, not pool='training'"),
-    ("spot not offered", lambda: Cluster.load("gke").place(Compute.gpu(model="l4")),
-     PlacementError, r"no training pool with 1x nvidia l4 runs on-demand nodes .*set spot=True"),
+    ("spot not offered", lambda: Cluster.load("generic").place(Compute.gpu(model="l4", spot=True)),
+     PlacementError, r"no training pool with 1x nvidia l4 runs spot nodes .*set spot=False or spot='prefer'"),
 ]
 
 

@@ -18,7 +18,7 @@ def test_plan_table_shows_placement_and_price():
     out = proc.stdout
     for text in ("step", "node selector", "tolerations", "instance type", "gpu-l4-training",
                  "cloud.google.com/gke-accelerator=nvidia-l4", "nvidia.com/gpu=present:NoSchedule",
-                 "g2-standard-8", "0.27", "ct5lp-hightpu-8t", "google.com/tpu: 8"):
+                 "g2-standard-8", "0.27", "ct5lp-hightpu-8t", "google.com/tpu: 8", "runner-up"):
         assert text in out, text
     assert "! validate_on_device: cluster 'gke'" in out  # no NPU pools on GKE: said, not hidden
 

@@ -106,8 +106,14 @@ def test_mlops_example_compiles_for_a_custom_eks_cluster(tmp_path):
     docs = list(yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text()))
     train = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert train["nodeSelector"]["labels"] == {"karpenter.sh/nodepool": "g5-train",
-                                               "karpenter.k8s.aws/instance-gpu-name": "a10g",
-                                               "karpenter.sh/capacity-type": "spot"}
+                                               "karpenter.k8s.aws/instance-gpu-name": "a10g"}
+    # train prefers spot and falls back to on-demand: a required term allowing both, a preferred one for spot
+    capacity = {"key": "karpenter.sh/capacity-type", "operator": "In"}
+    assert train["nodeAffinity"] == [
+        {"matchExpressions": [{**capacity, "values": ["spot", "on-demand"]}]},
+        {"matchExpressions": [{**capacity, "values": ["spot"]}], "weight": 100},
+        {"matchExpressions": [{**capacity, "values": ["on-demand"]}], "weight": 50},
+    ]
 
 
 def test_data_scientist_example_runs_locally_and_compiles(tmp_path):

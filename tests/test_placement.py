@@ -58,13 +58,19 @@ def test_gke_spot_l4_training_whole_placement():
         "retries": 3,
         "priorityClassName": None,
         "terminationGracePeriodSeconds": 30,
-        "price_per_hour": 0.27,
+        "price_per_hour": 0.27,  # the whole one-GPU node: the GPU is its scarcest resource
+        "node_price_per_hour": 0.27,
+        "options": [{"pool": "gpu-l4-training", "spot": True, "model": "l4", "price_per_hour": 0.27,
+                     "node_price_per_hour": 0.27, "share": 1.0}],
+        "runner_up": None,
     }
 
 
 def test_cheapest_fitting_pool_wins_and_unpriced_pools_come_last():
-    # a100 (3.673/h) over h100 (no price in the catalog); l4 training is spot-only
-    assert place("gke", Compute.gpu()).pool == "gpu-a100-training"
+    # on-demand L4 (0.91/h) over A100 (3.673/h) and H100 (no price in the catalog)
+    assert place("gke", Compute.gpu()).pool == "gpu-l4-training-ondemand"
+    # one GPU: a one-GPU g5.2xlarge (1.212/h), not an eighth of a p4d.24xlarge (21.96/8 = 2.745/h)
+    assert place("eks", Compute.gpu()).pool == "gpu-a10g-training"
     assert place("eks", Compute.cpu()).pool == "cpu-small"
     # too big for t3.large (2 cpu): the m5.2xlarge group
     assert place("eks", Compute.cpu(cpu="4", memory="8Gi")).pool == "cpu-general"
@@ -74,8 +80,8 @@ def test_cheapest_fitting_pool_wins_and_unpriced_pools_come_last():
 def test_training_and_inference_use_separate_pools():
     assert place("gke", Compute.gpu(model="l4", pool="inference")).pool == "gpu-l4-inference"
     assert place("gke", Compute.gpu(model="l4", spot=True)).pool == "gpu-l4-training"
-    assert place("aks", Compute.gpu(pool="inference")).pool == "gput4"
-    assert place("aks", Compute.gpu()).pool == "gpua100"
+    assert place("aks", Compute.gpu(pool="inference", cpu="3", memory="12Gi")).pool == "gput4"
+    assert place("aks", Compute.gpu()).pool == "gput4train"
 
 
 def test_aks_cpu_work_is_kept_off_untainted_gpu_pools():
@@ -90,7 +96,7 @@ def test_aks_cpu_work_is_kept_off_untainted_gpu_pools():
                             {
                                 "key": "kubernetes.azure.com/agentpool",
                                 "operator": "NotIn",
-                                "values": ["gput4", "gpua10", "gpua100", "gpua100x8"],
+                                "values": ["gput4", "gput4train", "gpua10", "gpua100", "gpua100x8"],
                             }
                         ]
                     }
@@ -111,7 +117,7 @@ def test_generic_cpu_work_is_kept_off_gpu_feature_discovery_nodes():
 
 
 def test_spot_on_aks_and_karpenter_capacity_type_on_eks():
-    aks = place("aks", Compute.gpu(spot=True))
+    aks = place("aks", Compute.gpu(spot=True, cpu="3", memory="12Gi"))
     assert aks.pool == "gput4spot"
     assert aks.node_selector["kubernetes.azure.com/scalesetpriority"] == "spot"
     assert {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot", "effect": "NoSchedule"} in aks.tolerations
@@ -121,6 +127,7 @@ def test_spot_on_aks_and_karpenter_capacity_type_on_eks():
     assert on_demand.node_selector["karpenter.sh/capacity-type"] == "on-demand"
     assert spot.node_selector["karpenter.sh/capacity-type"] == "spot"
     assert on_demand.price_per_hour == 21.96 and spot.price_per_hour is None
+    assert on_demand.node_price_per_hour == 21.96
 
 
 def test_mig_resource_names_follow_the_cluster_strategy():
@@ -186,13 +193,15 @@ def test_placement_is_deterministic():
 def test_spot_placements_get_a_grace_period_that_covers_a_checkpoint():
     # the train step's checkpoint must fit GKE Spot's 15 s window; tests/test_train.py measures it
     for cluster in ("gke", "eks", "aks"):
-        assert place(cluster, Compute.gpu(spot=True)).grace_period == 30
+        assert place(cluster, Compute.gpu(spot=True, cpu="3", memory="12Gi")).grace_period == 30
+        assert place(cluster, Compute.gpu(spot="prefer", cpu="3", memory="12Gi")).grace_period == 30
         assert place(cluster, Compute.gpu()).grace_period is None
     assert place("gke", Compute.gpu(spot=True, grace_period=60)).grace_period == 60  # explicit wins
 
 
 def test_gpu_placements_tell_the_step_how_much_gpu_memory_it_has():
-    assert place("aks", Compute.gpu()).env["XPUFLOW_GPU_MEMORY_GIB"] == "80"  # A100 80GB pool
+    assert place("aks", Compute.gpu(model="a100-80gb")).env["XPUFLOW_GPU_MEMORY_GIB"] == "80"  # A100 80GB pool
+    assert place("aks", Compute.gpu()).env["XPUFLOW_GPU_MEMORY_GIB"] == "16"  # the T4 it lands on
     mig = place("gke", Compute.gpu(model="a100-40gb", mig="1g.5gb", pool="inference", cpu="1", memory="4Gi"))
     assert mig.env["XPUFLOW_GPU_MEMORY_GIB"] == "5"  # one 1g.5gb slice
     assert "XPUFLOW_GPU_MEMORY_GIB" not in place("gke", Compute.cpu()).env

@@ -60,7 +60,7 @@ def test_cpu_task_ir_with_affinity(compiled):
     assert "accelerator" not in res
     assert platform["nodeAffinity"] == [
         {"matchExpressions": [{"key": "kubernetes.azure.com/agentpool", "operator": "NotIn",
-                               "values": ["gput4", "gpua10", "gpua100", "gpua100x8"]}]}
+                               "values": ["gput4", "gput4train", "gpua10", "gpua100", "gpua100x8"]}]}
     ]
     assert "weight" not in platform["nodeAffinity"][0]  # required, not preferred
 

@@ -29,7 +29,7 @@ GPU_CASES = {
     ("eks", "gpu-spot"): lambda: Compute.gpu(count=1, spot=True),
     ("eks", "gpu-x8"): lambda: Compute.gpu(model="h100-80gb", count=8),
     ("aks", "gpu"): lambda: Compute.gpu(count=1),
-    ("aks", "gpu-spot"): lambda: Compute.gpu(count=1, spot=True),
+    ("aks", "gpu-spot"): lambda: Compute.gpu(count=1, spot=True, cpu="3", memory="12Gi"),  # a 4-vCPU T4 node
     ("aks", "gpu-x8"): lambda: Compute.gpu(count=8),
     ("generic", "gpu"): lambda: Compute.gpu(count=1),
     ("generic", "gpu-x8"): lambda: Compute.gpu(count=8),
@@ -145,7 +145,7 @@ def test_pods_get_exactly_the_placement_and_what_the_job_renderer_gives(cluster,
 
 def test_spot_tolerations_and_selector_reach_the_pods(validator):
     for cluster in ("gke", "eks", "aks"):
-        p = Cluster.load(cluster).place(Compute.gpu(count=1, spot=True))
+        p = Cluster.load(cluster).place(Compute.gpu(count=1, spot=True, cpu="3", memory="12Gi"))
         manifest = trainjob.trainjob(p, name="train", num_nodes=4, **COMMAND)
         _assert_valid(validator, manifest)
         pod = _pod(manifest)["spec"]
@@ -169,7 +169,7 @@ def test_whole_trainjob_for_a_spot_gpu_step(validator):
                                  env={"NCCL_DEBUG": "WARN"}, image=matrix.IMAGE, command=["torchrun"],
                                  args=["train.py"])
     _assert_valid(validator, manifest)
-    labels = {"xpuflow.io/compute": "gpu", "xpuflow.io/node-pool": "gpu-a100-training", **queue}
+    labels = {"xpuflow.io/compute": "gpu", "xpuflow.io/node-pool": "gpu-a10g-training", **queue}
     sizes = {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "100Gi"}
     assert manifest == {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
@@ -185,8 +185,8 @@ def test_whole_trainjob_for_a_spot_gpu_step(validator):
                 "args": ["train.py"],
                 "env": [
                     {"name": "XPUFLOW_COMPUTE_KIND", "value": "gpu"},
-                    {"name": "XPUFLOW_NODE_POOL", "value": "gpu-a100-training"},
-                    {"name": "XPUFLOW_GPU_MEMORY_GIB", "value": "40"},
+                    {"name": "XPUFLOW_NODE_POOL", "value": "gpu-a10g-training"},
+                    {"name": "XPUFLOW_GPU_MEMORY_GIB", "value": "24"},
                     {"name": "NCCL_DEBUG", "value": "WARN"},
                 ],
                 "numNodes": 2,
@@ -201,8 +201,8 @@ def test_whole_trainjob_for_a_spot_gpu_step(validator):
                         "metadata": {"labels": labels},
                         "spec": {
                             "nodeSelector": {
-                                "karpenter.sh/nodepool": "gpu-a100-training",
-                                "karpenter.k8s.aws/instance-gpu-name": "a100",
+                                "karpenter.sh/nodepool": "gpu-a10g-training",
+                                "karpenter.k8s.aws/instance-gpu-name": "a10g",
                                 "karpenter.sh/capacity-type": "spot",
                             },
                             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "true",

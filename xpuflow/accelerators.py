@@ -7,7 +7,7 @@ near misses get a "did you mean". Nothing here knows about clusters.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .catalog import TpuShape, catalog
 from .errors import ComputeError, invalid
@@ -33,12 +33,21 @@ def _norm(value: object) -> object:
 
 @dataclass(frozen=True, kw_only=True)
 class Gpu:
-    """``count`` whole GPUs of ``model`` (any model of ``vendor`` when None), or MIG slices."""
+    """``count`` whole GPUs, or MIG slices, of one model or of ordered candidate models.
+
+    ``model`` is one catalog name, or a list of acceptable names in order of preference;
+    ``gpu_memory`` ("40Gi") asks for any model of ``vendor`` with at least that much memory.
+    ``candidates`` holds the resolved names (empty: any model of ``vendor``); ``ordered``
+    says whether their order is the user's preference (a list) or open to the cheapest.
+    """
 
     vendor: str = "nvidia"
-    model: str | None = None
+    model: str | tuple[str, ...] | None = None
     count: int = 1
     mig: str | None = None
+    gpu_memory: str | None = None
+    candidates: tuple[str, ...] = field(default=(), init=False)
+    ordered: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
         where = "Compute.gpu"
@@ -53,25 +62,21 @@ class Gpu:
             raise ComputeError(invalid("vendor", self.vendor, f"one of {', '.join(cat.gpu_vendors)}",
                                        where=where, choices=cat.gpu_vendors))
         object.__setattr__(self, "vendor", vendor)
-        model = _norm(self.model)
-        if model is not None:
-            if model not in cat.gpus:
-                raise ComputeError(
-                    invalid("model", self.model, f"a GPU model from the catalog: {', '.join(cat.gpus)}",
-                            where=where, choices=cat.gpus,
-                            fix="use the catalog name (`xpuflow catalog` lists them) or add the model to a cluster file")
-                )
-            if cat.gpus[model].vendor != vendor:
-                raise ComputeError(
-                    invalid("model", self.model, f"a {vendor} GPU ({model!r} is made by {cat.gpus[model].vendor})",
-                            where=where, fix=f"pass vendor={cat.gpus[model].vendor!r} or choose a {vendor} model")
-                )
-            object.__setattr__(self, "model", model)
+        names = self._models(where, vendor)
+        if self.gpu_memory is not None:
+            if names:
+                raise ComputeError(invalid("gpu_memory", self.gpu_memory, "a minimum without a model (the catalog "
+                                           "picks the models)", where=where, fix="give model= or gpu_memory=, not both"))
+            names = _with_memory(where, vendor, self.gpu_memory)
+            object.__setattr__(self, "ordered", False)
+        object.__setattr__(self, "candidates", names)
+        model = names[0] if len(names) == 1 and self.gpu_memory is None else (names or None)
+        object.__setattr__(self, "model", model)
         if self.mig is not None:
-            if model is None:
+            if not isinstance(model, str):
                 raise ComputeError(
-                    invalid("mig", self.mig, "a MIG profile together with the GPU model it slices", where=where,
-                            fix="name the model too, e.g. Compute.gpu(model='a100-40gb', mig='1g.5gb')")
+                    invalid("mig", self.mig, "a MIG profile together with the one GPU model it slices", where=where,
+                            fix="name one model, e.g. Compute.gpu(model='a100-40gb', mig='1g.5gb')")
                 )
             profiles = cat.gpus[model].mig
             mig = _norm(self.mig)
@@ -83,11 +88,80 @@ class Gpu:
                                            fix="pick a listed profile, or drop mig for whole GPUs"))
             object.__setattr__(self, "mig", mig)
 
+    def _models(self, where: str, vendor: str) -> tuple[str, ...]:
+        """The model names asked for, checked against the catalog, in the order given."""
+        cat = catalog()
+        raw = self.model
+        if raw is None:
+            return ()
+        several = isinstance(raw, (list, tuple))
+        if several and not raw:
+            raise ComputeError(invalid("model", list(raw), "one catalog name or a non-empty list of them", where=where,
+                                       fix="list at least one model, or drop model= for any model"))
+        names: list[str] = []
+        for item in (raw if several else [raw]):
+            name = _norm(item)
+            shown = f"model[{len(names)}]" if several else "model"
+            if name not in cat.gpus:
+                raise ComputeError(
+                    invalid(shown, item, f"a GPU model from the catalog: {', '.join(cat.gpus)}", where=where,
+                            choices=cat.gpus,
+                            fix="use the catalog name (`xpuflow catalog` lists them) or add the model to a cluster file")
+                )
+            if cat.gpus[name].vendor != vendor:
+                raise ComputeError(
+                    invalid(shown, item, f"a {vendor} GPU ({name!r} is made by {cat.gpus[name].vendor})",
+                            where=where, fix=f"pass vendor={cat.gpus[name].vendor!r} or choose a {vendor} model")
+                )
+            if name in names:
+                raise ComputeError(invalid(shown, item, "each model once", where=where, fix="remove the repeat"))
+            names.append(name)
+        return tuple(names)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models named (one, or the ordered list); empty for any model or a memory minimum."""
+        return () if self.gpu_memory is not None else self.candidates
+
+    @property
+    def min_memory_gib(self) -> float | None:
+        """The ``gpu_memory`` minimum in GiB, if one was given."""
+        from .quantity import parse_memory
+
+        return None if self.gpu_memory is None else float(parse_memory("gpu_memory", self.gpu_memory).value) / 2**30
+
+    def accepts(self, model: str) -> bool:
+        """Whether a node's GPU ``model`` is one this request may run on."""
+        cat = catalog()
+        return cat.gpus[model].vendor == self.vendor and (not self.candidates or model in self.candidates)
+
     def describe(self) -> str:
-        what = self.model or "gpu (any model)"
+        if self.gpu_memory is not None:
+            what = f"gpu >= {self.gpu_memory} ({', '.join(self.candidates)})"
+        elif len(self.candidates) > 1:
+            what = "[" + ", ".join(self.candidates) + "]"
+        else:
+            what = self.model or "gpu (any model)"
         if self.mig:
             return f"{self.count}x {self.vendor} {what} mig {self.mig}"
         return f"{self.count}x {self.vendor} {what}"
+
+
+def _with_memory(where: str, vendor: str, minimum: object) -> tuple[str, ...]:
+    """Catalog models of ``vendor`` with at least ``minimum`` memory, smallest first."""
+    from .quantity import parse_memory
+
+    need = parse_memory("gpu_memory", minimum, where=where)
+    models = [g for g in catalog().gpus.values() if g.vendor == vendor]
+    fit = sorted((g for g in models if g.memory_gib * 2**30 >= need.value), key=lambda g: g.memory_gib)
+    if not fit:
+        largest = max(models, key=lambda g: g.memory_gib)
+        raise ComputeError(
+            invalid("gpu_memory", minimum, f"at most {largest.memory_gib}Gi: no {vendor} GPU in the catalog has more "
+                    f"(the largest is {largest.name}, {largest.memory_gib} GiB)", where=where,
+                    fix="lower the minimum, or spread the model over several GPUs (count=)")
+        )
+    return tuple(g.name for g in fit)
 
 
 @dataclass(frozen=True, kw_only=True)

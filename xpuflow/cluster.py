@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import allocatable as _alloc
 from . import catalog as _catalog
 from . import dra, kueue, safe_yaml
+from .allocatable import Allocatable
 from .catalog import schema
 from .errors import ClusterFileError, ComputeError, did_you_mean, shown
 from .quantity import Quantity, parse_cpu, parse_memory
@@ -69,6 +71,8 @@ class NodePool:
     price_spot: float | None
     price_per: str  # node | chip
     description: str = ""
+    allocatable: Allocatable | None = None  # None when the profile gives no cpu/memory for the node
+    exclusive: bool = False  # one pod per node: a pod pays the whole node
 
     def price(self, spot: bool, chips_per_host: int = 0) -> float | None:
         base = self.price_spot if spot else self.price_on_demand
@@ -235,11 +239,32 @@ def _pool(p: dict[str, Any], path: str, source: str, cluster: dict[str, Any]) ->
                        f"Known: {', '.join(cat.npus)}")
         accel = PoolAccelerator("npu", device, n["count"], n.get("resource", cat.npus[device].resource))
     price = p.get("price", {})
+    cpu, memory = quantity("cpu", parse_cpu), quantity("memory", parse_memory)
+    alloc = None
+    if cpu is not None and memory is not None:
+        kind = accel.kind if accel else "cpu"
+        ds = p.get("daemonsets") or cluster.get("daemonsets", {}).get(kind)
+        measured = p.get("allocatable")
+        try:
+            alloc = _alloc.compute(
+                cpu_m=int(cpu.value * 1000), memory=int(memory.value),
+                reservations=cluster.get("reservations", {"formula": "fixed"}),
+                daemonsets=(int(parse_cpu("cpu", ds["cpu"]).value * 1000), int(parse_memory("memory", ds["memory"]).value))
+                if ds else (0, 0),
+                max_pods=p.get("max_pods"),
+                measured=(int(parse_cpu("cpu", measured["cpu"]).value * 1000), int(parse_memory("memory", measured["memory"]).value))
+                if measured else None,
+            )
+        except ComputeError as e:
+            raise fail("allocatable", str(e)) from e
+        if alloc.cpu_m <= 0 or alloc.memory <= 0:
+            raise fail("cpu", f"a node of {cpu.text} cpu / {memory.text} leaves nothing allocatable to pods "
+                       f"({alloc.text()}, {alloc.basis}, after DaemonSets). Fix: check cpu, memory and daemonsets.")
     return NodePool(
         name=p["name"],
         instance_type=p.get("instance_type"),
-        cpu=quantity("cpu", parse_cpu),
-        memory=quantity("memory", parse_memory),
+        cpu=cpu,
+        memory=memory,
         purpose=tuple(p.get("purpose", ("general", "training", "inference"))),
         capacity=tuple(p.get("capacity", ("on-demand",))),
         labels=dict(p.get("labels", {})),
@@ -250,4 +275,6 @@ def _pool(p: dict[str, Any], path: str, source: str, cluster: dict[str, Any]) ->
         price_spot=price.get("spot"),
         price_per=price.get("per", "node"),
         description=p.get("description", ""),
+        allocatable=alloc,
+        exclusive=p.get("exclusive", False),
     )

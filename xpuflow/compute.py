@@ -27,6 +27,7 @@ __all__ = ["Compute", "Security", "KINDS", "PURPOSES"]
 Kind = Literal["cpu", "gpu", "tpu", "npu"]
 KINDS: tuple[str, ...] = ("cpu", "gpu", "tpu", "npu")
 PURPOSES: tuple[str, ...] = ("general", "training", "inference")
+SPOT_CHOICES = (True, False, "prefer")  # spot only, on-demand only, spot first with on-demand fallback
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _MAX_RETRIES = 20
 
@@ -119,7 +120,7 @@ class Compute:
     ephemeral_storage: Quantity | None = None
     shm: Quantity | None = None
     accelerator: Accelerator | None = None
-    spot: bool = False
+    spot: bool | Literal["prefer"] = False
     pool: str = "general"
     timeout: int | None = None
     retries: int = 0
@@ -172,8 +173,10 @@ class Compute:
                 )
             set_("shm", shm)
         self._check_accelerator(where)
-        if not isinstance(self.spot, bool):
-            raise ComputeError(invalid("spot", self.spot, "True or False", where=where))
+        if not (isinstance(self.spot, bool) or self.spot == "prefer"):
+            raise ComputeError(invalid("spot", self.spot, "True (spot nodes only), False (on-demand only) or 'prefer' "
+                                       "(spot first, on-demand when no spot node is free)", where=where,
+                                       choices=("prefer",)))
         if self.pool not in PURPOSES:
             raise ComputeError(
                 invalid("pool", self.pool, f"one of {', '.join(PURPOSES)}", where=where, choices=PURPOSES,
@@ -220,10 +223,11 @@ class Compute:
     def gpu(
         cls,
         count: int = 1,
-        model: str | None = None,
+        model: str | list[str] | tuple[str, ...] | None = None,
         *,
         vendor: str = "nvidia",
         mig: str | None = None,
+        gpu_memory: str | None = None,
         cpu: str | int | float = "4",
         memory: str | int = "16Gi",
         shm: Any = _DEFAULT,
@@ -232,10 +236,16 @@ class Compute:
     ) -> Compute:
         """Whole GPUs (``count``) of a ``model``, or ``count`` MIG slices of profile ``mig``.
 
+        ``model`` may be a list of acceptable models in order of preference
+        (``["h100-80gb", "a100-80gb"]``); ``gpu_memory="40Gi"`` accepts any model with at
+        least that much memory, the cheapest that fits first.
+
         Training pods get a memory-backed ``/dev/shm`` (data loader workers need it)
         unless ``shm=None``; its default is a quarter of the memory limit, at most 8Gi.
         """
-        accelerator = Gpu(vendor=vendor, model=model, count=count, mig=mig)
+        if isinstance(model, list):
+            model = tuple(model)
+        accelerator = Gpu(vendor=vendor, model=model, count=count, mig=mig, gpu_memory=gpu_memory)
         return cls._with_shm("gpu", accelerator, cpu, memory, shm, pool, options)
 
     @classmethod

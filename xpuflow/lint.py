@@ -48,6 +48,8 @@ def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
             continue
         p = placed
         out += [Finding(level, spec.name, message) for level, message in admission.notes(p, backend)]
+        if len(p.options) > 1:
+            out.append(Finding("info", spec.name, _where_it_may_land(c, p)))
         sized = builtin_name(spec.step) is not None and c == spec.step.compute  # xpuflow's own, sized Compute
         if c.memory_request == default_compute_memory(c) and not sized:
             out.append(Finding("warning", spec.name, f"memory request is the {c.kind} default ({c.memory_request}); "
@@ -80,9 +82,24 @@ def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
             if pool.accelerator and pool.accelerator.kind == c.kind for cap in pool.capacity
         ):
             out.append(Finding("warning", spec.name, f"{c.hardware} on on-demand capacity while the cluster has "
-                               f"spot pools for it; the {spec.step.name} step resumes after preemption, so spot=True "
-                               "is safe"))
+                               f"spot pools for it; the {spec.step.name} step resumes after preemption, so "
+                               "spot='prefer' (or True) is safe"))
     return out
+
+
+def _where_it_may_land(c: Compute, p) -> str:  # noqa: ANN001 - a Placement
+    """The candidates in order and the pools that match each (from the placement's options)."""
+    acc = c.accelerator
+    candidates = getattr(acc, "candidates", ())
+    if len(candidates) > 1:
+        cells = []
+        for model in candidates:
+            pools = [o.pool.name + (" spot" if o.spot else "") for o in p.options if o.model == model]
+            cells.append(f"{model} ({', '.join(pools) or 'no pool fits'})")
+        order = "in order" if acc.ordered else "cheapest first"
+        return f"candidates {order}: {', '.join(cells)}"
+    return "spot first, on-demand as the fallback: " + ", ".join(
+        f"{o.pool.name} ({'spot' if o.spot else 'on-demand'})" for o in p.options)
 
 
 def default_compute_memory(c: Compute):  # noqa: ANN201 - a Quantity

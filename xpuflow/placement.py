@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import dra, kueue
-from .accelerators import Gpu, Npu, Tpu
+from .accelerators import Gpu, Tpu
+from .choice import Choice, choices, rendered
 from .errors import PlacementError
 
 if TYPE_CHECKING:
@@ -55,7 +56,10 @@ class Placement:
     priority_class: str | None
     grace_period: int | None
     ephemeral_storage: str | None
-    price_per_hour: float | None  # all hosts together; None when the profile has no price
+    price_per_hour: float | None  # what this step pays per hour: its share of the node(s); None when unpriced
+    node_price_per_hour: float | None = None  # the whole node(s), all hosts together
+    options: tuple[Choice, ...] = field(default=(), repr=False, compare=False)  # where it may land, preferred first
+    runner_up: Choice | None = field(default=None, repr=False, compare=False)  # the next best choice, if any
     compute: Compute = field(repr=False, compare=False)
     kueue: kueue.KueuePlacement | None = None  # queue, priority, TAS (xpuflow/kueue.py)
     claims: tuple[dra.DeviceClaim, ...] = ()  # DRA claims (xpuflow/dra.py); their devices are not limits
@@ -102,12 +106,23 @@ class Placement:
             "price_per_hour": self.price_per_hour,
             **({"kueue": dataclasses.asdict(self.kueue)} if self.kueue else {}),
             **({"claims": [dataclasses.asdict(c) for c in self.claims]} if self.claims else {}),
+            "node_price_per_hour": self.node_price_per_hour,
+            "options": [_choice_dict(c) for c in self.options],
+            "runner_up": _choice_dict(self.runner_up) if self.runner_up else None,
         }
+
+
+def _choice_dict(c: Choice) -> dict[str, Any]:
+    return {"pool": c.pool.name, "spot": c.spot, "model": c.model, "price_per_hour": c.price,
+            "node_price_per_hour": c.node_price, "share": round(c.share, 4)}
 
 
 # --------------------------------------------------------------------------- resolve
 def resolve(cluster: Cluster, compute: Compute) -> Placement:
-    pool = _choose_pool(cluster, compute)
+    ordered = choices(cluster, compute)
+    options = rendered(compute, ordered)
+    best = options[0]
+    pool = best.pool
     acc = compute.accelerator
     requests = {"cpu": compute.cpu_request.text, "memory": compute.memory_request.text}
     limits = {"cpu": compute.cpu_limit.text, "memory": compute.memory_limit.text}  # type: ignore[union-attr]
@@ -115,21 +130,23 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         requests["ephemeral-storage"] = limits["ephemeral-storage"] = compute.ephemeral_storage.text
     accelerator: tuple[str, int] | None = None
     if acc is not None:
-        assert pool.accelerator is not None  # _choose_pool matched an accelerator pool
+        resources = {c.pool.accelerator.resource for c in options}  # type: ignore[union-attr]
+        if len(resources) > 1:
+            raise PlacementError(
+                f"cluster {cluster.name!r} ({cluster.source}): the pools for {compute.hardware} expose different "
+                f"resources ({', '.join(sorted(resources))}); one pod requests one. Fix: list models whose pools "
+                "share a resource name, or place them as separate steps."
+            )
+        assert pool.accelerator is not None  # choices() matched an accelerator pool
         accelerator = (pool.accelerator.resource, acc.count)
         limits[pool.accelerator.resource] = str(acc.count)  # extended resources: limits only
 
-    selector = dict(pool.labels)
-    if isinstance(acc, Tpu) and cluster.tpu_labels:
-        selector[cluster.tpu_labels["accelerator"]] = acc.shape.accelerator
-        selector[cluster.tpu_labels["topology"]] = acc.topology
-    tolerations = [t.toleration() for t in pool.taints]
-    if compute.spot:
-        selector.update(cluster.spot_selector)
-        tolerations.extend(cluster.spot_tolerations)
-    if cluster.capacity_label and len(pool.capacity) > 1:
-        key = cluster.capacity_label["key"]
-        selector[key] = cluster.capacity_label["spot" if compute.spot else "on_demand"]
+    selectors = [_selector(cluster, c, compute) for c in options]
+    tolerations: list[dict[str, str]] = []
+    for c in options:
+        tolerations.extend(t.toleration() for t in c.pool.taints)
+        if c.spot:
+            tolerations.extend(cluster.spot_tolerations)
     tolerations = _dedupe(tolerations)
     queued = kueue.resolve(cluster, compute, pool, tolerations)
     if queued:  # a flavor that injects tolerations carries them; the pod does not repeat them
@@ -137,12 +154,15 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
     claims = dra.resolve(cluster, compute, pool)
     for claim in claims:  # the device comes from the claim, not from the device plugin's extended resource
         limits.pop(claim.resource, None)
+    exclusion = _keep_off_accelerators(cluster, [c.pool for c in options]) if acc is None else []
+    selector, affinity = _scheduling(selectors, exclusion)
 
     env = {"XPUFLOW_COMPUTE_KIND": compute.kind, "XPUFLOW_NODE_POOL": pool.name}
     if isinstance(acc, Tpu):
         env["PJRT_DEVICE"] = "TPU"
     if isinstance(acc, Gpu) and pool.accelerator is not None:
-        env["XPUFLOW_GPU_MEMORY_GIB"] = str(_gpu_memory_gib(pool.accelerator.name, pool.accelerator.mig))
+        env["XPUFLOW_GPU_MEMORY_GIB"] = str(min(_gpu_memory_gib(c.pool.accelerator.name, c.pool.accelerator.mig)  # type: ignore[union-attr]
+                                                for c in options))
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if compute.shm is not None:
@@ -150,23 +170,23 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
 
     grace = compute.grace_period
-    if grace is None and compute.spot:
+    if grace is None and any(c.spot for c in options):
         grace = cluster.spot_grace_period
-    price = pool.price(compute.spot, compute.chips_per_host or 0)
+    runner_up = options[1] if len(options) > 1 else next((c for c in ordered if c is not best), None)
     return Placement(
         cluster=cluster.name,
         pool=pool.name,
         kind=compute.kind,
         hardware=compute.hardware,
         instance_type=(acc.shape.machine_type if isinstance(acc, Tpu) else pool.instance_type),
-        spot=compute.spot,
+        spot=best.spot,
         hosts=compute.hosts,
         requests=requests,
         limits=limits,
         accelerator=accelerator,
         node_selector=selector,
         tolerations=tuple(tolerations),
-        affinity=_keep_off_accelerators(cluster, pool) if acc is None else None,
+        affinity=affinity,
         env=env,
         labels={"xpuflow.io/compute": compute.kind, "xpuflow.io/node-pool": pool.name},
         volumes=tuple(volumes),
@@ -179,11 +199,72 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         priority_class=compute.priority_class,
         grace_period=grace,
         ephemeral_storage=compute.ephemeral_storage.text if compute.ephemeral_storage else None,
-        price_per_hour=None if price is None else round(price * compute.hosts, 4),
+        price_per_hour=best.price,
+        node_price_per_hour=best.node_price,
+        options=tuple(options),
+        runner_up=runner_up,
         compute=compute,
         kueue=queued,
         claims=claims,
     )
+
+
+def _selector(cluster: Cluster, choice: Choice, compute: Compute) -> dict[str, str]:
+    """The node labels that pick ``choice`` alone: the pool's labels, slice shape, capacity."""
+    pool, acc = choice.pool, compute.accelerator
+    selector = dict(pool.labels)
+    if isinstance(acc, Tpu) and cluster.tpu_labels:
+        selector[cluster.tpu_labels["accelerator"]] = acc.shape.accelerator
+        selector[cluster.tpu_labels["topology"]] = acc.topology
+    if choice.spot:
+        selector.update(cluster.spot_selector)
+    if cluster.capacity_label and len(pool.capacity) > 1:
+        selector[cluster.capacity_label["key"]] = cluster.capacity_label["spot" if choice.spot else "on_demand"]
+    return selector
+
+
+def _scheduling(selectors: list[dict[str, str]], exclusion: list[dict[str, Any]]
+                ) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """nodeSelector + nodeAffinity for the ordered ``selectors`` (one per choice).
+
+    One choice: its labels as nodeSelector. Several: the labels they share as nodeSelector,
+    a required term allowing any of them (``In`` per key when they differ in values only,
+    else one term per choice), and a preferred term per choice, weights falling in order.
+    ``exclusion`` (NotIn expressions keeping CPU work off accelerator pools) joins every required term.
+    """
+    first, rest_of = selectors[0], selectors[1:]
+    common = {k: v for k, v in first.items() if all(s.get(k) == v for s in rest_of)}
+    distinct: list[dict[str, str]] = []
+    for s in selectors:
+        diff = {k: v for k, v in s.items() if k not in common}
+        if diff not in distinct:
+            distinct.append(diff)
+    required: list[list[dict[str, Any]]] = []
+    preferred: list[dict[str, Any]] = []
+    if len(distinct) > 1 and all(distinct):
+        if all(d.keys() == distinct[0].keys() for d in distinct):
+            required = [[{"key": k, "operator": "In", "values": list(dict.fromkeys(d[k] for d in distinct))}
+                         for k in distinct[0]]]
+        else:
+            required = [[{"key": k, "operator": "In", "values": [v]} for k, v in d.items()] for d in distinct]
+    if len(distinct) > 1:
+        preferred = [
+            {"weight": max(1, 100 // (i + 1)),
+             "preference": {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in d.items()]}}
+            for i, d in enumerate(distinct) if d
+        ]
+    if exclusion:
+        # a term that already names its pools by the exclusion's key needs no NotIn on that key
+        required = ([term + [e for e in exclusion if e["key"] not in {x["key"] for x in term}] for term in required]
+                    if required else [list(exclusion)])
+    node_affinity: dict[str, Any] = {}
+    if required:
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
+            "nodeSelectorTerms": [{"matchExpressions": term} for term in required]
+        }
+    if preferred:
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
+    return common, ({"nodeAffinity": node_affinity} if node_affinity else None)
 
 
 def _gpu_memory_gib(model: str, mig: str | None) -> int:
@@ -203,123 +284,13 @@ def _dedupe(items: list[dict[str, str]]) -> list[dict[str, str]]:
     return seen
 
 
-def _keep_off_accelerators(cluster: Cluster, chosen: NodePool) -> dict[str, Any] | None:
-    """Node affinity that keeps CPU work off untainted accelerator pools (AKS adds no GPU taint)."""
+def _keep_off_accelerators(cluster: Cluster, chosen: list[NodePool]) -> list[dict[str, Any]]:
+    """NotIn expressions that keep CPU work off untainted accelerator pools (AKS adds no GPU taint)."""
     excluded: dict[str, list[str]] = {}
     for pool in cluster.node_pools:
-        if pool is chosen or pool.accelerator is None or pool.taints:
+        if pool in chosen or pool.accelerator is None or pool.taints:
             continue
         key, value = cluster.exclusion_label(pool)  # type: ignore[misc] - load() guarantees one
         if value not in excluded.setdefault(key, []):
             excluded[key].append(value)
-    if not excluded:
-        return None
-    expressions = [{"key": k, "operator": "NotIn", "values": v} for k, v in excluded.items()]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
-        }
-    }
-
-
-# ----------------------------------------------------------------------- pool choice
-def _matches_accelerator(pool: NodePool, compute: Compute) -> bool:
-    acc, pacc = compute.accelerator, pool.accelerator
-    if acc is None:
-        return pacc is None
-    if pacc is None:
-        return False
-    if isinstance(acc, Gpu):
-        from .catalog import catalog
-
-        return (
-            pacc.kind == "gpu"
-            and catalog().gpus[pacc.name].vendor == acc.vendor
-            and (acc.model is None or acc.model == pacc.name)
-            and acc.mig == pacc.mig
-        )
-    if isinstance(acc, Tpu):
-        return pacc.kind == "tpu" and pacc.name == acc.version and acc.topology in pacc.topologies
-    if isinstance(acc, Npu):
-        return pacc.kind == "npu" and pacc.name == acc.device
-    return False  # pragma: no cover
-
-
-def _kind(pool: NodePool) -> str:
-    return pool.accelerator.kind if pool.accelerator else "cpu"
-
-
-def _offer(pool: NodePool) -> str:
-    a = pool.accelerator
-    if a is None:
-        return f"cpu ({pool.name})"
-    if a.kind == "tpu":
-        return f"tpu {a.name} {'/'.join(a.topologies)} ({pool.name})"
-    what = f"{a.name} mig {a.mig}" if a.mig else a.name
-    return f"{a.count}x {what} ({pool.name})"
-
-
-def _choose_pool(cluster: Cluster, compute: Compute) -> NodePool:
-    where = f"cluster {cluster.name!r} ({cluster.source})"
-    fix_tail = "or add such a node pool to the cluster file (docs/clusters.md)"
-    pools = [p for p in cluster.node_pools if _matches_accelerator(p, compute)]
-    if not pools:
-        offers = ", ".join(_offer(p) for p in cluster.node_pools if _kind(p) == compute.kind)
-        if offers:
-            raise PlacementError(
-                f"{where}: no node pool offers {compute.hardware}. Its {compute.kind} pools: {offers}. "
-                f"Fix: ask for one of those, {fix_tail}."
-            )
-        raise PlacementError(
-            f"{where}: no node pool offers {compute.hardware}; the cluster has no {compute.kind} pools. "
-            f"Fix: run this step on a cluster with {compute.kind} nodes, {fix_tail}."
-        )
-    by_purpose = [p for p in pools if compute.pool in p.purpose]
-    if not by_purpose:
-        served = sorted({u for p in pools for u in p.purpose})
-        raise PlacementError(
-            f"{where}: pools with {compute.hardware} serve {', '.join(served)}, not pool={compute.pool!r}. "
-            f"Fix: set pool= to one of those, {fix_tail}."
-        )
-    capacity = "spot" if compute.spot else "on-demand"
-    by_capacity = [p for p in by_purpose if capacity in p.capacity]
-    if not by_capacity:
-        raise PlacementError(
-            f"{where}: no {compute.pool} pool with {compute.hardware} runs {capacity} nodes "
-            f"(pools: {', '.join(p.name for p in by_purpose)}). Fix: set spot={not compute.spot}, {fix_tail}."
-        )
-    fitting = [p for p in by_capacity if _fits(p, compute)]
-    if not fitting:
-        p = by_capacity[0]
-        raise PlacementError(
-            f"{where}: {compute.hardware} with cpu={compute.cpu_request.text}, memory={compute.memory_request.text} "
-            f"does not fit one node of pool {p.name!r} ({_capacity_text(p)}). Fix: lower the request, {fix_tail}."
-        )
-
-    def cost(p: NodePool) -> float:
-        price = p.price(compute.spot, compute.chips_per_host or 0)
-        return float("inf") if price is None else price
-
-    return min(fitting, key=lambda p: (cost(p), cluster.node_pools.index(p)))
-
-
-def _fits(pool: NodePool, compute: Compute) -> bool:
-    acc, pacc = compute.accelerator, pool.accelerator
-    if acc is not None and pacc is not None and pacc.kind != "tpu" and acc.count > pacc.count:
-        return False
-    if pool.cpu is not None and compute.cpu_request.value > pool.cpu.value:
-        return False
-    if pool.memory is not None and compute.memory_request.value > pool.memory.value:
-        return False
-    return True
-
-
-def _capacity_text(pool: NodePool) -> str:
-    parts = []
-    if pool.accelerator and pool.accelerator.kind != "tpu":
-        parts.append(f"{pool.accelerator.count}x {pool.accelerator.resource}")
-    if pool.cpu is not None:
-        parts.append(f"{pool.cpu.text} cpu")
-    if pool.memory is not None:
-        parts.append(f"{pool.memory.text} memory")
-    return ", ".join(parts) or "no capacity listed"
+    return [{"key": k, "operator": "NotIn", "values": v} for k, v in excluded.items()]

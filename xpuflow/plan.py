@@ -65,10 +65,13 @@ def _cells(row: PlanRow) -> list[list[str]]:
     if p is None:
         return [[row.step], [row.hardware], ["-"], ["not offered (see below)"], ["-"], ["-"], ["-"]]
     selector = [f"{k}={v}" for k, v in p.node_selector.items()] or ["(any node)"]
-    if p.affinity:
-        for term in p.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
-            selector += [f"{e['key']} {e['operator']} {','.join(e.get('values') or [])}".rstrip()
-                         for e in term["matchExpressions"]]
+    node_affinity = (p.affinity or {}).get("nodeAffinity", {})
+    terms = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+    for i, term in enumerate(terms):
+        prefix = "or " if i else ("" if len(terms) == 1 else "either ")
+        selector.append(prefix + " and ".join(_expr(e) for e in term["matchExpressions"]))
+    for pref in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution", []):
+        selector.append(f"prefer ({pref['weight']}) " + " and ".join(_expr(e) for e in pref["preference"]["matchExpressions"]))
     tolerations = [
         f"{t.get('key') or '*'}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect') or '*'}"
         for t in p.tolerations
@@ -77,10 +80,32 @@ def _cells(row: PlanRow) -> list[list[str]]:
     if p.accelerator and not p.claims:
         hardware.append(f"{p.accelerator[0]}: {p.accelerator[1]}" + (f" x {p.hosts} hosts" if p.hosts > 1 else ""))
     hardware += admission.describe(p)  # Kueue queue, DRA claims
-    return [[row.step], hardware, [p.pool], selector, tolerations, [p.instance_type or "-"], [_price(p.price_per_hour)]]
+    pools = [p.pool] if len(p.options) < 2 else [f"{i}. {c.pool.name}{' (spot)' if c.spot else ''}"
+                                                  for i, c in enumerate(p.options, 1)]
+    return [[row.step], hardware, pools, selector, tolerations, [p.instance_type or "-"], [_price(p.price_per_hour)]]
 
 
-HEADERS = ["step", "hardware", "node pool", "node selector / affinity", "tolerations", "instance type", "node $/h"]
+def _expr(e: dict) -> str:  # type: ignore[type-arg]
+    return f"{e['key']} {e['operator']} {','.join(e.get('values') or [])}".rstrip()
+
+
+HEADERS = ["step", "hardware", "node pool", "node selector / affinity", "tolerations", "instance type", "step $/h"]
+
+
+def choice_lines(rows: list[PlanRow]) -> list[str]:
+    """Per placed step: the chosen pool and the runner-up, with what a run pays on each."""
+    out = []
+    for r in rows:
+        p = r.placement
+        if p is None or not p.options:
+            continue
+        line = f"  {r.step}: {p.options[0].describe()}"
+        if p.runner_up is not None:
+            line += f"; runner-up {p.runner_up.describe()}"
+        if p.options[0].price is None and p.runner_up is not None and p.runner_up.price is not None:
+            line += " (the chosen pool has no price in the profile: its cost is unknown)"
+        out.append(line)
+    return out
 
 
 def format_table(cluster: Cluster, rows: list[PlanRow]) -> str:
@@ -98,8 +123,12 @@ def format_table(cluster: Cluster, rows: list[PlanRow]) -> str:
     priced = [p.price_per_hour for p in placed if p.price_per_hour is not None]
     total = f"{sum(priced):,.2f}" if priced else "n/a"
     unpriced = len(placed) - len(priced)
-    out.append(f"approximate node $/hour if every placed step ran at once: {total}"
+    out.append(f"approximate $/hour if every placed step ran at once (each step's share of its node): {total}"
                + (f" (+{unpriced} step(s) without a price in the profile)" if unpriced else ""))
+    chosen = choice_lines(rows)
+    if chosen:
+        out.append("chosen pool and runner-up (price a step pays: its share of the node, by its scarcest resource):")
+        out.extend(chosen)
     for r in rows:
         if r.problem:
             out.append(f"! {r.step}: {r.problem}")
@@ -108,7 +137,7 @@ def format_table(cluster: Cluster, rows: list[PlanRow]) -> str:
 
 def run_cost(rows: list[PlanRow], minutes: Mapping[str, float]) -> str:
     """Approximate cost of one run: each placed step's node $/hour times its expected minutes."""
-    lines, total, unknown = ["approximate cost per run (node $/hour x expected minutes):"], 0.0, []
+    lines, total, unknown = ["approximate cost per run (step $/hour x expected minutes):"], 0.0, []
     for r in rows:
         if r.placement is None:
             continue

@@ -21,6 +21,12 @@ COMPUTES = {
     "gpu-mig": lambda: Compute.gpu(model="a100-40gb", mig="1g.5gb", pool="inference", cpu="1", memory="4Gi"),
     "tpu": lambda: Compute.tpu(version="v5e", topology="2x4"),
     "tpu-multihost": lambda: Compute.tpu(version="v5p", topology="2x2x2"),
+    # preferences with fallback (docs/compute.md): spot first, ordered candidates, a memory minimum
+    "cpu-prefer-spot": lambda: Compute.cpu(cpu="1", memory="2Gi", spot="prefer"),
+    "gpu-prefer-spot": lambda: Compute.gpu(count=1, cpu="3", memory="12Gi", spot="prefer"),
+    "gpu-candidates": lambda: Compute.gpu(model=["h100-80gb", "a100-80gb"], cpu="8", memory="64Gi"),
+    "gpu-min-memory": lambda: Compute.gpu(gpu_memory="40Gi", cpu="8", memory="64Gi"),
+    "tpu-prefer-spot": lambda: Compute.tpu(version="v5e", topology="2x4", spot="prefer"),
     "npu": lambda: Compute.npu(device="intel-npu"),
     "npu-inferentia": lambda: Compute.npu(device="aws-inferentia2"),
 }

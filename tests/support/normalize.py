@@ -50,14 +50,19 @@ def from_kfp_ir(docs: list[dict[str, Any]], display_name: str) -> dict[str, Any]
     if "accelerator" in res:
         limits[res["accelerator"]["resourceType"]] = str(res["accelerator"]["resourceCount"])
     cfg = platform.get(executor, {})
-    terms = [
-        {"matchExpressions": t["matchExpressions"]} for t in cfg.get("nodeAffinity", []) if "weight" not in t
+    # the KFP driver turns each weightless term into a required nodeSelectorTerm (ORed) and each weighted one
+    # into a preferred term (backend/src/v2/driver); rebuild the pod's nodeAffinity the same way
+    terms = [{"matchExpressions": t["matchExpressions"]} for t in cfg.get("nodeAffinity", []) if "weight" not in t]
+    preferred = [
+        {"weight": t["weight"], "preference": {"matchExpressions": t["matchExpressions"]}}
+        for t in cfg.get("nodeAffinity", []) if "weight" in t
     ]
-    affinity = (
-        {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
-        if terms
-        else None
-    )
+    node_affinity: dict[str, Any] = {}
+    if terms:
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    if preferred:
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
+    affinity = {"nodeAffinity": node_affinity} if node_affinity else None
     return {
         "requests": requests,
         "limits": limits,

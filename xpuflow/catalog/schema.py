@@ -99,6 +99,14 @@ class Num(Spec):
 
 
 @dataclass
+class Bool(Spec):
+    def check(self, value: Any, path: str, ctx: _Ctx) -> bool:
+        if not isinstance(value, bool):
+            raise ctx.fail(path, f"expected true or false, {_found(value)}")
+        return value
+
+
+@dataclass
 class Quantity(Spec):
     """A Kubernetes quantity written as a string or number ("8", "32Gi")."""
 
@@ -194,6 +202,8 @@ _TOLERATION = Obj(
 _PRICE = Obj(
     optional={"on_demand": Num(), "spot": Num(), "per": Enum(choices=("node", "chip"))},
 )
+# CPU and memory of one node (a measured allocatable) or of the DaemonSets on it
+_CPU_MEMORY = Obj(required={"cpu": Quantity(), "memory": Quantity()})
 _POOL = Obj(
     required={"name": Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", what="a lowercase DNS label")},
     optional={
@@ -209,6 +219,10 @@ _POOL = Obj(
         "exclude_by": Labels(),
         "gpu": Obj(required={"model": Str(), "count": Int(minimum=1, maximum=MAX_INT32)},
                    optional={"mig": Str(), "resource": Str()}),
+        "max_pods": Int(minimum=1),
+        "daemonsets": _CPU_MEMORY,
+        "allocatable": _CPU_MEMORY,
+        "exclusive": Bool(),
         "tpu": Obj(required={"version": Str(), "topologies": ListOf(item=Str(), min_items=1)}),
         "npu": Obj(required={"device": Str(), "count": Int(minimum=1, maximum=MAX_INT32)}, optional={"resource": Str()}),
     },
@@ -260,6 +274,12 @@ CLUSTER_SCHEMA = Obj(
         "tpu_labels": Obj(required={"accelerator": Str(), "topology": Str()}),
         "kueue": _KUEUE,
         "dra": _DRA,
+        "reservations": Obj(
+            required={"formula": Enum(choices=("gke", "eks", "aks", "fixed"))},
+            optional={"max_pods": Int(minimum=1), "kube_reserved": _CPU_MEMORY, "system_reserved": _CPU_MEMORY,
+                      "eviction": Quantity()},
+        ),
+        "daemonsets": Obj(optional={kind: _CPU_MEMORY for kind in ("cpu", "gpu", "tpu", "npu")}),
     },
 )
 

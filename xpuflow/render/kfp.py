@@ -63,8 +63,9 @@ def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> Pipeli
         kubernetes.add_toleration(
             task, key=tol["key"], operator=tol["operator"], value=tol.get("value"), effect=tol["effect"]
         )
-    for term in _required_terms(placement.affinity):
-        kubernetes.add_node_affinity(task, match_expressions=[dict(e) for e in term["matchExpressions"]])
+    for term in _affinity_terms(placement.affinity):  # required terms, then preferred ones with their weight
+        kubernetes.add_node_affinity(task, match_expressions=[dict(e) for e in term["matchExpressions"]],
+                                     weight=term.get("weight"))
     for name, value in placement.env.items():
         task.set_env_variable(name, value)
     for key, value in {**placement.labels, **kueue.object_labels(placement)}.items():
@@ -131,7 +132,7 @@ def _take_off(task: PipelineTask, old: Placement, new: Placement) -> None:
         if labels.get(key) == value:
             del labels[key]
     config["tolerations"] = _without(config.get("tolerations", []), [_present(t) for t in old.tolerations])
-    config["nodeAffinity"] = _without(config.get("nodeAffinity", []), _required_terms(old.affinity))
+    config["nodeAffinity"] = _without(config.get("nodeAffinity", []), _affinity_terms(old.affinity))
     old_volumes = {m["name"] for m in old.volume_mounts}
     config["emptyDirMounts"] = [m for m in config.get("emptyDirMounts", []) if m.get("volumeName") not in old_volumes]
     pod_meta = config.get("podMetadata", {})
@@ -159,8 +160,14 @@ def _take_off(task: PipelineTask, old: Placement, new: Placement) -> None:
         task._task_spec.retry_policy = None  # noqa: SLF001
 
 
-def _required_terms(affinity: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _affinity_terms(affinity: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Node affinity as kfp-kubernetes NodeAffinityTerms: each required term (the KFP driver ORs them, as
+    Kubernetes does), then each preferred term with its ``weight``."""
     if not affinity:
         return []
-    required = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    return list(required["nodeSelectorTerms"])
+    node = affinity["nodeAffinity"]
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+    preferred = node.get("preferredDuringSchedulingIgnoredDuringExecution", [])
+    return [{"matchExpressions": t["matchExpressions"]} for t in required] + [
+        {"matchExpressions": t["preference"]["matchExpressions"], "weight": t["weight"]} for t in preferred
+    ]

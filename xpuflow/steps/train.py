@@ -29,7 +29,9 @@ from ..dsl.step import step
 __all__ = ["train", "PREEMPTED_EXIT_CODE"]
 
 
-@step(compute=Compute.gpu(count=1, cpu="4", memory="16Gi", spot=True), resumable=True, minutes=15,
+# 3 CPU / 12Gi: what a one-GPU node of 4 vCPU / 16 GiB (g5.xlarge, NC4as_T4_v3) leaves allocatable to a pod;
+# spot first with an on-demand fallback, since training resumes from its checkpoint
+@step(compute=Compute.gpu(count=1, cpu="3", memory="12Gi", spot="prefer"), resumable=True, minutes=15,
       inputs=("data",), outputs=("output",), check=functools.partial(check_scalars, "train"))
 def train(
     data: str = "out/data",

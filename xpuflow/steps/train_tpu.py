@@ -149,7 +149,7 @@ def _xla_runtime(precision: str, seed: int, cores: int) -> XlaRuntime:
     )
 
 
-@step(compute=Compute.tpu(version="v5e", topology="2x4", spot=True), resumable=True, minutes=15,
+@step(compute=Compute.tpu(version="v5e", topology="2x4", spot="prefer"), resumable=True, minutes=15,
       inputs=("data",), outputs=("output",), check=functools.partial(check_scalars, "train_tpu"))
 def train_tpu(
     data: str = "out/data",

@@ -101,8 +101,8 @@ def _write_shard(path: Path, ids: list[str], vectors: Any, fingerprint: str) -> 
 
 
 # a GPU of the inference pool (not competing with training); resumes by finished shard
-@step(compute=Compute.gpu(count=1, pool="inference", cpu="4", memory="16Gi"), resumable=True, minutes=10,
-      inputs=("data",), outputs=("output",))
+@step(compute=Compute.gpu(count=1, pool="inference", cpu="3", memory="12Gi", spot="prefer"), resumable=True,
+      minutes=10, inputs=("data",), outputs=("output",))
 def embed(
     data: str = "out/chunks",
     output: str = "out/embeddings",
