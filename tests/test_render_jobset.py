@@ -119,7 +119,7 @@ def test_retries_restart_the_whole_slice_and_timeout_bounds_each_run(validator):
 
 def test_every_tpu_placement_of_the_matrix_renders(validator):
     tpus = [(c, k, p) for c, k, p in matrix.cases() if not isinstance(p, Exception) and p.kind == "tpu"]
-    assert {k for _, k, _ in tpus} == {"tpu", "tpu-multihost"}
+    assert {k for _, k, _ in tpus} == {"tpu", "tpu-multihost", "tpu-prefer-spot"}
     for _, case, p in tpus:
         _check_valid(validator, jobset.jobset(p, name=case, namespace="ml", **COMMAND))
 
