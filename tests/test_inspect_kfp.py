@@ -100,14 +100,14 @@ def test_each_mistake_of_a_wrong_pipeline_is_one_error(tmp_path):
     assert "nvidia-tesla-v100" in errors["gpu-model-no-pool-has"][0]
     assert "Did you mean 'nvidia-tesla-a100'" in errors["gpu-model-no-pool-has"][0]
     assert "4 TPU chips per pod" in errors["tpu-chips-mismatch"][0] and "v5e 2x4: 8" in errors["tpu-chips-mismatch"][0]
-    assert "cpu=64" in errors["fits-no-node"][0] and "cpu-general: cpu 8" in errors["fits-no-node"][0]
+    assert "cpu=64" in errors["fits-no-node"][0] and "cpu-general: 7610m cpu" in errors["fits-no-node"][0]
 
 
 def test_cpu_work_free_to_land_on_untainted_gpu_nodes_is_reported(tmp_path):
     path = compiled(tmp_path, cpu_free)
     findings = lint_pods(read(path)[1], Cluster.load("aks"))  # AKS does not taint GPU pools
     assert [f.level for f in findings] == ["warning"]
-    assert "may land on accelerator pool(s) gput4, gpua10, gpua100" in findings[0].message
+    assert "may land on accelerator pool(s) gput4, gput4train, gpua10, gpua100" in findings[0].message
     assert lint_pods(read(path)[1], Cluster.load("gke")) == []  # GKE taints them
 
 
@@ -146,7 +146,7 @@ def test_cli_lint_and_plan_on_a_compiled_pipeline(tmp_path, capsys):
     assert out.strip().endswith("on gke: 4 error(s), 2 warning(s)")  # 2 tasks without requests
     assert main(["plan", str(compiled(tmp_path, good)), "--cluster", "gke"]) == 0
     table = capsys.readouterr().out
-    assert "gpu-l4-training" in table and "tpu-v5e" in table and "approximate node $/hour" in table
+    assert "gpu-l4-training" in table and "tpu-v5e" in table and "approximate $/hour" in table
     assert main(["plan", str(path), "--cluster", "gke", "--strict"]) == 1
     assert "! spot-without-toleration: selects node pool 'gpu-l4-training'" in capsys.readouterr().out
 

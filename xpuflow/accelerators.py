@@ -66,7 +66,8 @@ class Gpu:
         if self.gpu_memory is not None:
             if names:
                 raise ComputeError(invalid("gpu_memory", self.gpu_memory, "a minimum without a model (the catalog "
-                                           "picks the models)", where=where, fix="give model= or gpu_memory=, not both"))
+                                           "picks the models)", where=where,
+                                           fix="give model= or gpu_memory=, not both"))
             names = _with_memory(where, vendor, self.gpu_memory)
             object.__setattr__(self, "ordered", False)
         object.__setattr__(self, "candidates", names)

@@ -143,8 +143,8 @@ def compute(
         return Allocatable(cpu_m, memory, cpu_m - measured[0], memory - measured[1], 0, ds_cpu, ds_mem, "measured")
     formula = reservations.get("formula", "fixed")
     if formula == "fixed":
-        res_cpu = sum(_m(r["cpu"]) for r in (reservations.get("kube_reserved"), reservations.get("system_reserved")) if r)
-        res_mem = sum(_b(r["memory"]) for r in (reservations.get("kube_reserved"), reservations.get("system_reserved")) if r)
+        parts = [r for r in (reservations.get("kube_reserved"), reservations.get("system_reserved")) if r]
+        res_cpu, res_mem = sum(_m(r["cpu"]) for r in parts), sum(_b(r["memory"]) for r in parts)
         eviction = _b(reservations.get("eviction", "100Mi"))
         return Allocatable(cpu_m, memory, res_cpu, res_mem, eviction, ds_cpu, ds_mem, "profile's fixed reservations")
     res_cpu, res_mem, eviction = reserved(formula, cpu_m, memory, max_pods or reservations.get("max_pods"))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .cluster import Cluster, NodePool
     from .compute import Compute
 
-__all__ = ["Choice", "choices", "rendered"]
+__all__ = ["Choice", "choices", "rendered", "share", "misfit"]
 
 
 @dataclass(frozen=True)
@@ -85,27 +85,35 @@ def misfit(pool: NodePool, compute: Compute) -> str | None:
     mem = int(compute.memory_request.value)
     if cpu_m > alloc.cpu_m or mem > alloc.memory:
         return (f"cpu={compute.cpu_request.text}, memory={compute.memory_request.text} requested; a node of pool "
-                f"{pool.name!r} ({pool.instance_type or 'node'}: {pool.cpu.text} cpu, {pool.memory.text}) has "  # type: ignore[union-attr]
+                f"{pool.name!r} ({pool.instance_type or 'node'}: {pool.cpu.text} cpu, "  # type: ignore[union-attr]
+                f"{pool.memory.text}) has "  # type: ignore[union-attr]
                 f"{cpu_text(alloc.cpu_m)} cpu, {memory_text(alloc.memory)} allocatable to a step "
                 f"({alloc.basis}, after {cpu_text(alloc.daemonset_cpu_m)} cpu / {memory_text(alloc.daemonset_memory)} "
                 "of DaemonSets)")
     return None
 
 
-def _share(pool: NodePool, compute: Compute) -> float:
-    """The part of one node the pod takes, by its scarcest resource."""
-    acc, pacc = compute.accelerator, pool.accelerator
-    if pool.exclusive or isinstance(acc, Tpu):
+def share(pool: NodePool, *, cpu_m: int, memory: int, devices: int = 0) -> float:
+    """The part of one node a pod takes, by its scarcest resource: its devices of the node's, its CPU and
+    memory of the node's allocatable; the whole node when the pool is exclusive, a TPU host or of unknown size."""
+    pacc = pool.accelerator
+    if pool.exclusive or (pacc is not None and pacc.kind == "tpu"):
         return 1.0
     parts = [Fraction(0)]
-    if acc is not None and pacc is not None and pacc.count:
-        parts.append(Fraction(acc.count, pacc.count))
+    if devices and pacc is not None and pacc.count:
+        parts.append(Fraction(devices, pacc.count))
     if pool.allocatable is not None:
-        parts.append(Fraction(int(compute.cpu_request.value * 1000), pool.allocatable.cpu_m))
-        parts.append(Fraction(int(compute.memory_request.value), pool.allocatable.memory))
+        parts.append(Fraction(cpu_m, pool.allocatable.cpu_m))
+        parts.append(Fraction(memory, pool.allocatable.memory))
     else:
         parts.append(Fraction(1))  # unknown size: the whole node
     return float(min(Fraction(1), max(parts)))
+
+
+def _share(pool: NodePool, compute: Compute) -> float:
+    acc = compute.accelerator
+    return share(pool, cpu_m=int(compute.cpu_request.value * 1000), memory=int(compute.memory_request.value),
+                 devices=acc.count if acc is not None and not isinstance(acc, Tpu) else 0)
 
 
 def _choice(pool: NodePool, compute: Compute, spot: bool) -> Choice:
@@ -126,7 +134,8 @@ def choices(cluster: Cluster, compute: Compute) -> list[Choice]:
     pools = [p for p in cluster.node_pools if _matches(p, compute)]
     if not pools:
         kind = compute.kind
-        offers = ", ".join(_offer(p) for p in cluster.node_pools if (p.accelerator.kind if p.accelerator else "cpu") == kind)
+        offers = ", ".join(_offer(p) for p in cluster.node_pools
+                           if (p.accelerator.kind if p.accelerator else "cpu") == kind)
         if offers:
             raise PlacementError(f"{where}: no node pool offers {compute.hardware}. Its {kind} pools: {offers}. "
                                  f"Fix: ask for one of those, {fix_tail}.")

@@ -182,6 +182,11 @@ def _read(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
     )
 
 
+def _cpu_memory(d: dict[str, str]) -> tuple[int, int]:
+    """A ``{cpu, memory}`` mapping as (millicores, bytes)."""
+    return int(parse_cpu("cpu", d["cpu"]).value * 1000), int(parse_memory("memory", d["memory"]).value)
+
+
 def _toleration(t: dict[str, str]) -> dict[str, str]:
     op = t.get("operator", "Equal" if "value" in t else "Exists")
     out = {"key": t["key"], "operator": op}
@@ -249,11 +254,9 @@ def _pool(p: dict[str, Any], path: str, source: str, cluster: dict[str, Any]) ->
             alloc = _alloc.compute(
                 cpu_m=int(cpu.value * 1000), memory=int(memory.value),
                 reservations=cluster.get("reservations", {"formula": "fixed"}),
-                daemonsets=(int(parse_cpu("cpu", ds["cpu"]).value * 1000), int(parse_memory("memory", ds["memory"]).value))
-                if ds else (0, 0),
+                daemonsets=_cpu_memory(ds) if ds else (0, 0),
                 max_pods=p.get("max_pods"),
-                measured=(int(parse_cpu("cpu", measured["cpu"]).value * 1000), int(parse_memory("memory", measured["memory"]).value))
-                if measured else None,
+                measured=_cpu_memory(measured) if measured else None,
             )
         except ComputeError as e:
             raise fail("allocatable", str(e)) from e

@@ -161,8 +161,10 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
     if isinstance(acc, Tpu):
         env["PJRT_DEVICE"] = "TPU"
     if isinstance(acc, Gpu) and pool.accelerator is not None:
-        env["XPUFLOW_GPU_MEMORY_GIB"] = str(min(_gpu_memory_gib(c.pool.accelerator.name, c.pool.accelerator.mig)  # type: ignore[union-attr]
-                                                for c in options))
+        # the smallest GPU it may land on: what the step can count on
+        env["XPUFLOW_GPU_MEMORY_GIB"] = str(min(
+            _gpu_memory_gib(c.pool.accelerator.name, c.pool.accelerator.mig) for c in options  # type: ignore[union-attr]
+        ))
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if compute.shm is not None:

@@ -71,7 +71,8 @@ def _cells(row: PlanRow) -> list[list[str]]:
         prefix = "or " if i else ("" if len(terms) == 1 else "either ")
         selector.append(prefix + " and ".join(_expr(e) for e in term["matchExpressions"]))
     for pref in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution", []):
-        selector.append(f"prefer ({pref['weight']}) " + " and ".join(_expr(e) for e in pref["preference"]["matchExpressions"]))
+        expressions = pref["preference"]["matchExpressions"]
+        selector.append(f"prefer ({pref['weight']}) " + " and ".join(_expr(e) for e in expressions))
     tolerations = [
         f"{t.get('key') or '*'}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect') or '*'}"
         for t in p.tolerations

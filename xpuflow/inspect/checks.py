@@ -7,12 +7,13 @@ they did not write exactly as they print xpuflow's own flows.
 
 from __future__ import annotations
 
+from ..choice import share
 from ..cluster import Cluster, Taint
 from ..errors import did_you_mean
 from ..lint import Finding
 from ..placement import Placement
 from ..plan import PlanRow
-from .nodes import WELL_KNOWN, Node, fits, nodes, offers, selector_matches, terms_match, untolerated
+from .nodes import WELL_KNOWN, Node, fits, nodes, offers, quantity, selector_matches, terms_match, untolerated
 from .pod import TaskPod
 
 __all__ = ["lint_pods", "plan_pods"]
@@ -33,7 +34,9 @@ def plan_pods(pods: list[TaskPod], cluster: Cluster) -> list[PlanRow]:
             problem = next((f.message for f in findings if f.level == "error"), "no node pool admits it")
             rows.append(PlanRow(pod.task, None, None, problem, what=_asked(pod)))
             continue
-        node = min(fitting, key=lambda n: (_price(n) is None, _price(n) or 0.0, cluster.node_pools.index(n.pool)))
+        # the scheduler's preference first (preferred node affinity), then the price the pod pays
+        node = min(fitting, key=lambda n: (-_preferred(pod, n), _price(n, pod) is None, _price(n, pod) or 0.0,
+                                           cluster.node_pools.index(n.pool)))
         rows.append(PlanRow(pod.task, None, _placement(pod, node, cluster), what=_asked(pod)))
     return rows
 
@@ -95,10 +98,11 @@ def _assess(pod: TaskPod, cluster: Cluster, backend: str) -> tuple[list[Finding]
         return out, []
     fitting = [n for n in admitted if fits(requests, n)]
     if not fitting:
-        sizes = "; ".join(f"{p.name}: cpu {p.cpu.text if p.cpu else '?'}, memory {p.memory.text if p.memory else '?'}"
+        sizes = "; ".join(f"{p.name}: {p.allocatable.text() if p.allocatable else 'size unknown'} allocatable"
                           for p in _unique(n.pool for n in admitted))
         asked = ", ".join(f"{k}={v}" for k, v in requests.items())
-        out.append(error(f"requests {asked}, which fits no node it may land on ({sizes}). Fix: lower the request, "
+        out.append(error(f"requests {asked}, which fits no node it may land on ({sizes}; allocatable: capacity "
+                         "less reservations and DaemonSets). Fix: lower the request, "
                          "or select a pool with larger nodes"))
         return out, []
     if not extended:
@@ -174,9 +178,22 @@ def _asked(pod: TaskPod) -> str:
     return f"cpu {req.get('cpu', '-')} / {req.get('memory', '-')}"
 
 
-def _price(node: Node) -> float | None:
+def _preferred(pod: TaskPod, node: Node) -> int:
+    """The weight the pod's preferred node affinity gives ``node`` (the sum of the terms it matches)."""
+    return sum(weight for weight, term in pod.preferred_terms if terms_match((term,), node))
+
+
+def _price(node: Node, pod: TaskPod) -> float | None:
+    """What the pod pays: its share of the node (xpuflow.choice.share), all hosts together."""
     price = node.pool.price(node.spot, node.chips_per_host)
-    return None if price is None else round(price * node.hosts, 4)
+    if price is None:
+        return None
+    requests = _requests(pod)
+    cpu, memory = (quantity(k, requests[k]) if k in requests else None for k in ("cpu", "memory"))
+    devices = sum(int(c) for c in pod.extended().values() if c.isdigit())
+    part = share(node.pool, cpu_m=int(cpu.value * 1000) if cpu else 0, memory=int(memory.value) if memory else 0,
+                 devices=devices)
+    return round(price * node.hosts * part, 4)
 
 
 def _placement(pod: TaskPod, node: Node, cluster: Cluster) -> Placement:
@@ -191,14 +208,19 @@ def _placement(pod: TaskPod, node: Node, cluster: Cluster) -> Placement:
     else:
         hardware = f"{accelerator[1] if accelerator else 0}x {acc.name}" + (f" mig {acc.mig}" if acc.mig else "")
     terms = [{"matchExpressions": list(t)} for t in pod.required_terms]
-    affinity = ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
-                if terms else None)
+    node_affinity: dict = {}  # type: ignore[type-arg]
+    if terms:
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    if pod.preferred_terms:
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {"weight": w, "preference": {"matchExpressions": list(t)}} for w, t in pod.preferred_terms]
+    affinity = {"nodeAffinity": node_affinity} if node_affinity else None
     return Placement(
         cluster=cluster.name, pool=node.pool.name, kind=acc.kind if acc else "cpu", hardware=hardware,
         instance_type=node.machine_type, spot=node.spot, hosts=node.hosts, requests=dict(pod.requests),
         limits=dict(pod.limits), accelerator=accelerator, node_selector=dict(pod.node_selector),
         tolerations=tuple(pod.tolerations), affinity=affinity, env={}, labels={}, volumes=(), volume_mounts=(),
         pod_security_context={}, container_security_context={}, restricted=False, timeout=None, retries=0,
-        priority_class=None, grace_period=None, ephemeral_storage=None, price_per_hour=_price(node),
+        priority_class=None, grace_period=None, ephemeral_storage=None, price_per_hour=_price(node, pod),
         compute=None,  # type: ignore[arg-type] - read from a pipeline, not declared
     )

@@ -148,14 +148,17 @@ def _pod(task: str, res: dict[str, Any], platform: dict[str, Any], defaults: dic
             tolerations += [given] if isinstance(given, dict) else [x for x in given or [] if isinstance(x, dict)]
         else:
             tolerations.append(t)
-    terms = []
+    terms, preferred = [], []
     for term in platform.get("nodeAffinity") or []:
         if "nodeAffinityJson" in term:
             unknown.append("a node affinity term comes from a pipeline parameter: not checked")
         elif "weight" not in term:  # weighted terms are preferences, not requirements
             terms.append(tuple(term.get("matchExpressions") or ()))
+        else:
+            preferred.append((int(term["weight"]), tuple(term.get("matchExpressions") or ())))
     return TaskPod(task=task, requests=requests, limits=limits, node_selector=selector,
-                   tolerations=tuple(tolerations), required_terms=tuple(terms), unknown=tuple(unknown))
+                   tolerations=tuple(tolerations), required_terms=tuple(terms), preferred_terms=tuple(preferred),
+                   unknown=tuple(unknown))
 
 
 def _json_input(what: str, spec: Any, defaults: dict[str, Any], unknown: list[str]) -> Any:

@@ -138,8 +138,12 @@ def offers(extended: dict[str, str], node: Node) -> bool:
 
 
 def fits(requests: dict[str, str], node: Node) -> bool:
-    for kind, size in (("cpu", node.pool.cpu), ("memory", node.pool.memory)):
+    """The requests fit what one node allocates to a pod (capacity less reservations and DaemonSets)."""
+    alloc = node.pool.allocatable
+    if alloc is None:
+        return True
+    for kind, room in (("cpu", alloc.cpu_m / 1000), ("memory", alloc.memory)):
         asked = quantity(kind, requests[kind]) if kind in requests else None
-        if asked is not None and size is not None and asked.value > size.value:
+        if asked is not None and asked.value > room:
             return False
     return True

@@ -26,6 +26,8 @@ class TaskPod:
     tolerations: tuple[dict[str, Any], ...] = ()
     # required node affinity: any one term must match, each term's expressions all
     required_terms: tuple[tuple[dict[str, Any], ...], ...] = ()
+    # preferred node affinity: (weight, expressions); the scheduler favours the nodes with the most weight
+    preferred_terms: tuple[tuple[int, tuple[dict[str, Any], ...]], ...] = ()
     # what the reader could not know before run time (pipeline parameters, JSON selectors)
     unknown: tuple[str, ...] = ()
 
@@ -42,6 +44,9 @@ def from_pod_spec(task: str, spec: dict[str, Any], unknown: tuple[str, ...] = ()
     required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
     terms = tuple(tuple(t.get("matchExpressions") or ()) for t in required.get("nodeSelectorTerms") or ())
+    preferred = tuple((int(t.get("weight") or 0), tuple((t.get("preference") or {}).get("matchExpressions") or ()))
+                      for t in (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                                .get("preferredDuringSchedulingIgnoredDuringExecution") or ()))
     return TaskPod(
         task=task,
         requests={k: str(v) for k, v in (resources.get("requests") or {}).items()},
@@ -49,5 +54,6 @@ def from_pod_spec(task: str, spec: dict[str, Any], unknown: tuple[str, ...] = ()
         node_selector={k: str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
         tolerations=tuple(spec.get("tolerations") or ()),
         required_terms=terms,
+        preferred_terms=preferred,
         unknown=unknown,
     )
