@@ -99,14 +99,6 @@ class Num(Spec):
 
 
 @dataclass
-class Bool(Spec):
-    def check(self, value: Any, path: str, ctx: _Ctx) -> bool:
-        if not isinstance(value, bool):
-            raise ctx.fail(path, f"expected true or false, {_found(value)}")
-        return value
-
-
-@dataclass
 class Quantity(Spec):
     """A Kubernetes quantity written as a string or number ("8", "32Gi")."""
 
@@ -219,7 +211,7 @@ _POOL = Obj(
         "exclude_by": Labels(),
         "gpu": Obj(required={"model": Str(), "count": Int(minimum=1, maximum=MAX_INT32)},
                    optional={"mig": Str(), "resource": Str()}),
-        "max_pods": Int(minimum=1),
+        "max_pods": Int(minimum=1, maximum=MAX_INT32),
         "daemonsets": _CPU_MEMORY,
         "allocatable": _CPU_MEMORY,
         "exclusive": Bool(),
@@ -276,7 +268,7 @@ CLUSTER_SCHEMA = Obj(
         "dra": _DRA,
         "reservations": Obj(
             required={"formula": Enum(choices=("gke", "eks", "aks", "fixed"))},
-            optional={"max_pods": Int(minimum=1), "kube_reserved": _CPU_MEMORY, "system_reserved": _CPU_MEMORY,
+            optional={"max_pods": Int(minimum=1, maximum=MAX_INT32), "kube_reserved": _CPU_MEMORY, "system_reserved": _CPU_MEMORY,
                       "eviction": Quantity()},
         ),
         "daemonsets": Obj(optional={kind: _CPU_MEMORY for kind in ("cpu", "gpu", "tpu", "npu")}),
