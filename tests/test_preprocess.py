@@ -142,7 +142,9 @@ def test_peak_memory_does_not_grow_with_the_input(tmp_path):
     default = peak(tmp_path / "in4.csv", tmp_path / "o4d", "")
     print(f"peak RSS {peaks[1] / 2**20:.0f} MiB -> {peaks[4] / 2**20:.0f} MiB for {files[1] / 2**20:.0f} -> "
           f"{files[4] / 2**20:.0f} MiB of CSV; {default / 2**20:.0f} MiB with the default in-memory part")
-    assert peaks[4] < 1.25 * peaks[1] and peaks[4] < 600 * 2**20
+    # 4x the input adds ~50 MiB (allocator pools reaching their steady state on a longer run; thread scheduling on a
+    # loaded machine moves it by +-20 MiB); holding the input would add ~300 MiB
+    assert peaks[4] < 1.4 * peaks[1] and peaks[4] < 600 * 2**20
     assert default < peaks[4] + 300 * 2**20
 
 
