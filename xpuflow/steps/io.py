@@ -1,9 +1,9 @@
 """File and URL helpers shared by the steps: fsspec for URLs, atomic writes everywhere.
 
-A step's output is either complete or absent: files are written under a
-temporary name in the destination directory and renamed into place (POSIX
-rename is atomic). On object stores, where rename is not atomic, a file is
-uploaded and then marked complete with a small ``<name>.complete`` object.
+Single files are written under a temporary name in the destination directory and
+renamed into place (POSIX rename is atomic). A step's whole output directory is
+published by :mod:`.publish` (staged beside it, switched last), and uploaded to an
+object store by :mod:`.store` (a new version, switched by a pointer written last).
 """
 
 from __future__ import annotations
