@@ -145,3 +145,38 @@ def test_train_tpu_checks_its_epochs_before_running(tmp_path):
     refused(run("train_tpu", "--param", "epochs=0", "--root", str(root), cwd=tmp_path),
             r"task 'train_tpu' \(from parameter epochs\): train_tpu: epochs=0 is not valid")
     assert not root.exists()
+
+
+@pytest.mark.parametrize(("default", "pattern"), [
+    ("10**30", r"@flow 'big': parameter n=1000000000000000000000000000000 is not valid: an int within int64"),
+    ("-(2**63)", r"parameter n=-9223372036854775808 is not valid"),
+])
+def test_a_flow_parameter_default_beyond_int64_is_refused(tmp_path, default, pattern):
+    """KFP wrote 10**30 as defaultValue 1.0e+30: a float, silently."""
+    path = tmp_path / "big.py"
+    path.write_text(USER_FLOW.replace("import Compute, Output", "import Compute, Input, Output").replace('"Input"', "Input")
+                    + f"\n\n@flow(name='big')\ndef big(n: int = {default}):\n    write(copies=1)\n")
+    with pytest.raises(FlowError, match=pattern):
+        load_flow(str(path))
+
+
+@pytest.mark.parametrize(("code", "pattern"), [
+    ("ratio: float = float('nan')", r"@step .*big_step: parameter ratio=nan is not valid: an int within int64 or a finite"),
+    ("n: int = 2**63", r"parameter n=9223372036854775808 is not valid"),
+])
+def test_a_step_parameter_default_out_of_bounds_is_refused(tmp_path, code, pattern):
+    path = tmp_path / "big_step.py"
+    path.write_text(f"from xpuflow import Output, step\n\n\n@step\ndef big_step(out: Output, {code}):\n    pass\n")
+    with pytest.raises(FlowError, match=pattern):
+        from xpuflow.dsl.load import load_file
+
+        load_file(path)
+
+
+def test_a_task_constant_beyond_int64_is_refused(tmp_path):
+    path = tmp_path / "const.py"
+    path.write_text(USER_FLOW.replace("import Compute, Output", "import Compute, Input, Output").replace('"Input"', "Input")
+                    .replace("first = write(copies=copies,", "first = write(copies=10**20,"))
+    with pytest.raises(FlowError, match=r"flow 'words', task 'write': copies=100000000000000000000 is not valid: an int "
+                                        r"within int64"):
+        load_flow(str(path))

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..compute import Compute
 from ..errors import did_you_mean, invalid
-from .step import Param, Step, FlowError, _hints, _kind_of
+from .step import FlowError, Param, Step, _hints, _kind_of, in_bounds
 
 __all__ = ["Flow", "FlowParam", "OutputRef", "Task", "flow", "current_builder"]
 
@@ -163,6 +163,8 @@ class _Builder:
                 if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                     if not (want is float and type(value) is int):
                         raise FlowError(invalid(f"{where}: {key}", value, f"a {want.__name__}"))
+                if not in_bounds(value):
+                    raise FlowError(invalid(f"{where}: {key}", value, "an int within int64 or a finite float"))
             elif key in step.inputs and not isinstance(value, (str, FlowParam)):
                 raise FlowError(invalid(f"{where}: {key}", value, "an upstream output (task.outputs[...]) or a URL"))
         missing = [i for i in step.inputs if i not in kwargs]
@@ -194,6 +196,9 @@ class Flow:
             if kind not in (bool, int, float, str) or p.default is inspect.Parameter.empty:
                 raise FlowError(invalid(f"{where}: parameter {p.name}", default, "an int, float, str or bool with a "
                                         "default (a pipeline parameter)", fix=f"e.g. {p.name}: int = 1"))
+            if not in_bounds(default):
+                raise FlowError(invalid(f"{where}: parameter {p.name}", default, "an int within int64 or a finite "
+                                        "float (a pipeline parameter)", fix="give it a default in that range"))
             self.params[p.name] = Param(p.name, kind, default)  # type: ignore[arg-type]
         builder = _Builder(self.name)
         token = _BUILDER.set(builder)

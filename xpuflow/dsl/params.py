@@ -18,12 +18,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import XpuflowError, did_you_mean, invalid, shown
+from ..quantity import MAX_INT64  # a KFP NUMBER_INTEGER is an int64
 from .flow import Flow, FlowParam, Task
-from .step import FlowError, Param
+from .step import FlowError, Param, in_bounds
 
 __all__ = ["parse_params", "check_params", "task_params"]
 
-MAX_INT64 = 2**63 - 1  # a KFP NUMBER_INTEGER is an int64
 _INT = re.compile(r"[+-]?[0-9]{1,19}")
 _BOOL = {"true": True, "false": False}
 
@@ -110,10 +110,9 @@ def _check_type(flow: Flow, p: Param, value: Any) -> None:
     """A value given in Python (``Flow.run(**params)``, or parsed): of the parameter's type, bounded."""
     if p.type is bool:
         ok = isinstance(value, bool)
-    elif p.type is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT64
-    elif p.type is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif p.type in (int, float):
+        kinds = int if p.type is int else (int, float)
+        ok = isinstance(value, kinds) and not isinstance(value, bool) and in_bounds(value)
     else:
         ok = isinstance(value, str)
     if not ok:

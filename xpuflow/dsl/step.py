@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 
 from ..compute import Compute
 from ..errors import XpuflowError, invalid
+from ..quantity import MAX_INT64
 
 __all__ = ["Input", "Output", "Param", "Step", "FlowError", "step", "SCALARS"]
 
@@ -59,6 +61,13 @@ class Param:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+def in_bounds(value: Any) -> bool:
+    """A scalar a pipeline parameter can hold: an int within int64 (KFP's NUMBER_INTEGER), a finite float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return abs(value) <= MAX_INT64 if isinstance(value, int) else math.isfinite(value)
 
 
 def _kind_of(annotation: Any, default: Any) -> type | str:
@@ -129,6 +138,9 @@ class Step:
                                         else "(no default)", "Input, Output, or int/float/str/bool with a default "
                                         "of that type", where=where, fix=f"annotate it, e.g. {p.name}: Input, or "
                                         f"give it a default, e.g. {p.name}: int = 1"))
+            elif not in_bounds(default):
+                raise FlowError(invalid(f"parameter {p.name}", default, "an int within int64 or a finite float (a "
+                                        "pipeline parameter)", where=where, fix="give it a default in that range"))
             else:
                 params[p.name] = Param(p.name, kind, default)
         if not outs:
