@@ -104,7 +104,7 @@ def test_compile_kfp_of_a_module_level_pipeline_honours_the_cluster(project, tmp
 def test_placed_never_matches_a_component_by_name():
     from kfp import dsl
 
-    from xpuflow import Compute, ComputeError
+    from xpuflow import Compute, FlowError
     from xpuflow.kfp import components as xc
     from xpuflow.kfp import placed
 
@@ -116,7 +116,7 @@ def test_placed_never_matches_a_component_by_name():
 
     @dsl.pipeline(name="mine")
     def mine():
-        with pytest.raises(ComputeError, match=r"component 'train' was not made by xpuflow.*default=Compute"):
+        with pytest.raises(FlowError, match=r"component 'train' was not made by xpuflow.*default=Compute"):
             placed(train(), "gke")
         seen["default"] = placed(train(), "gke", default=Compute.cpu(cpu="1", memory="1Gi"))
         seen["ours"] = placed(xc.train(data=xc.preprocess().output), "gke")

@@ -37,3 +37,12 @@ def test_public_surface():
     for name in ("Compute", "Cluster", "Placement", "XpuflowError"):
         assert hasattr(xpuflow, name)
     assert issubclass(xpuflow.ComputeError, xpuflow.XpuflowError) and issubclass(xpuflow.ComputeError, ValueError)
+
+
+def test_flow_files_import_nothing_heavy():
+    """Loading an example flow (or a user's) imports its steps' modules, but none of torch, onnx, kfp, airflow."""
+    modules = imported_after(
+        "from xpuflow.dsl.load import load_flow; "
+        "[load_flow(n) for n in ('train_gpu_export_npu', 'train_tpu', 'rag_index', 'examples/my_project/my_flow.py')]"
+    )
+    assert not modules & (set(HEAVY) - {"yaml"}), sorted(modules & set(HEAVY))

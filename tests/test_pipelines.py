@@ -127,3 +127,17 @@ def test_rag_index_pipeline_runs_end_to_end_locally(tmp_path):
     record = json.loads((run / "index" / "output" / "index.json").read_text())
     assert record["recall_at_5"] >= 0.9 and (run / "index" / "output" / "index.faiss").is_file()
     assert re.search(r"embed\s+on gke: gpu-l4-inference", proc.stdout)  # the inference pool, not the training one
+
+
+def test_training_components_expose_the_model_path_and_the_checkpoint_options():
+    """Issue 12 item 6: the train / train_tpu components take what `xpuflow step train` takes (a user's own model
+    as package.module:factory, its kwargs, checkpoint options), because both come from the step's declaration."""
+    from xpuflow.kfp import components as xc
+    from xpuflow.steps import build_parser
+
+    for name in ("train", "train_tpu"):
+        inputs = getattr(xc, name).component_spec.inputs
+        assert inputs["model"].default == "xpuflow.steps.models:mlp" and inputs["model_kwargs"].default == "{}"
+        assert inputs["checkpoint_dir"].default == "" and inputs["checkpoint_every"].default == 50
+        cli = {a.dest for a in build_parser(name)._actions} - {"help", "data", "output"}
+        assert cli == set(inputs) - {"data"}, name

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .cluster import Cluster
 from .dsl.command import arguments, command, output_url
 from .dsl.flow import Flow, OutputRef, Task
-from .errors import ComputeError
+from .dsl.step import FlowError
 from .render import jobset, kubernetes
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def job(step: Step | str, cluster: Cluster | str | os.PathLike[str], *, artifact
     step = load_step(step) if isinstance(step, str) else step
     the_compute = compute or step.compute
     if the_compute is None:
-        raise ComputeError(f"job {name or step.name!r}: step {step.ref} declares no compute. Fix: pass compute=Compute...")
+        raise FlowError(f"job {name or step.name!r}: step {step.ref} declares no compute. Fix: pass compute=Compute...")
     cl = cluster if isinstance(cluster, Cluster) else Cluster.load(cluster)
     task = Task(name or step.name, step, dict(arguments_), compute=the_compute)
     return task_manifests(task, cl, artifact_root.rstrip("/"), name=(name or step.name).replace("_", "-"))

@@ -23,7 +23,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 
-from xpuflow import Cluster, Compute, ComputeError, PlacementError, RenderError
+from xpuflow import Cluster, Compute, FlowError, PlacementError, RenderError, XpuflowError
 from xpuflow.airflow import MODE_ENV, build_dag, pool_for, write_dag_file
 from xpuflow.dsl.load import load_flow as flow
 from xpuflow.images import image_for
@@ -91,7 +91,7 @@ def test_mode_comes_from_the_env_and_the_argument_overrides_it(monkeypatch):
     assert type(build_dag("train_tpu").get_task("train_tpu")).__name__ == "PythonOperator"
     assert type(build_dag("train_tpu", mode="cluster").get_task("train_tpu")).__name__ == "KubernetesPodOperator"
     monkeypatch.setenv(MODE_ENV, "k8s")
-    with pytest.raises(ComputeError, match=r"XPUFLOW_AIRFLOW_MODE='k8s' is not valid: one of cluster, local"):
+    with pytest.raises(XpuflowError, match=r"XPUFLOW_AIRFLOW_MODE='k8s' is not valid: one of cluster, local"):
         build_dag("train_tpu")
 
 
@@ -289,6 +289,6 @@ def test_secret_env_reaches_only_its_pod_and_the_index_engine_is_a_dag_param():
     assert (dag.params["engine"], dag.params["table"]) == ("faiss", "xpuflow_chunks")
     arguments = dag.get_task("index").arguments
     assert arguments[arguments.index("--engine") + 1] == "{{ params['engine'] }}"
-    with pytest.raises(ComputeError, match=r"secret_env names 'indexer', not tasks of rag_index \(chunk, embed, "
+    with pytest.raises(FlowError, match=r"secret_env names 'indexer', not tasks of rag_index \(chunk, embed, "
                                            r"index\)"):
         build_dag("rag_index", mode="cluster", secret_env={"indexer": secret_env["index"]})

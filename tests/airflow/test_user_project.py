@@ -97,3 +97,20 @@ def test_one_user_step_as_a_task_in_a_dag_of_ones_own(project, monkeypatch):
     local = task(fit, dag=dag, data="/tmp/prep")
     assert type(local).__name__ == "PythonOperator" and local.op_kwargs["step"] == "acme_ml.steps:fit"
     assert os.environ[MODE_ENV] == "local"
+
+
+def test_airflow_and_kubernetes_run_the_same_command_lines(project):
+    """One builder of a step's command line: a DAG's rendered pod arguments are the Kubernetes Jobs' arguments
+    for the same artifact root."""
+    from xpuflow.dsl.load import load_flow
+    from xpuflow.jobs import flow_manifests
+
+    fl = load_flow(str(project / "flows" / "nightly.py"))
+    dag = build_dag(fl, cluster="eks", mode="cluster", artifact_root="s3://acme/x")
+    root = "s3://acme/x/acme_nightly/manual__1"
+    context = {"params": dict(dag.params), "run_id": "manual__1", "dag": dag}
+    jobs = [m for m in flow_manifests(fl, Cluster.load("eks"), root) if m["kind"] == "Job"]
+    for t, job in zip(dag.tasks, jobs, strict=True):
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert t.cmds == container["command"]
+        assert [jinja2.Template(a).render(**context) for a in t.arguments] == container["args"], t.task_id

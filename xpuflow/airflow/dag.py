@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ..cluster import Cluster
 from ..dsl.command import arguments as step_arguments
 from ..dsl.command import command as step_command
-from ..errors import ComputeError, did_you_mean
+from ..dsl.step import FlowError
+from ..errors import XpuflowError, did_you_mean
 from .local import LOCAL_ROOT_ENV, serialise
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def resolve_mode(mode: str | None = None) -> str:
     value = mode if mode is not None else (os.environ.get(MODE_ENV) or "cluster")
     key = value.strip().lower()
     if key not in MODES:
-        raise ComputeError(f"{where}={value!r} is not valid: one of {', '.join(MODES)}.{did_you_mean(key, MODES)}")
+        raise XpuflowError(f"{where}={value!r} is not valid: one of {', '.join(MODES)}.{did_you_mean(key, MODES)}")
     return key
 
 
@@ -80,7 +81,9 @@ def artifact_root_template(cluster: Cluster, artifact_root: str | None = None) -
 
 
 def _param(p: FlowParam) -> str:
-    return f"{{{{ params[{p.name!r}] }}}}"
+    """A flow parameter as the pod's argument: a template of the DAG param (booleans as true/false, as
+    :func:`xpuflow.dsl.command.text` writes them)."""
+    return f"{{{{ params[{p.name!r}] | lower }}}}" if p.type is bool else f"{{{{ params[{p.name!r}] }}}}"
 
 
 def build_dag(
@@ -119,7 +122,7 @@ def build_dag(
     mode = resolve_mode(mode)
     unknown = sorted(set(secret_env or {}) - {t.name for t in fl.tasks})
     if unknown:
-        raise ComputeError(f"build_dag: secret_env names {', '.join(map(repr, unknown))}, not tasks of {fl.name} "
+        raise FlowError(f"build_dag: secret_env names {', '.join(map(repr, unknown))}, not tasks of {fl.name} "
                            f"({', '.join(t.name for t in fl.tasks)}). Fix: key secret_env by task name.")
     tags = ["xpuflow", mode]
     cl = None
@@ -174,7 +177,7 @@ def task(step: Step | str, *, dag: DAG | None = None, task_id: str | None = None
     step = load_step(step) if isinstance(step, str) else step
     the_compute = compute or step.compute
     if the_compute is None:
-        raise ComputeError(f"task {task_id or step.name!r}: step {step.ref} declares no compute. Fix: pass "
+        raise FlowError(f"task {task_id or step.name!r}: step {step.ref} declares no compute. Fix: pass "
                            "compute=Compute...")
     t = Task(task_id or step.name, step, dict(arguments), compute=the_compute)
     mode = resolve_mode(mode)

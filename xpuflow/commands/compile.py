@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..cluster import Cluster
 from ..dsl.flow import Flow
-from ..errors import ComputeError
+from ..errors import XpuflowError, invalid
 from ..steps.io import atomic_path
 from .pipelines import kfp_pipeline, resolve_flow
 
@@ -18,7 +18,7 @@ BACKENDS = ("kfp", "airflow", "k8s")
 
 def compile_pipeline(name: str, backend: str, cluster_name: str, output: str, artifact_root: str = "") -> Path:
     if backend not in BACKENDS:
-        raise ComputeError(f"backend={backend!r} is not valid: one of {', '.join(BACKENDS)}.")
+        raise XpuflowError(invalid("backend", backend, f"one of {', '.join(BACKENDS)}", choices=BACKENDS))
     out = Path(output)
     if backend == "kfp":
         from kfp import compiler

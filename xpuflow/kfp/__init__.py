@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cluster import Cluster
 from ..compute import Compute
-from ..errors import ComputeError
+from ..dsl.step import FlowError
 from ..render import kfp as render_kfp
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def placed(task: PipelineTask, cluster: Cluster | str, compute: Compute | None =
         step = step_of(task)
         compute = step.compute if step is not None and step.compute is not None else default
     if compute is None:
-        raise ComputeError(f"task {task.name!r}: component {task.component_spec.name!r} was not made by xpuflow "
+        raise FlowError(f"task {task.name!r}: component {task.component_spec.name!r} was not made by xpuflow "
                            "(or its step declares no compute), so it has no Compute. Fix: placed(task, cluster, "
                            "compute=Compute...) or placed(..., default=Compute...) for a pipeline-wide default.")
     for names in _RECORDING:
