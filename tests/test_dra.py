@@ -213,3 +213,39 @@ def test_compile_for_k8s_writes_each_template_before_its_job(tmp_path):
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "cluster 'plugins-only'" in refused.stderr and "claim=True is not valid" in refused.stderr
     assert [d for d in yaml.safe_load_all(out.read_text()) if d] == docs  # the earlier good output is kept
+
+
+# --------------------------------------------------------------------------- ordered candidates: firstAvailable
+def test_ordered_candidates_become_first_available_subrequests(generic):
+    p = generic.place(Compute.gpu(model=["h100-80gb", "a100-40gb", "l4"], count=2, claim=True))
+    (template,) = kubernetes.resource_claim_templates(p, name="train")
+    job = kubernetes.job(p, name="train", **IMAGE)
+    pod = kubernetes.pod(p, name="train", **IMAGE)
+    _valid(template, job, pod)
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    assert request["name"] == "gpu" and "exactly" not in request
+    alternatives = request["firstAvailable"]
+    # the profile has no H100 pool: the alternatives are the candidates the cluster offers, in the user's order
+    assert [a["name"] for a in alternatives] == ["a100-40gb", "l4"]
+    for a in alternatives:
+        assert (a["deviceClassName"], a["allocationMode"], a["count"]) == ("gpu.nvidia.com", "ExactCount", 2)
+    assert "40gb" in alternatives[0]["selectors"][0]["cel"]["expression"]
+    assert "l4" in alternatives[1]["selectors"][0]["cel"]["expression"]
+    assert job["spec"]["template"]["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "train-gpu"}]
+    assert p.claims[0].describe() == "gpu: 2x gpu.nvidia.com [a100-40gb] | 2x gpu.nvidia.com [l4] (first available)"
+
+
+def test_memory_minimum_selects_on_the_devices_memory(generic):
+    p = generic.place(Compute.gpu(gpu_memory="20Gi", claim=True))
+    (template,) = kubernetes.resource_claim_templates(p, name="embed")
+    _valid(template)
+    alternatives = template["spec"]["spec"]["devices"]["requests"][0]["firstAvailable"]
+    assert [a["name"] for a in alternatives] == [o.model for o in p.options]
+    memory = "device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('20Gi')) >= 0"
+    assert all(a["selectors"][-1] == {"cel": {"expression": memory}} for a in alternatives)
+
+
+def test_one_offered_candidate_is_an_exact_request(generic):
+    p = generic.place(Compute.gpu(model=["h100-80gb", "l4"], claim=True))
+    (template,) = kubernetes.resource_claim_templates(p, name="train")
+    assert template["spec"]["spec"]["devices"]["requests"][0]["exactly"]["selectors"][0]["cel"]["expression"].count("l4")

@@ -195,7 +195,7 @@ def test_airflow_pod_kwargs_carry_the_queue_labels(gke):
     (Compute.tpu(version="v5e", topology="4x4", queue="team-a", require_topology="rack"),
      r"require_topology='rack' is not valid: a level of kueue.topology.levels: nodepool, node"),
     (Compute.tpu(version="v5p", topology="2x2x2", queue="team-a"),
-     r"lands on pool 'tpu-v5p', which has no quota in kueue.quotas .* Kueue would never admit it"),
+     r"may land on pool 'tpu-v5p', which has no quota in kueue.quotas .* Kueue would never admit it"),
 ], ids=["unknown-queue", "unknown-priority", "unknown-level", "no-quota"])
 def test_profile_refuses_what_it_lacks(gke, compute, message):
     with pytest.raises(PlacementError, match=message):
@@ -317,3 +317,12 @@ def test_pod_group_is_admitted_together(gke):
         kubernetes.pod_group(gke.place(Compute.gpu(model="l4", spot=True)), name="embed", size=3, **IMAGE)
     with pytest.raises(ComputeError, match=r"pod group 'embed': size=0 is not valid"):
         kubernetes.pod_group(p, name="embed", size=0, **IMAGE)
+
+
+def test_every_pool_a_step_may_land_on_needs_a_quota(gke, tmp_path):
+    p = gke.place(Compute.gpu(model=["h100-80gb", "a100-40gb"], queue="team-a"))
+    assert [o.pool.name for o in p.options] == ["gpu-h100-training", "gpu-a100-training"]
+    assert not [t for t in p.tolerations if t["key"] == "nvidia.com/gpu"]  # both flavors inject it
+    cluster = _profile(tmp_path, quotas={"cpu": {"nodes": 1}})
+    with pytest.raises(PlacementError, match=r"may land on pool 'l4', which has no quota in kueue.quotas \(cpu\)"):
+        cluster.place(Compute.gpu(model="l4", queue="team-a"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import PlacementError
@@ -143,10 +144,13 @@ def _request_name(text: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:63] or "device"
 
 
-def _gpu_candidates(compute: Compute) -> tuple[tuple[str, ...], str | None]:
-    """The models a GPU Compute accepts, in its order (none: any model), and its memory minimum, if any."""
+def _gpu_candidates(compute: Compute, pools: Sequence[NodePool]) -> tuple[tuple[str, ...], str | None]:
+    """The models a GPU Compute names that ``pools`` offer, in the pools' order (preferred first; none when the
+    Compute names no model), and its memory minimum, if any."""
     acc = compute.accelerator
-    models = tuple(getattr(acc, "candidates", ()) or ((acc.model,) if isinstance(getattr(acc, "model", None), str) else ()))
+    named = tuple(getattr(acc, "candidates", ()) or ((acc.model,) if isinstance(getattr(acc, "model", None), str) else ()))
+    offered = [p.accelerator.name for p in pools if p.accelerator is not None]
+    models = tuple(dict.fromkeys(m for m in offered if m in named))
     memory = getattr(acc, "gpu_memory", None)
     if memory is not None:
         from .quantity import parse_memory
@@ -155,10 +159,13 @@ def _gpu_candidates(compute: Compute) -> tuple[tuple[str, ...], str | None]:
     return models, memory
 
 
-def resolve(cluster: Cluster, compute: Compute, pool: NodePool) -> tuple[DeviceClaim, ...]:
-    """The claims of ``compute`` on ``pool``; refuses a claim the profile has no DeviceClass for, naming the cluster."""
+def resolve(cluster: Cluster, compute: Compute, pools: Sequence[NodePool]) -> tuple[DeviceClaim, ...]:
+    """The claims of ``compute`` when it may land on ``pools`` (preferred first): one request, or one
+    ``firstAvailable`` alternative per model those pools offer. Refuses a claim the profile has no
+    DeviceClass for, naming the cluster."""
     if not compute.claim:
         return ()
+    pool = pools[0]
     acc = pool.accelerator
     assert acc is not None  # Compute refuses claim=True on a CPU step
     cls = class_for(cluster, pool)
@@ -183,7 +190,7 @@ def resolve(cluster: Cluster, compute: Compute, pool: NodePool) -> tuple[DeviceC
         selectors = [f"device.attributes[{_quote(cls.driver)}].profile == {_quote(acc.mig)}"]
         requests.append(DeviceRequest(_request_name(f"mig-{acc.mig}"), cls.mig_class, tuple(selectors), count))
     elif acc.kind == "gpu":
-        models, memory = _gpu_candidates(compute)
+        models, memory = _gpu_candidates(compute, pools)
         for model in models or (None,):
             selectors = [s for s in ((_model_selector(cls, model) if model else None), _memory_selector(cls, memory)) if s]
             requests.append(DeviceRequest(_request_name(model or acc.kind), cls.device_class, tuple(selectors), count))

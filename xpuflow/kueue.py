@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClusterFileError, ComputeError, PlacementError, did_you_mean, invalid
@@ -188,8 +189,14 @@ def profile(data: dict[str, Any] | None, source: str, cluster: str, pools: tuple
 
 
 # --------------------------------------------------------------------------- placement
-def resolve(cluster: Cluster, compute: Compute, pool: NodePool, tolerations: list[dict[str, str]]) -> KueuePlacement | None:
-    """What ``compute`` asks of Kueue on ``cluster``; refuses a queue, priority or level the profile lacks."""
+def resolve(cluster: Cluster, compute: Compute, pools: Sequence[NodePool],
+            tolerations: list[dict[str, str]]) -> KueuePlacement | None:
+    """What ``compute`` asks of Kueue on ``cluster`` when it may land on ``pools`` (preferred first).
+
+    Refuses a queue, priority or topology level the profile lacks, and a pool without a quota.
+    Whichever pool's flavor Kueue assigns injects that pool's tolerations, so with injecting
+    flavors the pod carries none of the pools' own.
+    """
     if compute.queue is None:
         return None
     where = f"cluster {cluster.name!r} ({cluster.source})"
@@ -204,10 +211,11 @@ def resolve(cluster: Cluster, compute: Compute, pool: NodePool, tolerations: lis
         raise PlacementError(invalid("priority", compute.priority,
                                      f"a WorkloadPriorityClass of kueue.priorities: {', '.join(k.priorities) or 'none'}",
                                      where=where, choices=k.priorities, fix="use one of those, or add it to the profile"))
-    if pool.name not in k.quotas:
-        raise PlacementError(f"{where}: queue={compute.queue!r}: the step lands on pool {pool.name!r}, which has no "
-                             f"quota in kueue.quotas ({', '.join(k.quotas) or 'none'}), so Kueue would never admit it. "
-                             f"Fix: add kueue.quotas.{pool.name} to the profile, or drop queue=.")
+    for pool in pools:
+        if pool.name not in k.quotas:
+            raise PlacementError(f"{where}: queue={compute.queue!r}: the step may land on pool {pool.name!r}, which has "
+                                 f"no quota in kueue.quotas ({', '.join(k.quotas) or 'none'}), so Kueue would never admit "
+                                 f"it there. Fix: add kueue.quotas.{pool.name} to the profile, or drop queue=.")
     topology: tuple[str, str] | None = None
     asked = [(m, lvl) for m, lvl in (("required", compute.require_topology), ("preferred", compute.prefer_topology)) if lvl]
     if asked:
@@ -223,7 +231,7 @@ def resolve(cluster: Cluster, compute: Compute, pool: NodePool, tolerations: lis
         topology = (mode, k.levels[level])
     injected: tuple[dict[str, str], ...] = ()
     if k.flavors_inject:
-        flavor = tuple(t.toleration() for t in pool.taints)
-        injected = tuple(t for t in tolerations if t in flavor)
+        flavors = [t.toleration() for pool in pools for t in pool.taints]
+        injected = tuple(t for t in tolerations if t in flavors)
     return KueuePlacement(queue=compute.queue, priority=compute.priority, topology=topology,
                           topology_always=bool(asked), injected_tolerations=injected)

@@ -148,10 +148,10 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         if c.spot:
             tolerations.extend(cluster.spot_tolerations)
     tolerations = _dedupe(tolerations)
-    queued = kueue.resolve(cluster, compute, pool, tolerations)
+    queued = kueue.resolve(cluster, compute, [c.pool for c in options], tolerations)
     if queued:  # a flavor that injects tolerations carries them; the pod does not repeat them
         tolerations = [t for t in tolerations if t not in queued.injected_tolerations]
-    claims = dra.resolve(cluster, compute, pool)
+    claims = dra.resolve(cluster, compute, [c.pool for c in options])
     for claim in claims:  # the device comes from the claim, not from the device plugin's extended resource
         limits.pop(claim.resource, None)
     exclusion = _keep_off_accelerators(cluster, [c.pool for c in options]) if acc is None else []

@@ -71,3 +71,13 @@ def test_users_pod_template_keeps_the_claims():
     clash = {"spec": {"containers": [{"name": "base"}], "resourceClaims": [{"name": "gpu", "resourceClaimName": "x"}]}}
     with pytest.raises(RenderError, match=r"step 'embed': pod_template_dict resourceClaims 'gpu' is also the placement"):
         render_airflow.operator_kwargs(p, step="embed", task_id="embed", pod_template_dict=clash)
+
+
+def test_first_available_claim_reaches_the_pod():
+    p = Cluster.load("generic").place(Compute.gpu(model=["a100-40gb", "l4"], claim=True))
+    pod = airflow_pods.build_pod(p, task_id="train")
+    _valid(pod)
+    (template,) = kubernetes.resource_claim_templates(p, name="train")
+    assert [a["name"] for a in template["spec"]["spec"]["devices"]["requests"][0]["firstAvailable"]] == ["a100-40gb", "l4"]
+    assert pod["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "train-gpu"}]
+    assert pod["spec"]["containers"][0]["resources"]["claims"] == [{"name": "gpu"}]
