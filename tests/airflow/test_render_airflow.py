@@ -191,3 +191,45 @@ def test_the_xcom_sidecar_is_restricted_too():
     assert names == ["base", "airflow-xcom-sidecar"]
     assert pss.violations(pod["spec"]) == []
     kubernetes_validate.validate(pod, VERSIONS[-1], strict=True)
+
+
+
+USER_ZONE_DAG = """
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import DAG
+from xpuflow import Cluster, Compute
+from xpuflow.render import airflow as ra
+
+placement = Cluster.load("gke").place(Compute.gpu(model="l4", spot="prefer"))
+zone = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-central1-a"]}]}]}}}
+with DAG(dag_id="zone_dag", schedule=None) as dag:
+    KubernetesPodOperator(**ra.operator_kwargs(placement, step="train", task_id="train", image="x/y:1",
+                                               cmds=["true"], affinity=zone))
+"""
+
+
+def test_the_users_affinity_keeps_the_placements_alternatives_and_preferences(tmp_path):
+    # spot="prefer" on gke: two required terms (spot pool OR on-demand pool) and preferred terms ranking them.
+    # A user's zone term is joined with EACH of them (all ANDed into one term, no node matched: Pending
+    # forever), and the preference for spot survives the user's affinity (dropped, the cost was silently higher).
+    from xpuflow.inspect import lint_pods, read
+
+    placement = Cluster.load("gke").place(Compute.gpu(model="l4", spot="prefer"))
+    ours = placement.affinity["nodeAffinity"]
+    placed = ours["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(placed) == 2
+    dag = tmp_path / "zone_dag.py"
+    dag.write_text(USER_ZONE_DAG)
+    _, (pod,) = read(dag)
+    assert [f for f in lint_pods([pod], Cluster.load("gke")) if f.level == "error"] == []
+    zone = {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-central1-a"]}
+    mine = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [zone]}]}}}
+    _, built = _pod(**render_airflow.operator_kwargs(placement, step="train", task_id="train", image=matrix.IMAGE,
+                                                     affinity=mine))
+    node = built["spec"]["affinity"]["nodeAffinity"]
+    terms = node["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [zone, *t["matchExpressions"]]} for t in placed]
+    preferred = "preferredDuringSchedulingIgnoredDuringExecution"
+    assert node[preferred] == ours[preferred]

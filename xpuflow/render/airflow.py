@@ -11,8 +11,8 @@ client import); :func:`operator_kwargs` merges your own operator arguments into 
 the client models the operator expects, at the edge. Multi-host slices are refused.
 
 Precedence when both set the same argument: ``node_selector`` keys are united (one key
-with two values is refused), ``tolerations`` appended, ``affinity`` combined (the
-placement's node-affinity expressions are added to each of your required terms),
+with two values is refused), ``tolerations`` appended, ``affinity`` combined (each of
+your required node-affinity terms joined with each of the placement's, its preferred terms added),
 ``labels``/``annotations``/``env_vars`` united with yours winning on the same key,
 ``volumes``/``volume_mounts`` united by name (the same name or mount path defined twice
 is refused); ``container_resources`` belongs to the Compute (a different value is
@@ -181,20 +181,33 @@ def _named(what: str, keys: tuple[str, ...]) -> Callable[[list[Any], list[Any], 
 
 
 def _affinity(ours: dict[str, Any], theirs: dict[str, Any], who: str) -> dict[str, Any]:
-    """Your affinity, with the placement's required node-affinity expressions added to each required term."""
+    """Your affinity AND the placement's node affinity: Kubernetes ORs required terms, so each of your required
+    terms is joined with each of the placement's; the placement's preferred terms (spot, candidates) follow yours."""
     out = copy.deepcopy(theirs)
     required = "requiredDuringSchedulingIgnoredDuringExecution"
-    ours_required = ours.get("nodeAffinity", {}).get(required)
-    if not ours_required:
+    preferred = "preferredDuringSchedulingIgnoredDuringExecution"
+    ours_node = ours.get("nodeAffinity") or {}
+    ours_terms = (ours_node.get(required) or {}).get("nodeSelectorTerms") or []
+    ours_preferred = ours_node.get(preferred) or []
+    if not (ours_terms or ours_preferred):
         return out
     node = out.setdefault("nodeAffinity", {})
-    if not (node.get(required) or {}).get("nodeSelectorTerms"):
-        node[required] = copy.deepcopy(ours_required)
-        return out
-    expressions = [e for term in ours_required["nodeSelectorTerms"] for e in term.get("matchExpressions", [])]
-    for term in node[required]["nodeSelectorTerms"]:
-        term["matchExpressions"] = list(term.get("matchExpressions") or []) + copy.deepcopy(expressions)
+    if ours_terms:
+        mine = (node.get(required) or {}).get("nodeSelectorTerms") or [{}]
+        node[required] = {"nodeSelectorTerms": [_joined(term, placed) for term in mine for placed in ours_terms]}
+    if ours_preferred:
+        kept = list(node.get(preferred) or [])
+        node[preferred] = kept + [copy.deepcopy(t) for t in ours_preferred if t not in kept]
     return out
+
+
+def _joined(mine: dict[str, Any], placement: dict[str, Any]) -> dict[str, Any]:
+    """One node selector term requiring both terms' expressions and fields."""
+    term = copy.deepcopy(mine)
+    for key in ("matchExpressions", "matchFields"):
+        if placement.get(key):
+            term[key] = list(term.get(key) or []) + copy.deepcopy(placement[key])
+    return term
 
 
 def _pod_template(ours: dict[str, Any], theirs: dict[str, Any], who: str) -> dict[str, Any]:
