@@ -103,7 +103,7 @@ def preprocess(
         raise StepError(invalid("batch_rows", batch_rows, "a positive number of rows", where="preprocess"))
     source = open_source(input, label=label, batch_rows=batch_rows)
     features = source.features
-    with publish(output, who="preprocess", markers=("stats.json",)) as staging, _collector_paused():
+    with publish(output, who="preprocess", markers=("stats.json",)) as staging, _lean_runtime():
         found = scan(source, staging, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                      non_finite=non_finite)
         rows = found.rows
@@ -155,14 +155,25 @@ def preprocess(
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Any:
-    """Python's cyclic garbage collector paused while the step runs: the step makes thousands of short-lived
-    arrow and numpy objects (no reference cycles), and each collection they trigger walks the process's objects."""
+def _lean_runtime() -> Any:
+    """While the step runs: Python's cyclic garbage collector paused, and arrow's buffers from the system allocator.
+
+    The step makes thousands of short-lived arrow and numpy objects (no reference cycles), and each collection they
+    trigger walks all of the process's objects. Arrow's default pool (mimalloc) hands freed pages back to the kernel
+    and faults them in again on the next batch: ~0.7 s of kernel time on a 200 MB CSV, against ~0.2 s with the system
+    allocator (same user time). ``ARROW_DEFAULT_MEMORY_POOL``, when set, is left to decide.
+    """
+    import pyarrow as pa
+
     enabled = gc.isenabled()
+    pool = pa.default_memory_pool()
     gc.disable()
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
     try:
         yield
     finally:
+        pa.set_memory_pool(pool)
         if enabled:
             gc.enable()
 
