@@ -213,6 +213,13 @@ def test_compile_for_k8s_writes_each_template_before_its_job(tmp_path):
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "cluster 'plugins-only'" in refused.stderr and "claim=True is not valid" in refused.stderr
     assert [d for d in yaml.safe_load_all(out.read_text()) if d] == docs  # the earlier good output is kept
+    dag = subprocess.run([sys.executable, "-m", "xpuflow.cli", "compile", str(tmp_path / "claimed.py"), "--backend",
+                          "airflow", "--cluster", "generic", "-o", str(tmp_path / "dags" / "claimed.py")],
+                         capture_output=True, text=True, cwd=root, timeout=300)
+    assert dag.returncode == 0, dag.stderr
+    assert f"wrote {tmp_path / 'dags' / 'claimed.claims.yaml'} (the DRA ResourceClaimTemplates" in dag.stdout
+    (template,) = [d for d in yaml.safe_load_all((tmp_path / "dags" / "claimed.claims.yaml").read_text()) if d]
+    assert template["metadata"]["name"] == "train-gpu"  # the Airflow task id, as the DAG's pod names it
 
 
 # --------------------------------------------------------------------------- ordered candidates: firstAvailable

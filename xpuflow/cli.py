@@ -200,6 +200,12 @@ def _compile(args: argparse.Namespace) -> int:
     _output_file(args.output)
     out = compile_pipeline(args.pipeline, args.backend, args.cluster, args.output, args.artifact_root)
     print(f"wrote {out} ({args.backend}, cluster {args.cluster})")
+    if args.backend == "airflow":
+        from .commands.compile import dag_claim_templates
+
+        claims = dag_claim_templates(args.pipeline, args.cluster, args.output)
+        if claims:
+            print(f"wrote {claims} (the DRA ResourceClaimTemplates its pods claim from: kubectl apply -f it first)")
     return 0
 
 

@@ -81,3 +81,35 @@ def test_first_available_claim_reaches_the_pod():
     assert [a["name"] for a in template["spec"]["spec"]["devices"]["requests"][0]["firstAvailable"]] == ["a100-40gb", "l4"]
     assert pod["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "train-gpu"}]
     assert pod["spec"]["containers"][0]["resources"]["claims"] == [{"name": "gpu"}]
+
+
+def test_compiled_dag_claims_from_the_templates_written_beside_it(tmp_path):
+    """A user's flow file compiled for Airflow: <dag>.claims.yaml holds the templates the DAG's pods name."""
+    import yaml
+    from kubernetes.client import ApiClient
+
+    from xpuflow.airflow import build_dag
+    from xpuflow.commands.compile import compile_pipeline, dag_claim_templates
+
+    flow_file = tmp_path / "claimed.py"
+    flow_file.write_text(
+        "from xpuflow import Compute, flow\n"
+        "from xpuflow.steps.preprocess import preprocess\n"
+        "from xpuflow.steps.train import train\n\n"
+        "@flow(name='claimed')\n"
+        "def claimed(epochs: int = 1):\n"
+        "    data = preprocess(input='builtin:digits').output\n"
+        "    train(data=data, epochs=epochs).with_compute(\n"
+        "        Compute.gpu(model=['a100-40gb', 'l4'], memory='24Gi', claim=True))\n"
+    )
+    dag_file = compile_pipeline(str(flow_file), "airflow", "generic", str(tmp_path / "dags" / "claimed.py"))
+    claims = dag_claim_templates(str(flow_file), "generic", str(dag_file))
+    assert claims == tmp_path / "dags" / "claimed.claims.yaml"
+    (template,) = [d for d in yaml.safe_load_all(claims.read_text()) if d]
+    for version in VERSIONS:
+        kubernetes_validate.validate(template, version, strict=True)
+    dag = build_dag(f"{flow_file}:claimed", cluster="generic", mode="cluster")
+    pod = ApiClient().sanitize_for_serialization(dag.get_task("train").build_pod_request_obj(dry_run=True))
+    _valid(pod)
+    assert pod["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": template["metadata"]["name"]}]
+    assert dag_claim_templates("train_gpu_export_npu", "generic", str(tmp_path / "plain.py")) is None

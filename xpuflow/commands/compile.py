@@ -11,7 +11,7 @@ from ..errors import XpuflowError, invalid
 from ..steps.io import atomic_path
 from .pipelines import kfp_pipeline, resolve_flow
 
-__all__ = ["compile_pipeline", "BACKENDS", "manifests"]
+__all__ = ["compile_pipeline", "BACKENDS", "manifests", "dag_claim_templates"]
 
 BACKENDS = ("kfp", "airflow", "k8s")
 
@@ -37,6 +37,23 @@ def compile_pipeline(name: str, backend: str, cluster_name: str, output: str, ar
         write_dag_file(flow, cluster_name, out)
         return out
     return manifests(flow, Cluster.load(cluster_name), out, artifact_root or f"s3://xpuflow-artifacts/{flow.name}/run-1")
+
+
+def dag_claim_templates(name: str, cluster_name: str, dag_file: str) -> Path | None:
+    """The ResourceClaimTemplates a DAG's pods claim from, written beside it (``<dag>.claims.yaml``); None if none."""
+    import yaml
+
+    from ..render.kubernetes import resource_claim_templates
+
+    flow, cluster = resolve_flow(name), Cluster.load(cluster_name)
+    docs = [d for t in flow.tasks for d in resource_claim_templates(cluster.place(t.compute), name=t.name)]
+    if not docs:
+        return None
+    out = Path(dag_file).with_suffix(".claims.yaml")
+    with atomic_path(out) as tmp:
+        tmp.write_text(f"# ResourceClaimTemplates of DAG {flow.name} on {cluster.name}: apply them in the namespace "
+                       "its pods run in, before the DAG runs\n" + yaml.safe_dump_all(docs, sort_keys=False))
+    return out
 
 
 def manifests(flow: Flow, cluster: Cluster, out: Path, root: str) -> Path:
