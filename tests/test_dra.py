@@ -181,15 +181,9 @@ def test_compile_for_k8s_writes_each_template_before_its_job(tmp_path):
 
     import yaml
 
-    (tmp_path / "claimed.py").write_text(
-        "from xpuflow import Compute, flow\n"
-        "from xpuflow.steps.preprocess import preprocess\n"
-        "from xpuflow.steps.train import train\n\n"
-        "@flow(name='claimed')\n"
-        "def claimed(epochs: int = 1):\n"
-        "    data = preprocess(input='builtin:digits').output\n"
-        "    train(data=data, epochs=epochs).with_compute(Compute.gpu(model='l4', count=2, memory='24Gi', claim=True))\n"
-    )
+    import claimed_flow
+
+    claimed_flow.write(tmp_path, model="l4", count=2)
     out = tmp_path / "jobs.yaml"
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-m", "xpuflow.cli", "compile", str(tmp_path / "claimed.py"), "--backend",

@@ -91,17 +91,9 @@ def test_compiled_dag_claims_from_the_templates_written_beside_it(tmp_path):
     from xpuflow.airflow import build_dag
     from xpuflow.commands.compile import compile_pipeline, dag_claim_templates
 
-    flow_file = tmp_path / "claimed.py"
-    flow_file.write_text(
-        "from xpuflow import Compute, flow\n"
-        "from xpuflow.steps.preprocess import preprocess\n"
-        "from xpuflow.steps.train import train\n\n"
-        "@flow(name='claimed')\n"
-        "def claimed(epochs: int = 1):\n"
-        "    data = preprocess(input='builtin:digits').output\n"
-        "    train(data=data, epochs=epochs).with_compute(\n"
-        "        Compute.gpu(model=['a100-40gb', 'l4'], memory='24Gi', claim=True))\n"
-    )
+    import claimed_flow
+
+    flow_file = claimed_flow.write(tmp_path, model=["a100-40gb", "l4"])
     dag_file = compile_pipeline(str(flow_file), "airflow", "generic", str(tmp_path / "dags" / "claimed.py"))
     claims = dag_claim_templates(str(flow_file), "generic", str(dag_file))
     assert claims == tmp_path / "dags" / "claimed.claims.yaml"
