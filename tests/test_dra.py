@@ -250,3 +250,24 @@ def test_one_offered_candidate_is_an_exact_request(generic):
     p = generic.place(Compute.gpu(model=["h100-80gb", "l4"], claim=True))
     (template,) = kubernetes.resource_claim_templates(p, name="train")
     assert template["spec"]["spec"]["devices"]["requests"][0]["exactly"]["selectors"][0]["cel"]["expression"].count("l4")
+
+
+def test_npu_claim_uses_the_devices_class_and_count():
+    cluster = Cluster.from_dict({
+        "name": "edge",
+        "node_pools": [{"name": "cpu"}, {"name": "npu", "npu": {"device": "intel-npu", "count": 2},
+                                         "taints": [{"key": "npu.intel.com/accel", "effect": "NoSchedule"}]}],
+        "dra": {"npu": {"intel-npu": {"device_class": "npu.intel.com"}}},
+    }, source="edge.yaml")
+    p = cluster.place(Compute.npu(device="intel-npu", count=2, claim=True))
+    (template,) = kubernetes.resource_claim_templates(p, name="validate")
+    pod = kubernetes.pod(p, name="validate", **IMAGE)
+    _valid(template, pod)
+    assert template["spec"]["spec"]["devices"]["requests"][0] == {
+        "name": "npu", "exactly": {"deviceClassName": "npu.intel.com", "allocationMode": "ExactCount", "count": 2}}
+    assert not [r for r in pod["spec"]["containers"][0]["resources"]["limits"] if "npu" in r]
+    with pytest.raises(PlacementError, match=r"cluster 'edge' .*no DeviceClass for NPU device 'aws-inferentia2'"):
+        Cluster.from_dict({**{"name": "edge", "dra": {"npu": {"intel-npu": {"device_class": "npu.intel.com"}}}},
+                           "node_pools": [{"name": "cpu"}, {"name": "inf", "npu": {"device": "aws-inferentia2", "count": 1},
+                                                            "taints": [{"key": "aws.amazon.com/neuron", "effect": "NoSchedule"}]}]},
+                          source="edge.yaml").place(Compute.npu(device="aws-inferentia2", claim=True))

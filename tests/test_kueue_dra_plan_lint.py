@@ -74,3 +74,16 @@ def test_lint_counts_the_tolerations_a_flavor_injects():
     findings = lint(_flow(train=Compute.gpu(model="l4", spot=True, queue="team-a", memory="24Gi")), Cluster.load("gke"))
     assert [(f.level, f.message) for f in findings if f.step == "train"] == [
         ("info", "queue team-a, preferred topology cloud.google.com/gke-nodepool (multi-pod)")]
+
+
+def test_catalog_shows_what_the_profile_offers_for_kueue_and_dra():
+    def catalog(cluster: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "xpuflow.cli", "catalog", "--cluster", cluster],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    gke, generic, aks = catalog("gke"), catalog("generic"), catalog("aks")
+    assert "kueue: queues team-a, team-b (namespace ml, ClusterQueue ml-batch); priorities high (10000)" in gke
+    assert "dra: gpu nvidia -> DeviceClass gpu.nvidia.com (MIG: mig.nvidia.com)" in generic and "dra:" not in gke
+    assert "kueue:" not in aks and "dra:" not in aks

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .compute import Compute
     from .placement import Placement
 
-__all__ = ["place", "notes", "describe"]
+__all__ = ["place", "notes", "describe", "profile_lines"]
 
 
 def place(cluster: Cluster, compute: Compute) -> tuple[Placement | None, list[tuple[str, str]]]:
@@ -32,6 +32,23 @@ def place(cluster: Cluster, compute: Compute) -> tuple[Placement | None, list[tu
             return None, [("error", str(e))]
         return unclaimed, [("warning", f"the claimed device class is missing from the profile: {e} "
                                        "(the rest of the step is checked without the claim)")]
+
+
+def profile_lines(cluster: Cluster) -> list[str]:
+    """What the profile offers for Kueue and DRA, for `xpuflow catalog --cluster` (empty when neither)."""
+    out = []
+    k = cluster.kueue
+    if k:
+        out.append(f"kueue: queues {', '.join(k.local_queues)} (namespace {k.namespace}, ClusterQueue {k.cluster_queue})"
+                   + (f"; priorities {', '.join(f'{n} ({v})' for n, v in k.priorities.items())}" if k.priorities else "")
+                   + (f"; topology levels {', '.join(k.levels)}" if k.levels else "")
+                   + f"; `xpuflow kueue --cluster {cluster.name}` renders the set-up")
+    if cluster.dra:
+        for kind in ("gpu", "tpu", "npu"):
+            for key, c in getattr(cluster.dra, kind).items():
+                out.append(f"dra: {kind} {key} -> DeviceClass {c.device_class}"
+                           + (f" (MIG: {c.mig_class})" if c.mig_class else "") + "; Compute(..., claim=True)")
+    return out
 
 
 def describe(p: Placement) -> list[str]:

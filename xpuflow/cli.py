@@ -260,6 +260,10 @@ def _catalog(args: argparse.Namespace) -> int:
             elif acc is not None:
                 what += f" x{acc.count} ({acc.resource})"
             print(f"  {pool.name:<20} {what:<45} purpose={','.join(pool.purpose):<28} capacity={','.join(pool.capacity)}")
+        from .admission import profile_lines
+
+        for line in profile_lines(cluster):
+            print(line)
         return 0
     cat = catalog()
     print("clusters:", ", ".join(shipped_clusters()), "(or your own YAML file; see docs/clusters.md)")
