@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .cluster import Cluster
-from .dsl.command import arguments, command, output_url
+from .dsl.command import arguments, command, output_url, pod_root
 from .dsl.flow import Flow, OutputRef, Task
 from .dsl.step import FlowError
 from .render import jobset, kubernetes
@@ -41,7 +41,8 @@ def job(step: Step | str, cluster: Cluster | str | os.PathLike[str], *, artifact
         raise FlowError(f"job {name or step.name!r}: step {step.ref} declares no compute. Fix: pass compute=Compute...")
     cl = cluster if isinstance(cluster, Cluster) else Cluster.load(cluster)
     task = Task(name or step.name, step, dict(arguments_), compute=the_compute)
-    return task_manifests(task, cl, artifact_root.rstrip("/"), name=(name or step.name).replace("_", "-"))
+    root = pod_root(artifact_root, f"job {name or step.name!r}")
+    return task_manifests(task, cl, root, name=(name or step.name).replace("_", "-"))
 
 
 def task_manifests(task: Task, cluster: Cluster, root: str, *, name: str,
@@ -56,6 +57,7 @@ def task_manifests(task: Task, cluster: Cluster, root: str, *, name: str,
 
 def flow_manifests(flow: Flow, cluster: Cluster, root: str) -> list[dict[str, Any]]:
     """Every task of ``flow`` in run order; wiring through ``root``."""
+    root = pod_root(root, f"flow {flow.name!r}")
     for t in flow.tasks:  # every task placed before any is rendered
         cluster.place(t.compute)  # type: ignore[arg-type]
     docs: list[dict[str, Any]] = []

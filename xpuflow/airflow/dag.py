@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..cluster import Cluster
 from ..dsl.command import arguments as step_arguments
 from ..dsl.command import command as step_command
+from ..dsl.command import pod_root
 from ..dsl.step import FlowError
 from ..errors import XpuflowError, did_you_mean
 from .local import LOCAL_ROOT_ENV, serialise
@@ -75,7 +76,7 @@ def artifact_root_template(cluster: Cluster, artifact_root: str | None = None) -
     Variable ``xpuflow_artifact_root`` at run time, defaulting to ``$XPUFLOW_ARTIFACT_ROOT`` or the
     provider's default bucket (gs:// on GKE, s3:// on EKS, az:// on AKS)."""
     if artifact_root:
-        return artifact_root.rstrip("/")
+        return pod_root(artifact_root, "build_dag (cluster mode)")
     default = (os.environ.get(ARTIFACT_ROOT_ENV) or _PROVIDER_ROOTS.get(cluster.provider, _FALLBACK_ROOT)).rstrip("/")
     return f"{{{{ var.value.get({ARTIFACT_ROOT_VARIABLE!r}, {default!r}) }}}}"
 

@@ -19,6 +19,10 @@ BACKENDS = ("kfp", "airflow", "k8s")
 def compile_pipeline(name: str, backend: str, cluster_name: str, output: str, artifact_root: str = "") -> Path:
     if backend not in BACKENDS:
         raise XpuflowError(invalid("backend", backend, f"one of {', '.join(BACKENDS)}", choices=BACKENDS))
+    if artifact_root and backend != "k8s":  # would be dropped: the run would write to the default bucket
+        raise XpuflowError(invalid("--artifact-root", artifact_root, "only for --backend k8s", fix=(
+            "KFP writes under the pipeline root of your KFP deployment; for Airflow set the Variable "
+            "xpuflow_artifact_root, or call xpuflow.airflow.build_dag(..., artifact_root=...)")))
     out = Path(output)
     if backend == "kfp":
         from kfp import compiler

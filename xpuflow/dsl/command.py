@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import invalid
 from .flow import FlowParam, OutputRef, Task
-from .step import Step
+from .step import FlowError, Step
 
-__all__ = ["command", "arguments", "output_url", "checkpoint_url", "flag", "text"]
+__all__ = ["command", "arguments", "output_url", "checkpoint_url", "flag", "text", "pod_root"]
 
 
 def flag(option: str) -> str:
@@ -29,6 +30,18 @@ def text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def pod_root(root: str, where: str) -> str:
+    """``root`` (trailing ``/`` dropped) if pods in different places can share it: an object-store URL, or an
+    Airflow template resolved at run time. A local path (or ``file://``) lives in one pod's own file system:
+    the next pod would never see the output, and a waiting Job would wait for its ``_COMPLETE`` for a day."""
+    scheme, sep, _ = root.partition("://")
+    if "{{" in root or (sep and scheme and scheme != "file"):
+        return root.rstrip("/")
+    raise FlowError(invalid("artifact root", root, "an object-store URL (s3://, gs://, az://, any fsspec URL) that "
+                            "every pod can reach; a local path is one pod's own disk", where=where,
+                            fix="pass e.g. s3://my-bucket/run-1"))
 
 
 def output_url(root: str, task: str, output: str, only: bool) -> str:

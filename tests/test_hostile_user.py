@@ -1,0 +1,49 @@
+"""Regression tests from trying xpuflow as an outsider would (a user's project in tmp_path, outside xpuflow/):
+settings a backend would have dropped, or accepted and left broken, without a word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import user_project
+
+from xpuflow import Cluster, FlowError
+from xpuflow.dsl.load import load_flow
+
+xpuflow = user_project.cli
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return user_project.make(tmp_path_factory)
+
+
+@pytest.mark.parametrize("root", ["/mnt/shared/run-1", "relative/run-1", "file:///mnt/shared/run-1"])
+def test_k8s_refuses_an_artifact_root_that_only_one_pod_can_see(project, tmp_path, root):
+    # each Job's pod has its own disk: with a local root the next Job never sees the output, and its init
+    # container waits a day for a _COMPLETE marker that a local output never gets. Refused, nothing written.
+    out = tmp_path / "jobs.yaml"
+    run = xpuflow(project, "compile", str(project / "flows" / "nightly.py"), "--backend", "k8s", "--cluster", "eks",
+                  "-o", str(out), "--artifact-root", root)
+    assert run.returncode == 2 and not out.exists()
+    (line,) = run.stderr.strip().splitlines()
+    assert f"artifact root={root!r} is not valid: an object-store URL" in line and "Traceback" not in run.stderr
+    from xpuflow.jobs import flow_manifests, job
+
+    fl = load_flow(str(project / "flows" / "nightly.py"))
+    with pytest.raises(FlowError, match="artifact root"):
+        flow_manifests(fl, Cluster.load("eks"), root)
+    with pytest.raises(FlowError, match="artifact root"):
+        job(fl.task("fit").step, "eks", artifact_root=root, data="s3://acme/r1/data")
+
+
+@pytest.mark.parametrize("backend", ["kfp", "airflow"])
+def test_artifact_root_is_refused_where_the_backend_would_drop_it(project, tmp_path, backend):
+    # --artifact-root was silently ignored: the Airflow DAG wrote to the default bucket instead of the user's
+    out = tmp_path / ("p.yaml" if backend == "kfp" else "dag.py")
+    run = xpuflow(project, "compile", str(project / "flows" / "nightly.py"), "--backend", backend, "--cluster", "eks",
+                  "-o", str(out), "--artifact-root", "s3://acme/mine")
+    assert run.returncode == 2 and not out.exists()
+    (line,) = run.stderr.strip().splitlines()
+    assert "--artifact-root='s3://acme/mine' is not valid: only for --backend k8s" in line
