@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--backend", required=True, choices=("kfp", "airflow", "k8s"))
     k.add_argument("--cluster", required=True, help="shipped profile or cluster YAML file")
     k.add_argument("-o", "--output", required=True, help="output file (.yaml for kfp/k8s, .py for airflow)")
-    k.add_argument("--artifact-root", default="", help="k8s backend only: the object-store URL (s3://, gs://, ...) the steps read and write artifacts under")
+    k.add_argument("--artifact-root", default="",
+                   help="k8s backend only: the object-store URL (s3://, gs://, ...) the steps use for artifacts")
     li = sub.add_parser("lint", help="find placement problems before submitting; exit 1 on errors")
     li.add_argument("pipeline", help="path/to/flow.py[:name] or an example flow")
     li.add_argument("--cluster", required=True)
