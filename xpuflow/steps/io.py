@@ -91,6 +91,11 @@ def read_finished(folder: str | os.PathLike[str], marker: str, *, who: str, opti
     recover(folder)  # a writer killed between the renames of its switch: move the new (else old) output in
     path = Path(folder) / marker
     if not path.exists():
+        from .shards import incomplete
+
+        lacking = incomplete(folder)  # a sharded output with parts missing: say which
+        if lacking:
+            raise StepError(f"{who}: {option}={os.fspath(folder)!r}: {lacking}")
         raise StepError(f"{who}: {option}={os.fspath(folder)!r} has no {marker}, so it is not a finished {producer} "
                         f"output. Fix: run the {producer} step first (it writes {marker} last).")
     return json.loads(path.read_text())

@@ -1,0 +1,210 @@
+"""A step run as N shards (``--shard I/N``) that write one output, published only when all N parts are in.
+
+    xpuflow step embed --data out/chunks --output out/emb --shard 0/3    # three processes, pods or tasks,
+    xpuflow step embed --data out/chunks --output out/emb --shard 1/3    # in any order, at once or not
+    xpuflow step embed --data out/chunks --output out/emb --shard 2/3
+
+``--shard N`` (the count alone) takes the index from ``JOB_COMPLETION_INDEX``, which Kubernetes sets in
+each pod of an Indexed Job; with ``--shard I/N`` the variable, when set, must agree.
+
+Each shard writes its part beside the output, in ``.<output>.xpuflow-shards/part-<I>-of-<N>``: first
+into ``.part-<I>-of-<N>.partial`` (kept across a kill, so a resumable step reuses what it checked), then
+renamed whole, with ``part.json`` (index, count, the run's ``key``, the step's own summary of the part).
+The shard that completes the set (under one lock, so exactly one) merges the N parts into the output
+through :func:`xpuflow.steps.publish.publish` and removes the parts: the output is the previous one, or
+the new one whole, never a partial set. Parts whose key differs (another input or other parameters) or
+whose count differs are not counted. A reader of an output that has parts but no finished output is
+refused in one line naming the missing shards (:func:`incomplete`, called by ``read_finished``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import invalid
+from .io import StepError, local_path, write_json
+
+__all__ = ["Shard", "parse", "run_key", "part", "assemble", "incomplete", "parts_dir", "ENV"]
+
+log = logging.getLogger("xpuflow.shards")
+ENV = "JOB_COMPLETION_INDEX"
+MAX_SHARDS = 10_000
+PART_META = "part.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based)."""
+
+    index: int
+    count: int
+
+    def owns(self, unit: int) -> bool:
+        """Whether work unit ``unit`` (a piece of rows, in input order) is this shard's: round robin."""
+        return unit % self.count == self.index
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:05d}-of-{self.count:05d}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse(spec: str, who: str) -> Shard | None:
+    """``"I/N"`` or ``"N"`` (index from ``JOB_COMPLETION_INDEX``) -> Shard; ``""`` -> None (one process)."""
+    if spec in ("", None):
+        return None
+    allowed = (f"I/N with 0 <= I < N <= {MAX_SHARDS} (e.g. 0/3), or N alone in an Indexed Job pod, which "
+               f"reads I from {ENV}")
+    text = str(spec).strip()
+    index_text, slash, count_text = text.rpartition("/")
+    if not slash:
+        index_text, count_text = "", text
+    if not (count_text.isascii() and count_text.isdigit() and (not index_text or
+                                                               (index_text.isascii() and index_text.isdigit()))):
+        raise StepError(invalid("shard", spec, allowed, where=who))
+    count, env = int(count_text), os.environ.get(ENV)
+    if env is not None and not (env.isascii() and env.isdigit()):
+        raise StepError(invalid(ENV, env, "a whole number (set by Kubernetes in an Indexed Job)", where=who))
+    if not index_text and env is None:
+        raise StepError(f"{who}: shard={spec!r} gives the count but no index, and {ENV} is not set. Fix: pass "
+                        f"--shard I/{count} (I from 0 to {count - 1}), or run it as an Indexed Job.")
+    index = int(index_text) if index_text else int(env)  # type: ignore[arg-type]
+    if index_text and env is not None and int(env) != index:
+        raise StepError(f"{who}: shard={spec!r} but {ENV}={env}: two different indexes. Fix: pass --shard "
+                        f"{count} (the count alone) in an Indexed Job, or unset {ENV}.")
+    if not 1 <= count <= MAX_SHARDS or not 0 <= index < count:
+        raise StepError(invalid("shard", f"{index}/{count}", allowed, where=who))
+    return Shard(index, count)
+
+
+def run_key(**what: Any) -> str:
+    """What makes N parts one result: a hash of the step's inputs and parameters (JSON-able values)."""
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def parts_dir(output: str | os.PathLike[str]) -> Path:
+    out = Path(os.path.abspath(local_path(output)))
+    return out.parent / f".{out.name}.xpuflow-shards"
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, wait: bool, who: str, busy: str) -> Iterator[None]:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StepError(f"{who}: {busy}") from None
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def part(output: str | os.PathLike[str], shard: Shard, *, who: str, key: str) -> Iterator[Path]:
+    """The directory this shard writes its part into (kept across a kill; the step checks what it reuses).
+
+    On success the step's ``part.json`` summary (``meta`` written by :func:`finish_part`) is added and the
+    part is renamed to ``part-I-of-N``, replacing an earlier one; on an exception nothing is committed."""
+    parts = parts_dir(output)
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StepError(f"{who}: output={os.fspath(output)!r}: cannot create {parts.name} beside it "
+                        f"({e.strerror}). Fix: pass a writable path.") from None
+    staging = parts / f".{shard.name}.partial"
+    busy = (f"shard {shard} of output={os.fspath(output)!r} is being written by another process right now. Fix: "
+            "wait for it, or give each process its own index.")
+    with _flock(parts / f".{shard.name}.lock", wait=False, who=who, busy=busy):
+        old = _meta(staging)
+        if old is not None and old.get("key") != key:  # a killed run of another input: start clean
+            shutil.rmtree(staging)
+        staging.mkdir(exist_ok=True)
+        (staging / PART_META).unlink(missing_ok=True)
+        yield staging
+        if not (staging / PART_META).exists():
+            raise StepError(f"{who}: shard {shard} wrote no {PART_META} (internal error).")
+        final = parts / shard.name
+        if final.exists():
+            trash = parts / f".{shard.name}.old"
+            shutil.rmtree(trash, ignore_errors=True)
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(staging, final)
+
+
+def finish_part(folder: Path, shard: Shard, key: str, summary: dict[str, Any]) -> None:
+    """Write a part's ``part.json`` (last, inside :func:`part`)."""
+    write_json(folder / PART_META, {"index": shard.index, "count": shard.count, "key": key, "summary": summary})
+
+
+def _meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / PART_META).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def assemble(output: str | os.PathLike[str], shard: Shard, *, who: str, key: str, markers: Iterable[str],
+             merge: Callable[[list[tuple[Path, dict[str, Any]]], Path], dict[str, Any]]) -> dict[str, Any] | None:
+    """Publish ``output`` if all ``shard.count`` parts of ``key`` are in: ``merge(parts, staging)`` (parts in
+    index order, each ``(folder, its summary)``) writes the output; returns its summary, or None while a part
+    is missing (another shard will publish)."""
+    from .publish import publish
+
+    parts = parts_dir(output)
+    lock = parts.parent / f"{parts.name}.lock"
+    with _flock(lock, wait=True, who=who, busy=""):
+        metas = [(folder, _meta(folder)) for folder in (parts / Shard(i, shard.count).name
+                                                        for i in range(shard.count))]
+        found = [(folder, m["summary"]) for folder, m in metas
+                 if m is not None and m.get("key") == key and m.get("count") == shard.count]
+        if len(found) < shard.count:
+            log.info("%s: shard %s done; %d of %d parts in (the last shard publishes the output)", who, shard,
+                     len(found), shard.count)
+            return None
+        with publish(output, who=who, markers=markers) as staging:
+            summary = merge(found, staging)
+        shutil.rmtree(parts, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(lock)
+    log.info("%s: all %d shards in: %s published", who, shard.count, os.fspath(output))
+    return summary
+
+
+def incomplete(folder: str | os.PathLike[str]) -> str | None:
+    """For a reader of ``folder`` (no finished output): what its shard parts lack, in one phrase, or None."""
+    try:
+        parts = parts_dir(folder)
+    except StepError:
+        return None
+    if not parts.is_dir():
+        return None
+    metas = [m for p in parts.glob("part-*-of-*") if (m := _meta(p)) is not None]
+    if not metas:
+        return None
+    newest = max(parts.glob("part-*-of-*"), key=lambda p: p.stat().st_mtime)
+    latest = _meta(newest) or metas[0]
+    count, key = latest["count"], latest["key"]
+    have = sorted(m["index"] for m in metas if m["key"] == key and m["count"] == count)
+    missing = [i for i in range(count) if i not in have]
+    shown = ", ".join(f"{i}/{count}" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    return (f"only {len(have)} of {count} shards are written (missing {shown}), so it is not published. Fix: run "
+            f"the missing shard(s) (--shard {missing[0]}/{count}, or rerun that index of the Indexed Job); the "
+            f"output is published when all {count} are in.")
