@@ -32,6 +32,7 @@ index, ``predicted_label``, ``prob_<class>`` per class) and ``predictions.json``
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -44,6 +45,7 @@ from typing import Any
 from ...errors import invalid
 from ..io import StepError, open_binary, read_finished, write_json
 from ..models import load_model
+from ..shards import parse as parse_shard
 from ..publish import publish
 from ...compute import Compute
 from ...dsl.step import step
@@ -221,11 +223,14 @@ def batch_infer(
     standardise: bool = False,
     device: str = "auto",
     allow_architecture: str = "",
+    shard: str = "",
 ) -> dict[str, Any]:
     """Score ``data`` with ``model`` (a train output); returns the summary written to ``output/predictions.json``.
 
     ``allow_architecture``: comma-separated ``package.module:factory`` a model file may name besides the built-in
     ones (also ``XPUFLOW_ALLOWED_ARCHITECTURES``); any other architecture is refused before it is imported.
+    ``shard``: ``I/N`` to score only batches k with k % N == I (``N`` alone reads I from JOB_COMPLETION_INDEX);
+    the output is published when all N shards are done (:mod:`xpuflow.steps.shards`).
     """
     import numpy as np
     import pyarrow as pa
@@ -235,6 +240,7 @@ def batch_infer(
     if not isinstance(batch_size, int) or batch_size < 0:
         raise StepError(invalid("batch_size", batch_size, "rows per batch, or 0 to size it from the GPU memory",
                                 where="batch_infer"))
+    sh = parse_shard(shard, "batch_infer")
     dev = pick_device(device, int(os.environ.get("LOCAL_RANK", "0")), who="batch_infer")  # the GPU rule first
     path = Path(model)
     net, meta = load_model(path / "model.pt" if path.is_dir() else path, allow=allow_architecture)
@@ -267,45 +273,46 @@ def batch_infer(
     schema = pa.schema([("row", pa.int64()), ("predicted", pa.int64()), ("predicted_label", pa.string()),
                         *((f"prob_{c}", pa.float32()) for c in classes)])
     started = time.perf_counter()
-    with publish(output, who="batch_infer", markers=(MARKER,)) as staging:
-        rows, imputed = _score(staging / "predictions.parquet", parquet, features, schema, labels, net, dev, chosen,
-                               standardise, mean, std)
+
+    def summary(rows: int, imputed: int) -> dict[str, Any]:
         seconds = time.perf_counter() - started
-        result = {
-            "model": str(model),
-            "data": name,
-            "split": split if scaled else None,
-            "standardised_here": standardise,
-            "rows": rows,
-            "classes": classes,
-            "device": dev.type,
-            "batch_size": chosen,
-            "batch_size_rule": why,
-            "bytes_per_row": row_bytes,
-            "gpu_memory_gib": memory,
-            "imputed": imputed,
-            "rows_per_second": round(rows / seconds, 1) if seconds else None,
-            "files": {"predictions": "predictions.parquet"},
-        }
+        return {"model": str(model), "data": name, "split": split if scaled else None,
+                "standardised_here": standardise, "rows": rows, "classes": classes, "device": dev.type,
+                "batch_size": chosen, "batch_size_rule": why, "bytes_per_row": row_bytes, "gpu_memory_gib": memory,
+                "imputed": imputed, "rows_per_second": round(rows / seconds, 1) if seconds else None,
+                "files": {"predictions": "predictions.parquet"}}
+
+    score = functools.partial(_score, parquet=parquet, features=features, schema=schema, labels=labels, net=net,
+                              dev=dev, chosen=chosen, standardise=standardise, mean=mean, std=std)
+    if sh is not None:
+        return _sharded(output, sh, score, summary, model=str(model), data=name, rows=parquet.metadata.num_rows,
+                        split=split if scaled else None, batch_size=chosen, standardise=standardise)
+    with publish(output, who="batch_infer", markers=(MARKER,)) as staging:
+        result = summary(*score(staging / "predictions.parquet"))
         write_json(staging / MARKER, result)
-    log.info("batch_infer: %d rows on %s, batch %d (%s) -> %s", rows, dev.type, chosen, result["batch_size_rule"],
-             output)
+    log.info("batch_infer: %d rows on %s, batch %d (%s) -> %s", result["rows"], dev.type, chosen,
+             result["batch_size_rule"], output)
     return result
 
 
-def _score(path: Path, parquet: Any, features: list[str], schema: Any, labels: Any, net: Any, dev: Any, chosen: int,
-           standardise: bool, mean: Any, std: Any) -> tuple[int, int]:
-    """Write the predictions of every row to ``path``: (rows, imputed values)."""
+def _score(path: Path, *, parquet: Any, features: list[str], schema: Any, labels: Any, net: Any, dev: Any,
+           chosen: int, standardise: bool, mean: Any, std: Any,
+           owns: Callable[[int], bool] = lambda k: True) -> tuple[int, int]:
+    """Write the predictions of the batches ``owns`` picks (by batch number) to ``path``, one row group per
+    batch: (rows, imputed values). ``row`` is the row's index in the whole input."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
-    rows = imputed = 0
+    offset = rows = imputed = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as pw:
         writer = _Writer(pw.write_batch)
         try:
-            for batch in _background(parquet.iter_batches(batch_size=chosen, columns=features)):
+            for k, batch in enumerate(_background(parquet.iter_batches(batch_size=chosen, columns=features))):
+                offset, first = offset + batch.num_rows, offset
+                if not owns(k):
+                    continue
                 x = _matrix(batch, standardise, mean, std)
                 nan = np.isnan(x)
                 if nan.any():
@@ -316,10 +323,48 @@ def _score(path: Path, parquet: Any, features: list[str], schema: Any, labels: A
                     probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
                     predicted = logits.argmax(1).cpu().numpy().astype(np.int64)
                 n = len(predicted)
-                cols = [pa.array(np.arange(rows, rows + n, dtype=np.int64)), pa.array(predicted),
+                cols = [pa.array(np.arange(first, first + n, dtype=np.int64)), pa.array(predicted),
                         labels.take(pa.array(predicted)), *(pa.array(probs[:, j]) for j in range(len(labels)))]
                 writer.submit(pa.RecordBatch.from_arrays(cols, schema=schema))
                 rows += n
         finally:
             writer.close()
     return rows, imputed
+
+
+def _sharded(output: str, sh: Any, score: Callable[..., tuple[int, int]],
+             summary: Callable[[int, int], dict[str, Any]], **what: Any) -> dict[str, Any]:
+    """Shard ``sh``: score batches k with k % N == I into its part; the last shard in publishes the output,
+    its predictions the parts' row groups interleaved back into input order (:mod:`xpuflow.steps.shards`)."""
+    from ..shards import assemble, finish_part, part, run_key
+
+    key = run_key(**what)
+    with part(output, sh, who="batch_infer", key=key) as folder:
+        mine = summary(*score(folder / "predictions.parquet", owns=sh.owns))
+        finish_part(folder, sh, key, mine)
+    log.info("batch_infer: shard %s: %d rows scored", sh, mine["rows"])
+    return assemble(output, sh, who="batch_infer", key=key, markers=(MARKER,), merge=_merge) or \
+        {**mine, "shard": str(sh), "published": False}
+
+
+def _merge(parts: list[tuple[Path, dict[str, Any]]], staging: Path) -> dict[str, Any]:
+    """Shard i holds batches i, i + N, ... as its row groups 0, 1, ...: read them back in batch order."""
+    import pyarrow.parquet as pq
+
+    files = [pq.ParquetFile(folder / "predictions.parquet") for folder, _ in parts]
+    count = len(files)
+    with pq.ParquetWriter(staging / "predictions.parquet", files[0].schema_arrow, compression="zstd") as pw:
+        k = 0
+        while k // count < files[k % count].num_row_groups:
+            pw.write_table(files[k % count].read_row_group(k // count))
+            k += 1
+    summaries = [s for _, s in parts]
+    rows = sum(s["rows"] for s in summaries)
+    if k != sum(f.num_row_groups for f in files) or rows != sum(f.metadata.num_rows for f in files):
+        raise StepError("batch_infer: the shards' predictions do not interleave into one input (a part was "
+                        "written with another batch size). Fix: rerun every shard with the same --batch-size.")
+    result = {**summaries[0], "rows": rows, "imputed": sum(s["imputed"] for s in summaries),
+              "rows_per_second": None, "shards": count,
+              "shard_rows_per_second": [s["rows_per_second"] for s in summaries]}
+    write_json(staging / MARKER, result)
+    return result

@@ -38,6 +38,7 @@ from typing import Any
 from ...errors import invalid
 from ..io import StepError, atomic_path, local_path, write_json
 from ..publish import publish
+from ..shards import parse as parse_shard
 from .chunk import MARKER as CHUNKS_MARKER
 from .encoder import DEFAULT_MODEL, load_encoder
 from ...compute import Compute
@@ -111,38 +112,30 @@ def embed(
     shard_size: int = 4096,
     device: str = "auto",
     precision: str = "auto",
+    shard: str = "",
 ) -> dict[str, Any]:
-    """Embed the chunks of ``data`` (a chunk output); returns the summary written to ``output/embeddings.json``."""
+    """Embed the chunks of ``data`` (a chunk output); returns the summary written to ``output/embeddings.json``.
+
+    ``shard``: ``I/N`` to encode only shards k with k % N == I (``N`` alone reads I from JOB_COMPLETION_INDEX);
+    the output is published when all N processes are done (:mod:`xpuflow.steps.shards`)."""
     from ..io import read_finished
 
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if not isinstance(value, int) or value < 1:
             raise StepError(invalid(name, value, "a positive integer", where="embed"))
+    sh = parse_shard(shard, "embed")  # refused before anything is read
     chunks = read_finished(data, CHUNKS_MARKER, who="embed", option="data", producer="chunk")
     encoder = load_encoder(model, device, precision, who="embed")  # the GPU rule: refused before any output
     source = Path(data) / chunks["files"]["chunks"]
     previous = local_path(output) / SHARDS  # a published output's shards are reused when their fingerprint matches
     started = time.perf_counter()
+    if sh is not None:
+        return _sharded(output, sh, source, previous, data=str(data), model=model, encoder=encoder,
+                        batch_size=batch_size, shard_size=shard_size)
     with publish(output, who="embed", markers=(MARKER,), resume=True) as staging:
         shard_dir = staging / SHARDS
-        shard_dir.mkdir(exist_ok=True)
-        for stale in shard_dir.glob(".shard-*.tmp"):  # a write cut short by kill -9
-            stale.unlink(missing_ok=True)
-        shards, reused, computed, encoded, encode_seconds = [], 0, 0, 0, 0.0
-        for k, (ids, texts) in enumerate(_shards(source, shard_size)):
-            path = shard_dir / f"shard-{k:05d}.parquet"
-            fingerprint = _fingerprint(encoder.identity, encoder.precision, encoder.max_length, ids, texts)
-            if _reuse(path, previous / path.name, fingerprint):
-                reused += 1
-            else:
-                t0 = time.perf_counter()
-                vectors = encoder.encode(texts, batch_size)
-                encode_seconds += time.perf_counter() - t0
-                _write_shard(path, ids, vectors, fingerprint)
-                computed += 1
-                encoded += len(ids)
-                log.info("embed: shard %d (%s .. %s, %d chunks) written", k, ids[0], ids[-1], len(ids))
-            shards.append({"file": f"{SHARDS}/{path.name}", "rows": len(ids), "first_id": ids[0], "last_id": ids[-1]})
+        shards, reused, computed, encoded, encode_seconds = _encode(staging, source, encoder, batch_size,
+                                                                    shard_size, previous)
         if not shards:
             raise StepError(f"embed: data={data!r} holds no chunks. Fix: check the chunk step's input.")
         for extra in sorted(shard_dir.glob("shard-*.parquet")):
@@ -156,6 +149,73 @@ def embed(
     log.info("embed: %d chunks in %d shards (%d reused, %d computed) on %s/%s -> %s", summary["rows"], len(shards),
              reused, computed, encoder.device.type, encoder.precision, output)
     return summary
+
+
+def _encode(out: Path, source: Path, encoder: Any, batch_size: int, shard_size: int, previous: Path,
+            owns: Any = lambda k: True) -> tuple[list[dict[str, Any]], int, int, int, float]:
+    """Encode the shards ``owns`` picks (by number) into ``out/embeddings``, keeping (or linking from the
+    published output ``previous``) those whose fingerprint matches: (their entries, reused, computed, chunks
+    encoded, encode seconds)."""
+    shard_dir = out / SHARDS
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for stale in shard_dir.glob(".shard-*.tmp"):  # a write cut short by kill -9
+        stale.unlink(missing_ok=True)
+    shards, reused, computed, encoded, encode_seconds = [], 0, 0, 0, 0.0
+    for k, (ids, texts) in enumerate(_shards(source, shard_size)):
+        if not owns(k):
+            continue
+        path = shard_dir / f"shard-{k:05d}.parquet"
+        fingerprint = _fingerprint(encoder.identity, encoder.precision, encoder.max_length, ids, texts)
+        if _reuse(path, previous / path.name, fingerprint):
+            reused += 1
+        else:
+            t0 = time.perf_counter()
+            vectors = encoder.encode(texts, batch_size)
+            encode_seconds += time.perf_counter() - t0
+            _write_shard(path, ids, vectors, fingerprint)
+            computed += 1
+            encoded += len(ids)
+            log.info("embed: shard %d (%s .. %s, %d chunks) written", k, ids[0], ids[-1], len(ids))
+        shards.append({"file": f"{SHARDS}/{path.name}", "rows": len(ids), "first_id": ids[0], "last_id": ids[-1]})
+    return shards, reused, computed, encoded, encode_seconds
+
+
+def _sharded(output: str, sh: Any, source: Path, previous: Path, *, data: str, model: str, encoder: Any,
+             batch_size: int, shard_size: int) -> dict[str, Any]:
+    """Process shard ``sh``: shards k with k % N == I into its part; the last one in publishes the output
+    (:mod:`xpuflow.steps.shards`). A killed process rerun keeps the shard files it had written."""
+    import pyarrow.parquet as pq
+
+    from ..shards import assemble, finish_part, part, run_key
+
+    if pq.ParquetFile(source).metadata.num_rows == 0:
+        raise StepError(f"embed: data={data!r} holds no chunks. Fix: check the chunk step's input.")
+    key = run_key(data=data, model=encoder.identity, precision=encoder.precision, max_tokens=encoder.max_length,
+                  shard_size=shard_size, rows=pq.ParquetFile(source).metadata.num_rows)
+    started = time.perf_counter()
+    with part(output, sh, who="embed", key=key) as folder:
+        done = _encode(folder, source, encoder, batch_size, shard_size, previous, owns=sh.owns)
+        mine = {**_summary(data, model, encoder, batch_size, shard_size, *done, started), "shard": str(sh)}
+        finish_part(folder, sh, key, mine)
+    log.info("embed: shard %s: %d shards (%d reused, %d computed)", sh, len(done[0]), done[1], done[2])
+
+    def merge(parts: list[tuple[Path, dict[str, Any]]], staging: Path) -> dict[str, Any]:
+        (staging / SHARDS).mkdir()
+        entries = sorted((e for _, s in parts for e in s["shards"]), key=lambda e: e["file"])
+        for folder, summary in parts:
+            for entry in summary["shards"]:
+                os.rename(folder / entry["file"], staging / entry["file"])
+        shutil.copyfile(source, staging / "chunks.parquet")
+        summaries = [s for _, s in parts]
+        total = {k: sum(s[k] for s in summaries) for k in ("shards_reused", "shards_computed")}
+        result = {**summaries[0], **total, "rows": sum(e["rows"] for e in entries), "shards": entries,
+                  "chunks_per_second": None, "seconds": round(time.perf_counter() - started, 3),
+                  "processes": len(parts)}
+        del result["shard"]
+        write_json(staging / MARKER, result)
+        return result
+
+    return assemble(output, sh, who="embed", key=key, markers=(MARKER,), merge=merge) or {**mine, "published": False}
 
 
 def _reuse(path: Path, published: Path, fingerprint: str) -> bool:
