@@ -47,3 +47,20 @@ def test_artifact_root_is_refused_where_the_backend_would_drop_it(project, tmp_p
     assert run.returncode == 2 and not out.exists()
     (line,) = run.stderr.strip().splitlines()
     assert "--artifact-root='s3://acme/mine' is not valid: only for --backend k8s" in line
+
+
+@pytest.mark.parametrize("backend", ["kfp", "airflow", "k8s"])
+def test_compile_never_writes_over_its_own_inputs(project, tmp_path, backend):
+    # `-o flows.py` replaced the user's flow file with the compiled pipeline (exit 0 for kfp and k8s)
+    flow_file = project / "flows" / "nightly.py"
+    cluster = tmp_path / "team.yaml"
+    cluster.write_text((Path(__file__).resolve().parents[1] / "xpuflow/catalog/clusters/eks.yaml").read_text())
+    before = flow_file.read_bytes(), cluster.read_bytes()
+    for output, given in ((flow_file, f"{flow_file}:acme_nightly"), (cluster, str(flow_file))):
+        run = xpuflow(project, "compile", given, "--backend", backend, "--cluster", str(cluster), "-o", str(output))
+        assert run.returncode == 2, run.stdout
+        (line,) = run.stderr.strip().splitlines()
+        assert f"-o {str(output)!r} is the input" in line and "Fix: choose another output path" in line
+    kueue = xpuflow(project, "kueue", "--cluster", str(cluster), "-o", str(cluster))
+    assert kueue.returncode == 2 and "is the input" in kueue.stderr
+    assert (flow_file.read_bytes(), cluster.read_bytes()) == before

@@ -153,13 +153,20 @@ def _minutes(pairs: list[str], steps: Any) -> dict[str, float]:
     return out
 
 
-def _output_file(path: str) -> None:
-    """``-o``: a file whose folder exists or can be made; refused before any work (a directory, or under a file)."""
+def _output_file(path: str, *inputs: str | None) -> None:
+    """``-o``: a file whose folder exists or can be made, and none of the command's ``inputs`` (the flow file,
+    the cluster file: never overwritten by what is made from them); refused before any work."""
     from pathlib import Path
 
     from .errors import shown
 
     p = Path(path)
+    for given in filter(None, inputs):
+        file, sep, _ = given.rpartition(":")  # path/to/flows.py:name
+        source = Path(file if sep and file.endswith(".py") else given)
+        if p.exists() and source.is_file() and os.path.samefile(p, source):
+            raise XpuflowError(f"-o {shown(path)} is the input {shown(given)}: writing it would destroy it. "
+                               "Fix: choose another output path.")
     if p.is_dir() or path.endswith(("/", os.sep)):
         raise XpuflowError(f"-o {shown(path)} is a directory: give a file path. Fix: e.g. -o {p / 'out'}.")
     for parent in p.parents:
@@ -198,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from .commands.compile import compile_pipeline
 
-    _output_file(args.output)
+    _output_file(args.output, args.pipeline, args.cluster)
     out = compile_pipeline(args.pipeline, args.backend, args.cluster, args.output, args.artifact_root)
     print(f"wrote {out} ({args.backend}, cluster {args.cluster})")
     if args.backend == "airflow":
@@ -240,7 +247,7 @@ def _graph(args: argparse.Namespace) -> int:
     from .commands.graph import draw
     from .commands.pipelines import resolve_flow
 
-    _output_file(args.output)
+    _output_file(args.output, args.pipeline, args.cluster)
     out = draw(resolve_flow(args.pipeline), args.output, Cluster.load(args.cluster) if args.cluster else None)
     print(f"wrote {out}")
     return 0
@@ -292,7 +299,7 @@ def _kueue(args: argparse.Namespace) -> int:
     from .commands.kueue import main
 
     if args.output:
-        _output_file(args.output)
+        _output_file(args.output, args.cluster)
     return main(args.cluster, args.output)
 
 
