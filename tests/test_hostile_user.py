@@ -64,3 +64,28 @@ def test_compile_never_writes_over_its_own_inputs(project, tmp_path, backend):
     kueue = xpuflow(project, "kueue", "--cluster", str(cluster), "-o", str(cluster))
     assert kueue.returncode == 2 and "is the input" in kueue.stderr
     assert (flow_file.read_bytes(), cluster.read_bytes()) == before
+
+
+FSTRING_FLOW = '''
+from xpuflow import Compute, flow
+from acme_ml.steps import make_data, fit
+
+@flow(name="fstring", default_compute=Compute.cpu())
+def fstring(bucket: str = "s3://acme", rows: int = 8):
+    data = make_data(rows=rows)
+    fit(data=TEXT)
+'''
+
+
+@pytest.mark.parametrize("text", ['f"{bucket}/raw"', "str(bucket)", '"{}/raw".format(bucket)',
+                                  'f"{data.output}/part-0"', "str(data.outputs['out'])"])
+def test_a_flow_parameter_or_output_in_text_is_refused(project, tmp_path, text):
+    # f"{bucket}/raw" became "FlowParam(name='bucket', ...)/raw": plan, compile and run took it, exit 0
+    path = tmp_path / "flows.py"
+    path.write_text(FSTRING_FLOW.replace("TEXT", text))
+    run = xpuflow(project, "compile", str(path), "--backend", "k8s", "--cluster", "eks", "-o", str(tmp_path / "j.yaml"),
+                  "--artifact-root", "s3://acme/r")
+    assert run.returncode == 2 and not (tmp_path / "j.yaml").exists()
+    (line,) = run.stderr.strip().splitlines()
+    assert "has no value while the flow is built, so it cannot go into text" in line, line
+    assert "FlowParam(" not in line and "OutputRef(" not in line

@@ -55,6 +55,18 @@ class FlowParam:
         raise FlowError(f"flow parameter {self.name!r} has no value while the flow is built, so it cannot be "
                         "tested. Fix: pass it to a step and branch inside the step.")
 
+    def __str__(self) -> str:
+        raise _in_text(f"flow parameter {self.name!r}", f"my_step(option={self.name})")
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+
+def _in_text(what: str, example: str) -> FlowError:
+    """An f-string or str() of a value known only when the flow runs would become its Python repr, silently."""
+    return FlowError(f"{what} has no value while the flow is built, so it cannot go into text (an f-string, "
+                     f"str(), format). Fix: pass it to a step as it is ({example}) and build the text inside the step.")
+
 
 @dataclass(frozen=True)
 class OutputRef:
@@ -63,6 +75,12 @@ class OutputRef:
     task: str
     output: str
     only: bool = True  # the upstream step has this one output: it writes to the task's own directory
+
+    def __str__(self) -> str:
+        raise _in_text(f"output {self.output!r} of task {self.task!r}", f"my_step(data=task.outputs[{self.output!r}])")
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
 
 
 @dataclass
