@@ -18,6 +18,7 @@ from typing import Any
 __all__ = ["parallel_csv_batches", "worker_count"]
 
 CHUNK_BYTES = 2 << 20  # small pieces parse faster (they stay in the CPU caches)
+AHEAD = 4  # pieces in flight per worker
 
 
 def worker_count() -> int:
@@ -74,7 +75,7 @@ def parallel_csv_batches(path: str, columns: list[str], convert: Any, *, batch_r
         try:
             for i, piece in enumerate(_pieces(path, chunk_bytes)):
                 pending.append(pool.submit(parse, piece, i == 0))
-                while len(pending) > 4 * workers:
+                while len(pending) > AHEAD * workers:
                     yield from _slices(pending.popleft(), batch_rows, refuse, pa)
             while pending:
                 yield from _slices(pending.popleft(), batch_rows, refuse, pa)

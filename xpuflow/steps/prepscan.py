@@ -27,6 +27,7 @@ from .io import StepError
 __all__ = ["Scan", "scan", "value_error", "SPILL", "ROW", "CODE"]
 
 MEMORY_ENV, DEFAULT_MEMORY_MIB = "XPUFLOW_PREPROCESS_MEMORY_MIB", 256
+AHEAD = 2  # batches in flight per worker
 SPILL = ".spill-{}.arrow"  # in the staging directory; removed before the output is published
 ROW, CODE = "__row", "__label"  # spilled beside the features: global row number (for messages), label code
 
@@ -127,7 +128,7 @@ def scan(source: Any, spill_dir: Path, *, seed: int, val_fraction: float, test_f
                     pending.append(pool.submit(_scan_batch, batch, result.rows, source, labels, schema,
                                                (seed, val_fraction, test_fraction), non_finite))
                     result.rows += batch.num_rows
-                    while len(pending) > 2 * workers:
+                    while len(pending) > AHEAD * workers:
                         _merge(result, pending.popleft().result(), writers)
                 while pending:
                     _merge(result, pending.popleft().result(), writers)
