@@ -3,6 +3,8 @@ settings a backend would have dropped, or accepted and left broken, without a wo
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,42 @@ def test_a_flow_parameter_or_output_in_text_is_refused(project, tmp_path, text):
     (line,) = run.stderr.strip().splitlines()
     assert "has no value while the flow is built, so it cannot go into text" in line, line
     assert "FlowParam(" not in line and "OutputRef(" not in line
+
+
+LAZY_STEPS = '''
+import os
+from xpuflow import Compute, Output, step
+
+@step(compute=Compute.cpu())
+def report(out: Output, write: bool = True, files: int = 1):
+    """Writes `files` files into out, or (write=false, a bug) returns without writing its output at all."""
+    if write:
+        os.makedirs(out, exist_ok=True)
+        for i in range(files):
+            open(os.path.join(out, f"{i}.txt"), "w").write("x")
+'''
+
+
+def test_a_user_step_that_writes_no_output_keeps_the_previous_one_on_the_store(tmp_path, monkeypatch):
+    # the pointer was switched to a version with no files (the previous output's files removed), then the
+    # upload died on a FileNotFoundError: the finished output was replaced by nothing
+    import fsspec
+
+    from xpuflow.steps import run
+    from xpuflow.steps.io import StepError
+    from xpuflow.steps.store import download
+
+    (tmp_path / "lazy_pkg").mkdir()
+    (tmp_path / "lazy_pkg" / "__init__.py").write_text(LAZY_STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fs = fsspec.filesystem("memory")
+    url = "memory://hostile/report"
+    fs.rm("/hostile", recursive=True) if fs.exists("/hostile") else None
+    run("lazy_pkg:report", ["--out", url])
+    before = {p: fs.cat_file(p) for p in fs.find("/hostile")}
+    with pytest.raises(StepError, match=r"wrote no output directory to upload; the previous output there is kept"):
+        run("lazy_pkg:report", ["--out", url, "--write", "false"])
+    assert {p: fs.cat_file(p) for p in fs.find("/hostile")} == before
+    run("lazy_pkg:report", ["--out", url + "-empty", "--files", "0"])  # an empty output is a finished output
+    assert json.loads(fs.cat_file("/hostile/report-empty/_COMPLETE"))["files"] == {}
+    assert os.listdir(download(url + "-empty", str(tmp_path / "got"))) == []

@@ -48,6 +48,9 @@ def upload(local: str | os.PathLike[str], url: str) -> None:
     """Publish the local output directory ``local`` at ``url`` as a new version; the pointer is written last."""
     fs, root = _fs(url)
     source = Path(local)
+    if not source.is_dir():  # the step returned without writing it: publishing nothing would replace the output
+        raise StepError(f"{url}: the step wrote no output directory to upload; the previous output there is kept as "
+                        "it was. Fix: make the step write its Output directory (os.makedirs(output, exist_ok=True)).")
     files = {p.relative_to(source).as_posix(): p.stat().st_size for p in sorted(source.rglob("*")) if p.is_file()}
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:12]
     prefix = f"{root}/{VERSIONS}/{version}"
@@ -132,7 +135,11 @@ def _write_pointer(fs: Any, root: str, pointer: dict[str, Any]) -> None:
 
 def _remove_others(fs: Any, root: str, keep: str, legacy: bool) -> None:
     """Remove every version but ``keep``, a pointer write cut short, an older xpuflow's top-level files; best effort."""
-    stale = [p for p in fs.ls(f"{root}/{VERSIONS}", detail=False) if p.rstrip("/").rpartition("/")[2] != keep]
+    try:
+        versions = fs.ls(f"{root}/{VERSIONS}", detail=False)
+    except FileNotFoundError:  # an empty output's version has no objects
+        versions = []
+    stale = [p for p in versions if p.rstrip("/").rpartition("/")[2] != keep]
     for path in fs.ls(root, detail=False):
         name = path.rstrip("/").rpartition("/")[2]
         if (name.startswith(f".{POINTER}.") and name.endswith(".tmp")) or (legacy and name not in (POINTER, VERSIONS)):
