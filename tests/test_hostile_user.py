@@ -130,3 +130,9 @@ def test_a_user_step_that_writes_no_output_keeps_the_previous_one_on_the_store(t
     run("lazy_pkg:report", ["--out", url + "-empty", "--files", "0"])  # an empty output is a finished output
     assert json.loads(fs.cat_file("/hostile/report-empty/_COMPLETE"))["files"] == {}
     assert os.listdir(download(url + "-empty", str(tmp_path / "got"))) == []
+
+
+def test_step_help_says_required_not_a_python_internal(project):
+    run = xpuflow(project, "step", "acme_ml.steps:fit", "--help")
+    assert run.returncode == 0 and "inspect._empty" not in run.stdout
+    assert "--data DIR" in run.stdout and "(required)" in run.stdout

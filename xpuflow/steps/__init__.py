@@ -73,7 +73,8 @@ def build_parser(step: Step | str, prog: str = "xpuflow step") -> argparse.Argum
         default = defaults.get(name)
         parser.add_argument("--" + name.replace("_", "-"), dest=name, metavar="DIR",
                             default=default if isinstance(default, str) else None,
-                            required=not isinstance(default, str), help=f"{role} (default: {default!r})")
+                            required=not isinstance(default, str),
+                            help=f"{role} (default: {default!r})" if isinstance(default, str) else f"{role} (required)")
     for param in step.params.values():
         kind = {bool: _bool, int: int, float: float}.get(param.type, str)
         parser.add_argument(param.flag, dest=param.name, type=kind, default=param.default,
