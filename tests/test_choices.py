@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -177,8 +178,11 @@ def test_every_builtin_default_places_where_its_hardware_exists(cluster_name):
             assert compute.kind in ("tpu", "npu") and "no node pool offers" in str(e), (step, str(e))
 
 
+EXAMPLE_FLOW = str(Path(__file__).resolve().parent.parent / "examples" / "my_project" / "my_flow.py")
+
+
 @pytest.mark.parametrize("cluster_name", shipped_clusters())
-@pytest.mark.parametrize("flow_name", FLOW_NAMES)
+@pytest.mark.parametrize("flow_name", [*FLOW_NAMES, EXAMPLE_FLOW])
 def test_example_flows_are_lint_clean(flow_name, cluster_name):
     findings = [f for f in lint(flow(flow_name), Cluster.load(cluster_name)) if f.level in ("error", "warning")]
     if flow_name == "train_tpu" and cluster_name != "gke":
@@ -192,3 +196,11 @@ def test_lint_cli_on_the_flagship_flow_and_generic():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 error(s), 0 warning(s)" in proc.stdout
+
+
+def test_the_spot_hint_names_only_spot_pools_this_compute_could_use():
+    a100 = flow("train_gpu_export_npu").with_compute(train=Compute.gpu(model="a100-40gb", cpu="3", memory="12Gi"))
+    def hints(cluster):
+        return [f for f in lint(a100, Cluster.load(cluster)) if "spot='prefer'" in f.message]
+    assert hints("gke") == [] and hints("aks") == []  # their spot GPU pools are L4 / T4, not A100
+    assert len(hints("eks")) == 1  # the Karpenter A100 pool runs spot too

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from . import admission
 from .cluster import Cluster
 from .compute import Compute
+from .errors import XpuflowError
 from .dsl.flow import Flow
 from .steps import builtin_name
 
@@ -77,14 +78,20 @@ def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
             out.append(Finding("warning", spec.name, f"{count} GPUs for one {spec.step.name} process: {count - 1} "
                                "would sit idle unless the pod launches one process per GPU. Fix: run it under "
                                "torchrun (--nproc-per-node N) or ask for count=1"))
-        if spec.step.resumable and c.kind != "cpu" and not c.spot and any(
-            cap == "spot" for pool in cluster.node_pools
-            if pool.accelerator and pool.accelerator.kind == c.kind for cap in pool.capacity
-        ):
+        if spec.step.resumable and c.kind != "cpu" and not c.spot and _spot_fits(cluster, c):
             out.append(Finding("warning", spec.name, f"{c.hardware} on on-demand capacity while the cluster has "
                                f"spot pools for it; the {spec.step.name} step resumes after preemption, so "
                                "spot='prefer' (or True) is safe"))
     return out
+
+
+def _spot_fits(cluster: Cluster, c: Compute) -> bool:
+    """Whether the cluster has a spot pool this very Compute would be placed on."""
+    try:
+        cluster.place(c.replace(spot=True))
+    except XpuflowError:
+        return False
+    return True
 
 
 def _where_it_may_land(c: Compute, p) -> str:  # noqa: ANN001 - a Placement

@@ -16,5 +16,6 @@ from xpuflow.steps.train import train
 def my_model_card(epochs: int = 5, owner: str = "ml-team"):
     """preprocess (CPU) -> train (GPU, an A100 here) -> model card (CPU)"""
     data = preprocess(input="builtin:digits").output
-    model = train(data=data, epochs=epochs).with_compute(Compute.gpu(count=1, model="a100-40gb", memory="32Gi"))
+    model = train(data=data, epochs=epochs).with_compute(
+        Compute.gpu(count=1, model="a100-40gb", memory="32Gi", spot="prefer"))  # spot first, on-demand fallback
     model_card(model=model.output, owner=owner)

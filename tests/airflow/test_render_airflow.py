@@ -233,3 +233,17 @@ def test_the_users_affinity_keeps_the_placements_alternatives_and_preferences(tm
     assert terms == [{"matchExpressions": [zone, *t["matchExpressions"]]} for t in placed]
     preferred = "preferredDuringSchedulingIgnoredDuringExecution"
     assert node[preferred] == ours[preferred]
+
+
+@pytest.mark.parametrize(("cluster", "case"), [("gke", "gpu-prefer-spot"), ("eks", "gpu-prefer-spot"),
+                                               ("gke", "gpu-candidates"), ("gke", "gpu-min-memory"),
+                                               ("aks", "cpu-prefer-spot")])
+def test_preferences_reach_the_operator_pod_whole(pods, cluster, case):
+    """spot='prefer', ordered candidates and gpu_memory: KPO's pod carries the required and the preferred
+    node affinity exactly as placed (weights and order included), and passes strict validation."""
+    placement = next(p for c, k, p in matrix.renderable() if (c, k) == (cluster, case))
+    pod = pods[f"{cluster}/{case}"]
+    node_affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    assert node_affinity == placement.affinity["nodeAffinity"]
+    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 100
+    kubernetes_validate.validate(pod, VERSIONS[-1], strict=True)
