@@ -10,7 +10,9 @@ into a temporary directory, then runs, alternately and in this process:
                   CosineAnnealingLR, same epochs and seed, same torch thread count, plain
                   ``x[idx]`` batches instead of a DataLoader; it evaluates the validation split
                   after each epoch and saves its weights, like the step;
-- ``bare+dl``     diagnostic: the bare loop, fed by a DataLoader built as the step builds it.
+- ``bare+dl``     diagnostic: the bare loop, fed by a DataLoader built as the step builds it;
+- ``step-sync``   diagnostic: the default step with each checkpoint written on the training thread
+                  (as before asynchronous checkpoints), for the same-process comparison.
 
 Reported (medians over the repetitions, after one untimed warm-up round):
 
@@ -114,12 +116,17 @@ def bare_loop(data: str, out: Path, epochs: int, batch_size: int, lr: float, see
 
 
 def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, hidden: int,
-             checkpoint_every: int) -> dict:
+             checkpoint_every: int, synchronous: bool = False) -> dict:
     from xpuflow.steps import checkpoint as ckpt_mod
+    from xpuflow.steps import checkpoint_async
     from xpuflow.steps.train import train
 
     saves: list[float] = []
     original = ckpt_mod.Checkpointer.save
+    submit = checkpoint_async.BackgroundSaver.submit
+
+    def write_here(self, step, state, started=None):  # type: ignore[no-untyped-def]
+        self.write_seconds.append(self.ckpt.save(step, state))  # on the training thread, as before
 
     def timed_save(self, step, state):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
@@ -129,19 +136,23 @@ def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed
             saves.append(time.perf_counter() - start)
 
     ckpt_mod.Checkpointer.save = timed_save  # the train module holds the same class object
+    if synchronous:
+        checkpoint_async.BackgroundSaver.submit = write_here
     try:
-        started = time.perf_counter()
+        started, cpu_thread, cpu_process = time.perf_counter(), time.thread_time(), time.process_time()
         metrics = train(data=data, output=str(out), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                         checkpoint_every=checkpoint_every, device="cpu", model_kwargs=json.dumps({"hidden": hidden}))
         wall = time.perf_counter() - started
+        cpu_thread, cpu_process = time.thread_time() - cpu_thread, time.process_time() - cpu_process
     finally:
         ckpt_mod.Checkpointer.save = original
+        checkpoint_async.BackgroundSaver.submit = submit
     if metrics["interruptions"]:
         raise SystemExit(f"step run did not train from scratch: {metrics['steps']} steps")
     return {"samples_per_second": metrics["samples_per_second"], "wall": wall,
             "train_losses": [e["train_loss"] for e in metrics["epochs"]], "save_seconds": saves,
             "metrics_save_max": metrics["checkpoint_save_seconds_max"], "steps": metrics["steps"],
-            "stall_max": metrics["checkpoint_stall_seconds_max"]}
+            "stall_max": metrics["checkpoint_stall_seconds_max"], "cpu_thread": cpu_thread, "cpu_process": cpu_process}
 
 
 def main() -> None:
@@ -183,9 +194,10 @@ def main() -> None:
             common = (data, out, args.epochs, args.batch_size, args.lr, args.seed, args.hidden)
             if kind in ("bare", "bare+dl"):
                 return bare_loop(*common, dataloader=kind == "bare+dl")
-            return step_run(*common, checkpoint_every=50 if kind == "step" else NO_CHECKPOINT)
+            return step_run(*common, checkpoint_every=NO_CHECKPOINT if kind == "step-nockpt" else 50,
+                            synchronous=kind == "step-sync")
 
-        kinds = ("step", "bare", "step-nockpt", "bare+dl")
+        kinds = ("step", "bare", "step-nockpt", "bare+dl", "step-sync")
         for kind in kinds:  # warm-up: lazy imports (matplotlib), first-call allocations
             run(kind)
         results: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -202,6 +214,7 @@ def main() -> None:
         return statistics.median(r[key] for r in results[kind])
 
     drift = max(abs(a - b) for r_step in results["step"] + results["step-nockpt"] + results["bare+dl"]
+                + results["step-sync"]
                 for a, b in zip(r_step["train_losses"], results["bare"][0]["train_losses"]))
     saves = [s for r in results["step"] for s in r["save_seconds"]]
     per_run = len(results["step"][0]["save_seconds"])
@@ -237,6 +250,18 @@ def main() -> None:
     dl = med("bare+dl", "samples_per_second") / bare_sps
     summary["bare+dl"]["ratio_samples_per_second"] = dl
     print(f"diagnostic: the bare loop fed by the step's DataLoader (batch_sampler over a TensorDataset): {dl:.3f}x the bare loop")
+    sync = med("step-sync", "samples_per_second") / bare_sps
+    summary["step-sync"]["ratio_samples_per_second"] = sync
+    print(f"diagnostic: the step with its checkpoints written on the training thread (synchronous): {sync:.3f}x "
+          "the bare loop")
+    if per_run:
+        cpu = {f"{kind}_{clock}": (med(kind, f"cpu_{clock}") - med("step-nockpt", f"cpu_{clock}")) / per_run
+               for kind in ("step", "step-sync") for clock in ("thread", "process")}
+        summary["checkpoint"]["cpu_seconds_per_checkpoint"] = cpu
+        print(f"CPU time per checkpoint (medians, minus step-nockpt's; steady on a busy machine): training thread "
+              f"{cpu['step_thread'] * 1000:.2f} ms (synchronous: {cpu['step-sync_thread'] * 1000:.2f} ms), "
+              f"whole process {cpu['step_process'] * 1000:.2f} ms "
+              f"(synchronous: {cpu['step-sync_process'] * 1000:.2f} ms)")
     print(f"per-epoch training loss, step vs bare: max |difference| {drift:.2e} (same work when ~0)")
     from figures import Ratio, record
 
@@ -244,7 +269,9 @@ def main() -> None:
                                     summary["step"]["ratio_samples_per_second"], goal=0.95),
                               Ratio("step / bare loop, no periodic checkpoint (samples/s)",
                                     summary["step-nockpt"]["ratio_samples_per_second"], goal=0.95),
-                              Ratio("bare loop + DataLoader / bare loop (diagnostic)", dl)],
+                              Ratio("bare loop + DataLoader / bare loop (diagnostic)", dl),
+                              Ratio("step / bare loop, checkpoints written on the training thread (diagnostic)",
+                                    sync)],
            title=f"train step vs a bare PyTorch loop, {threads} thread(s), median of {args.reps}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
