@@ -4,7 +4,8 @@
 cloned onto the CPU, every container copied) on the calling thread, so the
 training can change its weights at once; a background thread then encodes,
 checksums, writes, fsyncs and renames it (:meth:`Checkpointer.save`). Never two
-writes in flight: a new submit first waits for the previous write. :meth:`wait`
+writes in flight: a new submit first waits for the previous write (one writer thread,
+started at the first checkpoint and stopped by :meth:`close`). :meth:`wait`
 (SIGTERM, the end of training) blocks until the write is durable. A failed write
 is raised on the training thread at the next submit or wait, as one line.
 
@@ -16,6 +17,7 @@ before this one started. So at most ``2 x checkpoint_every - 1`` steps are lost.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any
@@ -42,12 +44,13 @@ def snapshot(obj: Any) -> Any:
 
 
 class BackgroundSaver:
-    """One checkpoint write at a time, off the training thread."""
+    """One checkpoint write at a time, on one background thread (started once: no thread start per save)."""
 
     def __init__(self, ckpt: Checkpointer) -> None:
         self.ckpt = ckpt
         self.write_seconds: list[float] = []  # each write, start to durable (the background thread's time)
         self.stall_seconds: list[float] = []  # the training thread's time per checkpoint (snapshot + waiting)
+        self._queue: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
         self._failure: tuple[int, BaseException] | None = None
 
@@ -55,21 +58,27 @@ class BackgroundSaver:
         """Write ``state`` (already a :func:`snapshot`) as checkpoint ``step`` in the background."""
         start = time.perf_counter() if started is None else started
         self.wait()  # never two writes in flight
-        self._thread = threading.Thread(target=self._write, args=(step, state), name=f"checkpoint-{step}", daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="checkpoint-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((step, state))
         self.stall_seconds.append(time.perf_counter() - start)
 
-    def _write(self, step: int, state: dict[str, Any]) -> None:
-        try:
-            self.write_seconds.append(self.ckpt.save(step, state))
-        except BaseException as e:  # raised on the training thread by wait()
-            self._failure = (step, e)
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            step, state = job
+            try:
+                self.write_seconds.append(self.ckpt.save(step, state))
+            except BaseException as e:  # raised on the training thread by wait()
+                self._failure = (step, e)
+            finally:
+                del job, state  # the snapshot's memory goes before the next one is taken
+                self._queue.task_done()
+        self._queue.task_done()
 
     def wait(self) -> None:
         """Block until the write in flight is durable; a failed write raises a one-line StepError."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._queue.join()
         if self._failure is not None:
             step, e = self._failure
             self._failure = None
@@ -79,8 +88,13 @@ class BackgroundSaver:
                             "there, or pass another --checkpoint-dir.") from e
 
     def close(self) -> None:
-        """Wait for the write in flight without raising (the training already failed); log a failure."""
+        """Wait for the write in flight and stop the thread; a failure is logged, not raised (training failed)."""
         try:
             self.wait()
         except StepError as e:
             log.error("%s", e)
+        finally:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None
