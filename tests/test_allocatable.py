@@ -78,7 +78,7 @@ def size(text: str) -> float:
     return float(text) * 1000
 
 
-@pytest.mark.parametrize("name", ["gke", "eks", "aks"])
+@pytest.mark.parametrize("name", ["gke", "eks", "aks", "generic"])
 def test_every_pool_allocatable_matches_the_published_formula(name):
     raw = profile(name)
     pools = {p.name: p for p in Cluster.load(name).node_pools}
@@ -91,8 +91,12 @@ def test_every_pool_allocatable_matches_the_published_formula(name):
             res_cpu, res_mem = gke(cores, mem_gib)
         elif name == "eks":
             res_cpu, res_mem = eks(cores, mem_gib, p["instance_type"])
-        else:
+        elif name == "aks":
             res_cpu, res_mem = aks(int(cores), mem_gib, raw["reservations"]["max_pods"])
+        else:  # generic states its own: kube-reserved + system-reserved + eviction, as written in the profile
+            r = raw["reservations"]
+            res_cpu = size(r["kube_reserved"]["cpu"]) + size(r["system_reserved"]["cpu"])
+            res_mem = size(r["kube_reserved"]["memory"]) + size(r["system_reserved"]["memory"]) + size(r["eviction"])
         kind = next((k for k in ("gpu", "tpu", "npu") if k in p), "cpu")
         ds = p.get("daemonsets") or raw["daemonsets"][kind]
         want_cpu = cores * 1000 - res_cpu - size(ds["cpu"])

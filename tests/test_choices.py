@@ -204,3 +204,16 @@ def test_the_spot_hint_names_only_spot_pools_this_compute_could_use():
         return [f for f in lint(a100, Cluster.load(cluster)) if "spot='prefer'" in f.message]
     assert hints("gke") == [] and hints("aks") == []  # their spot GPU pools are L4 / T4, not A100
     assert len(hints("eks")) == 1  # the Karpenter A100 pool runs spot too
+
+
+def test_plan_json_carries_the_options_and_the_runner_up():
+    import json
+
+    from xpuflow.plan import to_json
+
+    cluster = Cluster.load("gke")
+    rows = json.loads(to_json(plan(cluster, {"train": Compute.gpu(cpu="3", memory="12Gi", spot="prefer")})))
+    placed = rows[0]["placement"]
+    assert [(o["pool"], o["spot"], o["price_per_hour"]) for o in placed["options"]] == [
+        ("gpu-l4-training", True, 0.27), ("gpu-l4-training-ondemand", False, 0.91)]
+    assert placed["runner_up"]["pool"] == "gpu-l4-training-ondemand"
