@@ -60,6 +60,8 @@ def test_catalog():
     assert "a100-40gb" in proc.stdout and "1g.5gb" in proc.stdout and "4x4:4x4" in proc.stdout
     assert "npu.intel.com/accel" in proc.stdout
     proc = xpuflow("catalog", "--cluster", "aks")
+    # what one node gives to a step: capacity less the AKS reservations and the DaemonSets
+    assert "allocatable=3410m cpu, 22498Mi memory" in proc.stdout  # gput4: NC4as_T4_v3
     assert "gpua100" in proc.stdout and "nvidia.com/gpu" in proc.stdout
 
 

@@ -267,7 +267,9 @@ def _catalog(args: argparse.Namespace) -> int:
                 what += f" ({', '.join(acc.topologies)})"
             elif acc is not None:
                 what += f" x{acc.count} ({acc.resource})"
-            print(f"  {pool.name:<20} {what:<45} purpose={','.join(pool.purpose):<28} capacity={','.join(pool.capacity)}")
+            room = f"  allocatable={pool.allocatable.text()}" if pool.allocatable else ""
+            print(f"  {pool.name:<20} {what:<45} purpose={','.join(pool.purpose):<28} capacity={','.join(pool.capacity)}"
+                  + room)
         from .admission import profile_lines
 
         for line in profile_lines(cluster):
