@@ -5,6 +5,7 @@ KFP pipeline compiled for EKS carried GKE selectors, a user component named `tra
 
 # no `from __future__ import annotations`: KFP reads the real annotations of the component below
 
+import json
 import subprocess
 import textwrap
 from pathlib import Path
@@ -94,6 +95,14 @@ def test_compile_kfp_of_a_module_level_pipeline_honours_the_cluster(project, tmp
     platform = list(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))[1]["platforms"]["kubernetes"]
     labels = platform["deploymentSpec"]["executors"]["exec-train"]["nodeSelector"]["labels"]
     assert any(k.startswith("karpenter") for k in labels) and not any("gke" in k for k in labels), labels
+    built = tmp_path / "built.py"  # build(cluster): called with --cluster
+    built.write_text(textwrap.dedent(NATIVE.format(cluster="cluster")).replace(
+        '@dsl.pipeline(name="native")\ndef pipeline(epochs: int = 1):', 'def build(cluster):\n  @dsl.pipeline(name="native")\n  def pipeline(epochs: int = 1):').replace(
+        "\n    placed(train(", "\n      placed(train(") + "\n  return pipeline\n")
+    proc = xpuflow(project, "compile", str(built), "--backend", "kfp", "--cluster", "aks", "-o", str(tmp_path / "b.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    platform = list(yaml.safe_load_all((tmp_path / "b.yaml").read_text()))[1]["platforms"]["kubernetes"]
+    assert "kubernetes.azure.com/agentpool" in json.dumps(platform["deploymentSpec"]["executors"]["exec-train"])
     pinned = tmp_path / "pinned.py"
     pinned.write_text(textwrap.dedent(NATIVE.format(cluster="'gke'")))
     refused(xpuflow(project, "compile", str(pinned), "--backend", "kfp", "--cluster", "eks", "-o", str(tmp_path / "q.yaml")),
