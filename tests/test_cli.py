@@ -68,3 +68,5 @@ def test_catalog():
 def test_no_command_prints_help():
     proc = xpuflow()
     assert proc.returncode == 2 and "plan" in proc.stdout and "catalog" in proc.stdout
+    assert "xpuflow run my_project/flows.py" in proc.stdout  # a user's own flow file, not only the examples
+    assert "xpuflow step my_project.steps:clean" in proc.stdout
