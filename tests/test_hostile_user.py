@@ -136,3 +136,55 @@ def test_step_help_says_required_not_a_python_internal(project):
     run = xpuflow(project, "step", "acme_ml.steps:fit", "--help")
     assert run.returncode == 0 and "inspect._empty" not in run.stdout
     assert "--data DIR" in run.stdout and "(required)" in run.stdout
+
+
+LAB = """
+name: lab
+provider: generic
+pool_label: lab.example.com/pool
+node_pools:
+  - {name: cpu, cpu: "32", memory: 128Gi, price: {on_demand: 0.5}, labels: {lab.example.com/pool: cpu}}
+  - name: l4
+    cpu: "16"
+    memory: 64Gi
+    price: {on_demand: 0.8}
+    gpu: {model: l4, count: 4}
+    labels: {lab.example.com/pool: l4}
+    taints: [{key: nvidia.com/gpu, value: "true", effect: NoSchedule}]
+kueue:
+  local_queues: [team-a]
+  quotas:
+    cpu: {cpu: "4", memory: 8Gi}
+    l4: {cpu: "4", memory: 8Gi, accelerators: GPUS}
+"""
+
+
+QUEUED_FLOW = """
+from xpuflow import Compute, flow
+from acme_ml.steps import make_data
+
+@flow(name="queued", default_compute=Compute.cpu())
+def queued():
+    make_data().with_compute(Compute.cpu(cpu="8", memory="8Gi", queue="team-a"))
+"""
+
+
+def test_a_queued_step_larger_than_its_pools_quota_is_an_error(project, tmp_path):
+    # the ClusterQueue xpuflow renders has no cohort to borrow from: a Workload asking more than the quota is
+    # never admitted (pending for ever), while lint said 0 errors
+    from xpuflow import Compute, PlacementError
+
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB.replace("GPUS", "1"))
+    lab = Cluster.load(str(path))
+    with pytest.raises(PlacementError, match=r"queue='team-a': the step asks cpu=8, more than the quota of every "
+                                             r"pool it may land on \(kueue.quotas.l4: cpu=4\), so Kueue would never"):
+        lab.place(Compute.gpu(model="l4", count=1, cpu="8", memory="8Gi", queue="team-a"))
+    with pytest.raises(PlacementError, match=r"the step asks nvidia.com/gpu=2, more than .*l4: nvidia.com/gpu=1\)"):
+        lab.place(Compute.gpu(model="l4", count=2, cpu="2", memory="4Gi", queue="team-a"))
+    assert lab.place(Compute.gpu(model="l4", count=1, cpu="4", memory="8Gi", queue="team-a")).pool == "l4"
+    flow_file = tmp_path / "queued.py"
+    flow_file.write_text(QUEUED_FLOW)
+    run = xpuflow(project, "lint", str(flow_file), "--cluster", str(path))
+    assert run.returncode == 1 and "1 error(s)" in run.stdout
+    assert "error: step 'make_data': " in run.stdout and "(kueue.quotas.cpu: cpu=4)" in run.stdout

@@ -122,7 +122,7 @@ def test_single_host_slice_gets_no_default_topology(gke):
 
 
 def test_compute_level_overrides_the_profile_default(gke):
-    p = gke.place(Compute.tpu(version="v6e", topology="8x16", queue="team-a", prefer_topology="node"))
+    p = gke.place(Compute.tpu(version="v6e", topology="8x8", queue="team-a", prefer_topology="node"))
     m = jobset.jobset(p, name="train", **IMAGE)
     assert m["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["annotations"] == {
         PREFERRED: "kubernetes.io/hostname"}

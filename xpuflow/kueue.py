@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .cluster import Cluster, NodePool
     from .compute import Compute
 
-__all__ = ["KueueProfile", "KueuePlacement", "profile", "resolve", "check_compute_options", "pool_resources"]
+__all__ = ["KueueProfile", "KueuePlacement", "profile", "resolve", "check_compute_options", "pool_resources",
+           "check_quota"]
 
 _LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MODES = ("required", "preferred")
@@ -235,3 +236,33 @@ def resolve(cluster: Cluster, compute: Compute, pools: Sequence[NodePool],
         injected = tuple(t for t in tolerations if t in flavors)
     return KueuePlacement(queue=compute.queue, priority=compute.priority, topology=topology,
                           topology_always=bool(asked), injected_tolerations=injected)
+
+
+def check_quota(cluster: Cluster, compute: Compute, pools: Sequence[NodePool], per_pod: dict[str, str]) -> None:
+    """Refuse a queued step whose pods together (one Workload) ask more of a covered resource than the quota of
+    every pool it may land on: the ClusterQueue has no cohort to borrow from, so Kueue would never admit it."""
+    from .quantity import parse_cpu, parse_memory
+
+    k = cluster.kueue
+    if compute.queue is None or k is None:
+        return
+
+    def amount(resource: str, text: str) -> Decimal:
+        if resource in ("cpu", "memory"):
+            return (parse_cpu if resource == "cpu" else parse_memory)(resource, text).value
+        return Decimal(text)
+
+    short = None
+    for pool in pools:
+        quota = k.quotas[pool.name]
+        over = [(r, amount(r, per_pod[r]) * compute.hosts, q) for r, q in quota.items()
+                if r in per_pod and amount(r, per_pod[r]) * compute.hosts > amount(r, q)]
+        if not over:
+            return
+        short = short or (pool.name, *over[0])
+    pool_name, resource, _, quota_text = short  # type: ignore[misc]
+    pods = f" per pod x {compute.hosts} pods admitted together" if compute.hosts > 1 else ""
+    raise PlacementError(f"cluster {cluster.name!r} ({cluster.source}): queue={compute.queue!r}: the step asks "
+                         f"{resource}={per_pod[resource]}{pods}, more than the quota of every pool it may land on "
+                         f"(kueue.quotas.{pool_name}: {resource}={quota_text}), so Kueue would never admit it. Fix: "
+                         "raise that quota in the profile, or lower the request.")

@@ -154,6 +154,7 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
     claims = dra.resolve(cluster, compute, [c.pool for c in options])
     for claim in claims:  # the device comes from the claim, not from the device plugin's extended resource
         limits.pop(claim.resource, None)
+    kueue.check_quota(cluster, compute, [c.pool for c in options], {**limits, **requests})
     exclusion = _keep_off_accelerators(cluster, [c.pool for c in options]) if acc is None else []
     selector, affinity = _scheduling(selectors, exclusion)
 
