@@ -5,6 +5,10 @@ training task asks for one L4 on GKE's spot training pool, with the spot
 selector, tolerations, /dev/shm and a 30 s grace period that the train step's
 SIGTERM checkpoint fits in; it waits in an Airflow pool, not as a Pending pod.
 
+The evaluation task shows the short way for any xpuflow step, or one of your own
+``@step``s: ``xpuflow.airflow.task`` makes the operator from the step's declaration
+(its Compute, image and command line).
+
 Nothing heavy is imported at parse time: xpuflow's core renders plain data.
 """
 
@@ -14,6 +18,7 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.sdk import DAG
 
 from xpuflow import Cluster, Compute
+from xpuflow.airflow import task
 from xpuflow.images import image_for
 from xpuflow.render import airflow as render_airflow
 
@@ -43,4 +48,6 @@ with DAG(dag_id="my_nightly_training", schedule="@daily", catchup=False, tags=["
         pool_slots=1,
         **render_airflow.operator_kwargs(train_placement, step="train"),
     )
-    prep >> train
+    evaluate = task("evaluate", cluster=CLUSTER, mode="cluster", artifact_root="gs://my-bucket/xpuflow/evaluations",
+                    model=f"{ROOT}/model", data=f"{ROOT}/data")  # the step's own Compute: CPU 1 / 2Gi
+    prep >> train >> evaluate

@@ -24,3 +24,8 @@ def test_example_dag_parses_and_places(tmp_path, monkeypatch):
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["spec"]["terminationGracePeriodSeconds"] == 30 and train.retries == 3
     assert train.pool == "xpuflow-gpu-gke"
+    evaluate = dag.get_task("evaluate")  # made by xpuflow.airflow.task from the step's declaration
+    pod = ApiClient().sanitize_for_serialization(evaluate.build_pod_request_obj(dry_run=True))
+    assert pod["spec"]["containers"][0]["command"] == ["xpuflow", "step", "evaluate"]
+    assert pod["spec"]["nodeSelector"] == Cluster.load("gke").place(Compute.cpu(cpu="1", memory="2Gi")).node_selector
+    assert evaluate.upstream_task_ids == {"train"}
