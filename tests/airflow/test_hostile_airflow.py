@@ -24,3 +24,43 @@ def test_cluster_mode_refuses_a_local_artifact_root(project, root):
     with pytest.raises(FlowError, match=r"build_dag \(cluster mode\): artifact root=.* an object-store URL"):
         build_dag(fl, cluster="eks", mode="cluster", artifact_root=root)
     assert build_dag(fl, cluster="eks", mode="cluster", artifact_root="s3://acme/x/").tasks  # a URL is fine
+
+
+INIT_DAG = '''
+from datetime import datetime
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import DAG
+from kubernetes.client import models as k8s
+
+GPU = [k8s.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+POOL = {"cloud.google.com/gke-nodepool": "gpu-l4-training-ondemand"}
+WARM = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base")], init_containers=[
+    k8s.V1Container(name="warm", image="x", resources=k8s.V1ResourceRequirements(requests={"cpu": "INIT_CPU"}))]))
+with DAG("init_heavy", start_date=datetime(2026, 1, 1), schedule=None):
+    KubernetesPodOperator(task_id="train", image="python:3.11", cmds=["true"], full_pod_spec=WARM,
+                          container_resources=k8s.V1ResourceRequirements(requests={"cpu": "4", "memory": "16Gi"},
+                                                                         limits={"nvidia.com/gpu": "1"}),
+                          node_selector=POOL, tolerations=GPU)
+    KubernetesPodOperator(task_id="limits_only", image="python:3.11", cmds=["true"],
+                          container_resources=k8s.V1ResourceRequirements(limits={"cpu": "2", "memory": "4Gi"}),
+                          node_selector={"cloud.google.com/gke-nodepool": "cpu-general"})
+'''
+
+
+def test_lint_counts_init_containers_and_every_container_of_a_dag_pod(tmp_path):
+    # only the first container was read: an init container asking more than any node has (the pod stays Pending)
+    # linted clean, and a container with limits only (requests default to them) was called BestEffort
+    from xpuflow import Cluster
+    from xpuflow.inspect import lint_pods, read
+
+    path = tmp_path / "init_heavy.py"
+    path.write_text(INIT_DAG.replace("INIT_CPU", "500"))
+    _, pods = read(path)
+    train, limits_only = pods
+    assert train.requests == {"cpu": "500", "memory": "16Gi", "nvidia.com/gpu": "1"}  # a request defaults to its limit
+    assert limits_only.requests == {"cpu": "2", "memory": "4Gi"}
+    findings = lint_pods(pods, Cluster.load("gke"))
+    assert [(f.level, f.step) for f in findings] == [("error", "train")], findings
+    assert "requests cpu=500, memory=16Gi, which fits no node" in findings[0].message
+    path.write_text(INIT_DAG.replace("INIT_CPU", "1"))  # a small init container: the containers' sum counts
+    assert [f for f in lint_pods(read(path)[1], Cluster.load("gke")) if f.level != "info"] == []

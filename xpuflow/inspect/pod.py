@@ -7,6 +7,7 @@ Readers turn a compiled KFP pipeline (:mod:`.kfp_ir`) or an Airflow DAG file
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["TaskPod", "from_pod_spec", "BASIC_RESOURCES"]
@@ -38,9 +39,8 @@ class TaskPod:
 
 
 def from_pod_spec(task: str, spec: dict[str, Any], unknown: tuple[str, ...] = ()) -> TaskPod:
-    """A TaskPod from a Kubernetes pod spec (camelCase dicts); the first container is the task's."""
-    containers = spec.get("containers") or [{}]
-    resources = containers[0].get("resources") or {}
+    """A TaskPod from a Kubernetes pod spec (camelCase dicts), asking what the scheduler counts for the whole pod:
+    every container (sidecars too), or an init container's peak when that is larger."""
     required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
     terms = tuple(tuple(t.get("matchExpressions") or ()) for t in required.get("nodeSelectorTerms") or ())
@@ -49,11 +49,73 @@ def from_pod_spec(task: str, spec: dict[str, Any], unknown: tuple[str, ...] = ()
                                 .get("preferredDuringSchedulingIgnoredDuringExecution") or ()))
     return TaskPod(
         task=task,
-        requests={k: str(v) for k, v in (resources.get("requests") or {}).items()},
-        limits={k: str(v) for k, v in (resources.get("limits") or {}).items()},
+        requests=_pod_resources(spec, "requests"),
+        limits=_pod_resources(spec, "limits"),
         node_selector={k: str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
         tolerations=tuple(spec.get("tolerations") or ()),
         required_terms=terms,
         preferred_terms=preferred,
         unknown=unknown,
     )
+
+
+def _pod_resources(spec: dict[str, Any], which: str) -> dict[str, str]:
+    """The pod's effective ``requests`` or ``limits`` as kube-scheduler computes them: the sum over its containers
+    and sidecars (init containers with ``restartPolicy: Always``), or an init container's own (with the sidecars
+    started before it) when larger; a container's request defaults to its limit."""
+    inits = spec.get("initContainers") or []
+    sidecars = [_asked(c, which) for c in inits if c.get("restartPolicy") == "Always"]
+    running = _summed([_asked(c, which) for c in spec.get("containers") or [{}]] + sidecars)
+    peaks = [_summed([_asked(c, which), *sidecars]) for c in inits if c.get("restartPolicy") != "Always"]
+    out = dict(running)
+    for peak in peaks:
+        for key, text in peak.items():
+            if key not in out or _amount(key, text) > _amount(key, out[key]):
+                out[key] = text
+    return out
+
+
+def _asked(container: dict[str, Any], which: str) -> dict[str, str]:
+    resources = container.get("resources") or {}
+    asked = dict(resources.get("limits") or {}) if which == "requests" else {}  # requests default to limits
+    asked.update(resources.get(which) or {})
+    return {k: str(v) for k, v in asked.items()}
+
+
+def _summed(asked: list[dict[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for one in asked:
+        for key, text in one.items():
+            if key not in out:
+                out[key] = text
+                continue
+            a, b = _amount(key, out[key]), _amount(key, text)
+            if a >= 0 and b >= 0:
+                out[key] = _text(key, a + b)
+    return out
+
+
+def _amount(key: str, text: str) -> Decimal:
+    """Base units (cores, bytes, devices); -1 for a value that cannot be read (a template)."""
+    from ..quantity import parse_cpu, parse_memory
+
+    if text.strip() in ("0", "0m"):
+        return Decimal(0)
+    try:
+        if key == "cpu":
+            return parse_cpu(key, text).value
+        if key in BASIC_RESOURCES or key.startswith("hugepages-"):
+            return parse_memory(key, text).value
+        return Decimal(int(text))
+    except ValueError:
+        return Decimal(-1)
+
+
+def _text(key: str, value: Decimal) -> str:
+    if key == "cpu":
+        return str(int(value)) if value == value.to_integral_value() else f"{int(value * 1000)}m"
+    if key in BASIC_RESOURCES or key.startswith("hugepages-"):
+        for suffix, unit in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+            if value % unit == 0:
+                return f"{int(value // unit)}{suffix}"
+    return str(int(value))
