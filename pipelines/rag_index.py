@@ -25,10 +25,10 @@ SECRET = os.environ.get("XPUFLOW_PGVECTOR_SECRET")
 
 @flow(name="rag_index")
 def rag_index(input_uri: str = "builtin:docs", size: int = 100, overlap: int = 20, min_recall: float = 0.9,
-              engine: str = "faiss", table: str = "xpuflow_chunks"):
-    """chunk (CPU) -> embed (GPU, inference pool) -> index (CPU; FAISS, or PostgreSQL + pgvector)"""
+              engine: str = "faiss", table: str = "xpuflow_chunks", shards: int = 1):
+    """chunk (CPU) -> embed (GPU, inference pool; in ``shards`` processes) -> index (CPU; FAISS or pgvector)"""
     chunks = chunk(input=input_uri, size=size, overlap=overlap).output
-    vectors = embed(data=chunks).output
+    vectors = embed(data=chunks).with_shards(shards).output
     idx = index(data=vectors, min_recall=min_recall, engine=engine, table=table)
     if SECRET:
         idx.with_secret_env(XPUFLOW_PGVECTOR_DSN=(SECRET, "dsn"))

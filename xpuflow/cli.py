@@ -109,12 +109,14 @@ def _plan(args: argparse.Namespace) -> int:
         return plan_file(args.pipeline, args.cluster, args.output, args.strict)
     cluster = Cluster.load(args.cluster)
     minutes: dict[str, float] = {}
+    pods: dict[str, int] = {}
     if args.pipeline:
         from .commands.pipelines import resolve_flow
 
         flow = resolve_flow(args.pipeline)
         steps = flow.computes()
         minutes = {t.name: t.minutes for t in flow.tasks}
+        pods = {t.name: t.shards for t in flow.tasks}
     elif args.steps:
         steps = load_steps_file(args.steps)
     else:
@@ -122,7 +124,7 @@ def _plan(args: argparse.Namespace) -> int:
 
         steps = {s.name: s.compute for s in builtin_steps() if s.compute is not None}
     minutes.update(_minutes(args.minutes, steps))
-    rows = plan(cluster, steps)
+    rows = plan(cluster, steps, pods)
     if args.output == "table":
         sys.stdout.write(format_table(cluster, rows))
         if minutes:

@@ -51,6 +51,8 @@ def task_manifests(task: Task, cluster: Cluster, root: str, *, name: str,
     common = dict(name=name, image=task.step.image_ref(task.compute), command=command(task.step),
                   args=arguments(task, root), labels=labels or {}, secret_env=dict(task.secret_env))
     render = jobset.jobset if placement.hosts > 1 else kubernetes.job
+    if task.shards > 1:  # an Indexed Job: each pod reads its index from JOB_COMPLETION_INDEX
+        common.update(shards=task.shards, args=arguments(task, root, shard=str(task.shards)))
     docs = kubernetes.resource_claim_templates(placement, name=name, labels=common["labels"])
     return [*docs, _after_upstreams(render(placement, **common), task, root)]
 

@@ -27,20 +27,29 @@ class PlanRow:
     placement: Placement | None
     problem: str | None = None
     what: str = ""  # the hardware asked for, when there is no Compute
+    pods: int = 1  # a step run in N shards: N pods (an Indexed Job), each paying what one pod pays
+
+    @property
+    def price(self) -> float | None:
+        """$/hour of all the step's pods' nodes."""
+        p = self.placement
+        return None if p is None or p.price_per_hour is None else p.price_per_hour * self.pods
 
     @property
     def hardware(self) -> str:
         return self.compute.hardware if self.compute is not None else self.what
 
 
-def plan(cluster: Cluster, steps: Mapping[str, Compute]) -> list[PlanRow]:
-    """Place every step; a step the cluster cannot run gets its reason instead of a placement."""
+def plan(cluster: Cluster, steps: Mapping[str, Compute], pods: Mapping[str, int] | None = None) -> list[PlanRow]:
+    """Place every step (``pods``: a sharded step's pod count); a step the cluster cannot run gets its reason
+    instead of a placement."""
     rows = []
     for name, compute in steps.items():
+        count = (pods or {}).get(name, 1)
         try:
-            rows.append(PlanRow(name, compute, cluster.place(compute)))
+            rows.append(PlanRow(name, compute, cluster.place(compute), pods=count))
         except PlacementError as e:
-            rows.append(PlanRow(name, compute, None, str(e)))
+            rows.append(PlanRow(name, compute, None, str(e), pods=count))
     return rows
 
 
@@ -83,7 +92,11 @@ def _cells(row: PlanRow) -> list[list[str]]:
     hardware += admission.describe(p)  # Kueue queue, DRA claims
     pools = [p.pool] if len(p.options) < 2 else [f"{i}. {c.pool.name}{' (spot)' if c.spot else ''}"
                                                   for i, c in enumerate(p.options, 1)]
-    return [[row.step], hardware, pools, selector, tolerations, [p.instance_type or "-"], [_price(p.price_per_hour)]]
+    price = [_price(p.price_per_hour)]
+    if row.pods > 1:
+        hardware.append(f"x {row.pods} pods (shards, an Indexed Job)")
+        price = [_price(row.price), f"({row.pods} x {_price(p.price_per_hour)})"]
+    return [[row.step], hardware, pools, selector, tolerations, [p.instance_type or "-"], price]
 
 
 def _expr(e: dict) -> str:  # type: ignore[type-arg]
@@ -120,8 +133,8 @@ def format_table(cluster: Cluster, rows: list[PlanRow]) -> str:
         for i in range(height):
             out.append(" | ".join((c[i] if i < len(c) else "").ljust(w) for c, w in zip(cells, widths)).rstrip())
         out.append(rule if n == 0 else "")
-    placed = [r.placement for r in rows if r.placement]
-    priced = [p.price_per_hour for p in placed if p.price_per_hour is not None]
+    placed = [r for r in rows if r.placement]
+    priced = [r.price for r in placed if r.price is not None]
     total = f"{sum(priced):,.2f}" if priced else "n/a"
     unpriced = len(placed) - len(priced)
     out.append(f"approximate $/hour if every placed step ran at once (each step's share of its node): {total}"
@@ -143,14 +156,15 @@ def run_cost(rows: list[PlanRow], minutes: Mapping[str, float]) -> str:
         if r.placement is None:
             continue
         mins = minutes.get(r.step, 0.0)
-        price = r.placement.price_per_hour
+        price = r.price
         if price is None:
             unknown.append(r.step)
             lines.append(f"  {r.step:<20} {mins:>6.0f} min x n/a")
             continue
         cost = price * mins / 60
         total += cost
-        lines.append(f"  {r.step:<20} {mins:>6.0f} min x ${price:,.2f}/h = ${cost:,.3f}")
+        pods = f" ({r.pods} pods)" if r.pods > 1 else ""
+        lines.append(f"  {r.step:<20} {mins:>6.0f} min x ${price:,.2f}/h{pods} = ${cost:,.3f}")
     lines.append(f"  total: ${total:,.2f}" + (f" + unpriced steps ({', '.join(unknown)})" if unknown else "")
                  + "  (override durations with --minutes STEP=MIN)")
     return "\n".join(lines) + "\n"
@@ -159,7 +173,7 @@ def run_cost(rows: list[PlanRow], minutes: Mapping[str, float]) -> str:
 def to_json(rows: list[PlanRow]) -> str:
     data: list[dict[str, Any]] = []
     for r in rows:
-        item: dict[str, Any] = {"step": r.step, "hardware": r.hardware}
+        item: dict[str, Any] = {"step": r.step, "hardware": r.hardware, "pods": r.pods}
         if r.placement:
             item["placement"] = r.placement.to_dict()
         else:

@@ -18,6 +18,7 @@ from ..dsl.command import command as step_command
 from ..dsl.command import pod_root
 from ..dsl.step import FlowError
 from ..errors import XpuflowError, did_you_mean
+from ..dsl.local import shard_specs
 from .local import LOCAL_ROOT_ENV, serialise
 
 if TYPE_CHECKING:
@@ -219,12 +220,11 @@ def _pod_task(dag: DAG | None, t: Task, placement: Placement, root: str, image: 
         kwargs["pool"], kwargs["pool_slots"] = pool
     cmd = step_command(t.step)
     where = f"node pool `{placement.pool}` ({placement.hardware}{', spot' if placement.spot else ''})"
-    return KubernetesPodOperator(
+    common = dict(
         task_id=t.name,
         name=t.name.replace("_", "-"),
         image=_image(image, t),
         cmds=cmd,
-        arguments=step_arguments(t, root, _param),
         do_xcom_push=False,
         on_finish_action="delete_succeeded_pod",
         doc_md=f"`{' '.join(cmd)}` on {where}" + (f", Airflow pool `{pool[0]}` x{pool[1]}" if pool else ""),
@@ -233,6 +233,10 @@ def _pod_task(dag: DAG | None, t: Task, placement: Placement, root: str, image: 
         **{k: v for k, v in pod.items() if v},
         **kwargs,
     )
+    if t.shards > 1:  # one mapped pod per shard; a failed one is retried alone
+        return KubernetesPodOperator.partial(**common).expand(
+            arguments=[step_arguments(t, root, _param, shard=s) for s in shard_specs(t)])
+    return KubernetesPodOperator(arguments=step_arguments(t, root, _param), **common)
 
 
 def _local_task(dag: DAG | None, t: Task, root: str | None) -> Any:
@@ -240,11 +244,10 @@ def _local_task(dag: DAG | None, t: Task, root: str | None) -> Any:
 
     from .local import run_step
 
-    return PythonOperator(
-        task_id=t.name,
-        python_callable=run_step,
-        op_kwargs={"step": t.step.pod_ref(), "arguments": serialise(t), "root": root},
-        doc_md=f"`xpuflow step {t.step.ref}` in the worker's process (local mode; outputs under "
-        f"`${LOCAL_ROOT_ENV}` or `<tmp>/xpuflow-airflow`, passed on through XCom)",
-        dag=dag,
-    )
+    common = dict(task_id=t.name, python_callable=run_step, dag=dag,
+                  doc_md=f"`xpuflow step {t.step.ref}` in the worker's process (local mode; outputs under "
+                  f"`${LOCAL_ROOT_ENV}` or `<tmp>/xpuflow-airflow`, passed on through XCom)")
+    op_kwargs = {"step": t.step.pod_ref(), "arguments": serialise(t), "root": root}
+    if t.shards > 1:  # one mapped task per shard, each with --shard I/N; a failed one is retried alone
+        return PythonOperator.partial(**common).expand(op_kwargs=[{**op_kwargs, "shard": s} for s in shard_specs(t)])
+    return PythonOperator(op_kwargs=op_kwargs, **common)

@@ -56,8 +56,10 @@ def serialise(task: Any) -> dict[str, list[Any]]:
     return out
 
 
-def run_step(step: str, arguments: Mapping[str, list[Any]], root: str | None = None, **context: Any) -> dict[str, str]:
-    """Run ``step`` (its import path) in this process; returns (as the task's XCom) its output directories."""
+def run_step(step: str, arguments: Mapping[str, list[Any]], root: str | None = None, shard: str = "",
+             **context: Any) -> dict[str, str]:
+    """Run ``step`` (its import path) in this process; returns (as the task's XCom) its output directories.
+    ``shard``: ``I/N`` for one mapped task of a sharded step (all N write the one output)."""
     from ..dsl.flow import FlowParam, OutputRef, Task
     from ..dsl.load import load_step
     from ..dsl.local import task_kwargs
@@ -72,6 +74,8 @@ def run_step(step: str, arguments: Mapping[str, list[Any]], root: str | None = N
 
     def upstream(ref: OutputRef) -> str:
         outputs = ti.xcom_pull(task_ids=ref.task)
+        if outputs is not None and not isinstance(outputs, Mapping):  # a sharded (mapped) upstream: one per shard
+            outputs = next(iter(outputs), None)
         if not outputs or ref.output not in outputs:
             raise StepError(f"task {ti.task_id!r}: upstream task {ref.task!r} returned no output directory "
                             "through XCom. Fix: run the whole DAG, or clear the upstream task too.")
@@ -81,7 +85,7 @@ def run_step(step: str, arguments: Mapping[str, list[Any]], root: str | None = N
     kwargs = task_kwargs(Task(ti.task_id, the_step, args), params, base, upstream)
     log.info("xpuflow step %s (local mode, in-process): %s", step,
              " ".join(f"--{k.replace('_', '-')} {v}" for k, v in kwargs.items()))
-    the_step.fn(**kwargs)
+    the_step.fn(**kwargs, **({"shard": shard} if shard else {}))
     outputs = {out: kwargs[out] for out in the_step.outputs}
     log.info("xpuflow step %s: done; outputs %s", step, outputs)
     return outputs

@@ -59,9 +59,11 @@ def command(step: Step) -> list[str]:
     return ["xpuflow", "step", builtin_name(step) or step.pod_ref()]
 
 
-def arguments(task: Task, root: str, param: Callable[[FlowParam], str] = lambda p: text(p.default)) -> list[str]:
+def arguments(task: Task, root: str, param: Callable[[FlowParam], str] = lambda p: text(p.default),
+              shard: str = "") -> list[str]:
     """The options of ``task``: its arguments (flow parameters through ``param``), upstream outputs, its
-    own outputs under ``root``, and a checkpoint URL for a checkpointed step that was given none."""
+    own outputs under ``root``, a checkpoint URL for a checkpointed step that was given none, and ``--shard``
+    for one process of a sharded task (:meth:`Task.with_shards`)."""
     args: list[str] = []
     for key, value in task.args.items():
         if isinstance(value, OutputRef):
@@ -71,6 +73,8 @@ def arguments(task: Task, root: str, param: Callable[[FlowParam], str] = lambda 
         else:
             shown = text(value)
         args += [flag(key), shown]
+    if shard:  # a sharded task: "N" (an Indexed Job's pod reads its index) or "I/N"
+        args += [flag("shard"), shard]
     if task.step.checkpointed and "checkpoint_dir" not in task.args:
         args += [flag("checkpoint_dir"), checkpoint_url(root, task.name)]
     only = len(task.step.outputs) == 1

@@ -92,6 +92,8 @@ class Task:
     args: dict[str, Any]
     compute: Compute | None = None
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
+    shards: int = 1  # processes (pods, mapped tasks) that run this task, each with --shard I/N
+    shards_param: FlowParam | None = None  # the flow parameter giving the count at run time (``shards`` its default)
     _override: Compute | None = None
     _frozen: bool = False
 
@@ -114,6 +116,28 @@ class Task:
         if not isinstance(compute, Compute):
             raise FlowError(invalid("with_compute", compute, "a Compute", where=f"task {self.name!r}"))
         self._override = compute
+        return self
+
+    def with_shards(self, count: int | FlowParam) -> Task:
+        """Run this task as ``count`` processes (an int, or an int flow parameter), each with ``--shard I/N``:
+        an Indexed Job on Kubernetes, ``dsl.ParallelFor`` on KFP, ``.expand()`` on Airflow; the step's output
+        is published when all are done (:mod:`xpuflow.steps.shards`)."""
+        self._check_open("with_shards")
+        from ..steps.shards import MAX_SHARDS
+
+        where = f"task {self.name!r}"
+        if not self.step.shardable:
+            raise FlowError(f"{where}: step {self.step.name!r} cannot run in shards: it has no `shard: str` "
+                            "parameter. Fix: shard embed, batch_infer or a step of yours that takes --shard I/N "
+                            "(xpuflow.steps.shards).")
+        if "shard" in self.args:
+            raise FlowError(f"{where}: with_shards() and shard= both given. Fix: keep one.")
+        static = count.default if isinstance(count, FlowParam) and count.type is int else count
+        if not isinstance(static, int) or isinstance(static, bool) or not 1 <= static <= MAX_SHARDS:
+            raise FlowError(invalid("with_shards", static, f"a whole number from 1 to {MAX_SHARDS} (or an int flow "
+                                    "parameter with such a default)", where=where))
+        self.shards_param = count if isinstance(count, FlowParam) else None
+        self.shards = static
         return self
 
     def with_secret_env(self, **env: tuple[str, str]) -> Task:
@@ -255,6 +279,23 @@ class Flow:
             if t.name in overrides:
                 t.compute = overrides[t.name]
         for name in overrides:
+            self.task(name)
+        out = copy.copy(self)
+        out.tasks = tasks
+        return out
+
+    def with_shards(self, **counts: int) -> Flow:
+        """A copy of the flow with some tasks run in that many shards (``with_shards(embed=4)``): what Airflow
+        DAGs and Kubernetes manifests fan out to (they fix the count when built; KFP and local runs also read a
+        count given as a flow parameter when they run)."""
+        tasks = tuple(copy.copy(t) for t in self.tasks)
+        for t in tasks:
+            if t.name in counts:
+                t._frozen = False
+                t.shards_param = None
+                t.with_shards(counts[t.name])
+                t._frozen = True
+        for name in counts:
             self.task(name)
         out = copy.copy(self)
         out.tasks = tasks

@@ -10,8 +10,10 @@ from typing import Any
 from .command import checkpoint_url, flag, output_url
 from .flow import Flow, FlowParam, OutputRef, Task
 from .params import check_params
+from .step import FlowError
+from ..errors import invalid
 
-__all__ = ["run_flow", "task_kwargs", "check_params"]
+__all__ = ["run_flow", "task_kwargs", "check_params", "shard_specs"]
 
 log = logging.getLogger("xpuflow.local")
 
@@ -35,6 +37,16 @@ def task_kwargs(task: Task, params: Mapping[str, Any], root: str, upstream: Call
     return kwargs
 
 
+def shard_specs(task: Task, params: Mapping[str, Any] | None = None) -> list[str]:
+    """``--shard`` of each process of ``task``: ``["0/N", ..., "N-1/N"]``, or ``[""]`` for an unsharded one; N
+    from ``params`` when the count is a flow parameter, else the declared count."""
+    count = params[task.shards_param.name] if params and task.shards_param is not None else task.shards
+    if task.shards_param is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise FlowError(invalid(f"parameter {task.shards_param.name}", count, "a whole number of shards, 1 or more",
+                                where=f"task {task.name!r}"))
+    return [f"{i}/{count}" for i in range(count)] if count > 1 else [""]
+
+
 def run_flow(flow: Flow, root: str | Path, params: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     values = check_params(flow, params)
     base = str(Path(root).resolve())
@@ -43,6 +55,7 @@ def run_flow(flow: Flow, root: str | Path, params: Mapping[str, Any]) -> dict[st
         kwargs = task_kwargs(task, values, base, lambda ref: done[ref.task][ref.output])
         log.info("xpuflow step %s (task %s, in-process): %s", task.step.name, task.name,
                  " ".join(f"{flag(k)} {v}" for k, v in kwargs.items()))
-        task.step.fn(**kwargs)
+        for shard in shard_specs(task, values):  # a sharded task: its N processes one after the other
+            task.step.fn(**kwargs, **({"shard": shard} if shard else {}))
         done[task.name] = {out: kwargs[out] for out in task.step.outputs}
     return done

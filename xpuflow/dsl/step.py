@@ -161,6 +161,11 @@ class Step:
         return self.ref
 
     @property
+    def shardable(self) -> bool:
+        """It takes ``shard: str`` (``--shard I/N``, :mod:`xpuflow.steps.shards`): a flow may run it in N shards."""
+        return "shard" in self.params and self.params["shard"].type is str
+
+    @property
     def checkpointed(self) -> bool:
         """A resumable step with a ``checkpoint_dir`` parameter: backends give it a durable checkpoint URL."""
         return self.resumable and "checkpoint_dir" in self.params

@@ -13,12 +13,13 @@ The components/ folder is compiled from these (``python -m xpuflow.commands.comp
 from __future__ import annotations
 
 import keyword
+import typing
 import linecache
 from typing import Any
 
 from ..dsl.step import FlowError, Step
 
-__all__ = ["build_component", "made_from", "source_of"]
+__all__ = ["build_component", "made_from", "source_of", "shard_components"]
 
 # component spec (by identity) -> the step it was made from; the spec itself is kept so its id stays unique
 _MADE: dict[int, tuple[Any, Step]] = {}
@@ -59,6 +60,35 @@ def build_component(step: Step, image: str) -> Any:
     fn = namespace[step.name]
     made = dsl.component(base_image=image)(fn)
     _MADE[id(made.component_spec)] = (made.component_spec, step)
+    _CACHE[key] = made
+    return made
+
+
+def shard_components(output: str, image: str) -> tuple[Any, Any]:
+    """The two components around a sharded step's ``dsl.ParallelFor``: ``shard_list(count)`` (the ``--shard``
+    of each iteration) and ``join_shards(parts)``, which publishes the iterations' parts as ``output``
+    (:func:`xpuflow.steps.shards.join`)."""
+    key = (f"xpuflow-shards:{output}", image)
+    if key in _CACHE:
+        return _CACHE[key]
+    from kfp import dsl
+
+    source = ("def shard_list(count: int) -> List[str]:\n"
+              '    """The --shard of each process of a sharded step."""\n'
+              "    if count < 1:\n"
+              "        raise ValueError(f'shards={count} is not valid: 1 or more')\n"
+              "    return [f'{i}/{count}' for i in range(count)]\n\n\n"
+              f"def join_shards(parts: Input[List[Artifact]], {output}: Output[Artifact]):\n"
+              '    """Publish the parts of a sharded step as its one output."""\n'
+              "    from xpuflow.steps.shards import join\n\n"
+              f"    join([p.path for p in parts], {output}.path)\n")
+    filename = f"<xpuflow shard components {output}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {"Input": dsl.Input, "Output": dsl.Output, "Artifact": dsl.Artifact,
+                                 "List": typing.List, "__name__": "xpuflow_components"}
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 - our own generated source
+    made = (dsl.component(base_image=image)(namespace["shard_list"]),
+            dsl.component(base_image=image)(namespace["join_shards"]))
     _CACHE[key] = made
     return made
 

@@ -188,9 +188,12 @@ def job(
     namespace: str | None = None,
     labels: Mapping[str, str] | None = None,
     ttl_seconds_after_finished: int | None = 86400,
+    shards: int = 1,
     **container_args: Any,
 ) -> dict[str, Any]:
-    """A batch/v1 Job: ``retries`` -> backoffLimit, ``timeout`` -> activeDeadlineSeconds."""
+    """A batch/v1 Job: ``retries`` -> backoffLimit, ``timeout`` -> activeDeadlineSeconds. ``shards`` > 1: an
+    Indexed Job of that many pods (each reads JOB_COMPLETION_INDEX), all at once, ``retries`` (at least 1) per
+    index, so a failed or evicted pod reruns alone (a shard's part is idempotent)."""
     refuse_unsupported(placement, "a Kubernetes Job", ("multi_host",), step=name)
     check_ttl("Job", name, ttl_seconds_after_finished)
     meta = object_metadata(placement, name, namespace, labels)
@@ -198,6 +201,10 @@ def job(
         "backoffLimit": placement.retries,
         "template": pod_template(placement, meta["labels"], pod_spec(placement, claims_of=name, **container_args), 1),
     }
+    if shards > 1:
+        del job_spec["backoffLimit"]  # counted per index instead
+        job_spec = {"completionMode": "Indexed", "completions": shards, "parallelism": shards,
+                    "backoffLimitPerIndex": max(placement.retries, 1), **job_spec}
     if placement.timeout is not None:
         job_spec["activeDeadlineSeconds"] = placement.timeout
     if ttl_seconds_after_finished is not None:

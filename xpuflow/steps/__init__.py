@@ -107,6 +107,12 @@ def run(ref: Step | str, argv: list[str]) -> Any:
                 args[key] = _download(args[key], os.path.join(tmp, key))
         for key in step.outputs:
             if _remote(args[key]):
+                if args.get("shard"):  # the parts of N processes meet on one file system (docs/scale-out.md)
+                    from .io import StepError
+
+                    raise StepError(f"{step.name}: --shard with output={args[key]!r}, an object-store URL: the shards' "
+                                    "parts must meet on one file system. Fix: write to a volume every shard mounts "
+                                    "(a ReadWriteMany PVC), or run one process.")
                 uploads[key], args[key] = args[key], os.path.join(tmp, "out", key)
         result = step.fn(**args)
         for key, url in uploads.items():

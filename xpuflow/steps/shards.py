@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import invalid
 from .io import StepError, local_path, write_json
 
-__all__ = ["Shard", "parse", "run_key", "part", "assemble", "incomplete", "parts_dir", "ENV"]
+__all__ = ["Shard", "parse", "run_key", "part", "finish_part", "assemble", "join", "link_or_copy", "incomplete", "parts_dir", "ENV"]
 
 log = logging.getLogger("xpuflow.shards")
 ENV = "JOB_COMPLETION_INDEX"
@@ -149,9 +149,13 @@ def part(output: str | os.PathLike[str], shard: Shard, *, who: str, key: str) ->
         os.rename(staging, final)
 
 
-def finish_part(folder: Path, shard: Shard, key: str, summary: dict[str, Any]) -> None:
-    """Write a part's ``part.json`` (last, inside :func:`part`)."""
-    write_json(folder / PART_META, {"index": shard.index, "count": shard.count, "key": key, "summary": summary})
+def finish_part(folder: Path, shard: Shard, key: str, summary: dict[str, Any], *, who: str,
+                markers: Iterable[str], merge: Callable[..., dict[str, Any]]) -> None:
+    """Write a part's ``part.json`` (last, inside :func:`part`): its summary, and how the parts become the
+    output (``merge``, a module-level function, by import path), so :func:`join` can publish them anywhere."""
+    write_json(folder / PART_META, {"index": shard.index, "count": shard.count, "key": key, "summary": summary,
+                                    "who": who, "markers": list(markers),
+                                    "merge": f"{merge.__module__}:{merge.__qualname__}"})
 
 
 def _meta(folder: Path) -> dict[str, Any] | None:
@@ -186,6 +190,65 @@ def assemble(output: str | os.PathLike[str], shard: Shard, *, who: str, key: str
         os.unlink(lock)
     log.info("%s: all %d shards in: %s published", who, shard.count, os.fspath(output))
     return summary
+
+
+def join(outputs: Iterable[str | os.PathLike[str]], output: str | os.PathLike[str]) -> dict[str, Any]:
+    """Publish ``output`` from the parts the shards wrote beside their own ``outputs`` (KFP: each iteration
+    of a ``ParallelFor`` has its own output artifact); refused in one line unless all N parts of one run are
+    there."""
+    from .io import StepError
+
+    found: dict[int, tuple[Path, dict[str, Any]]] = {}
+    for each in outputs:
+        for folder in sorted(parts_dir(each).glob("part-*-of-*")):
+            meta = _meta(folder)
+            if meta is not None:
+                found[meta["index"]] = (folder, meta)
+    outputs = list(outputs)
+    if not found and len(outputs) == 1 and Path(outputs[0]).is_dir() and any(Path(outputs[0]).iterdir()):
+        return _copy_published(Path(outputs[0]), output)  # one shard (0/1): it published its own output
+    if not found:
+        raise StepError(f"join: no shard wrote a part ({len(outputs)} outputs given). Fix: run the shards "
+                        "first (--shard I/N).")
+    first = next(iter(found.values()))[1]
+    count, key = first["count"], first["key"]
+    have = sorted(i for i, (_, m) in found.items() if m["key"] == key and m["count"] == count)
+    if have != list(range(count)):
+        missing = [f"{i}/{count}" for i in range(count) if i not in have]
+        raise StepError(f"join: only {len(have)} of {count} shards wrote their part (missing {', '.join(missing)}), "
+                        "so the output is not published. Fix: rerun the missing shard(s).")
+    dest = parts_dir(output)
+    dest.mkdir(parents=True, exist_ok=True)
+    for i in have:
+        folder = found[i][0]
+        target = dest / folder.name
+        if folder != target:
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder, target, copy_function=link_or_copy)
+    module, _, name = first["merge"].partition(":")
+    import importlib
+
+    merge = getattr(importlib.import_module(module), name)
+    summary = assemble(output, Shard(0, count), who=first["who"], key=key, markers=first["markers"], merge=merge)
+    assert summary is not None  # every part is in
+    return summary
+
+
+def _copy_published(source: Path, output: str | os.PathLike[str]) -> dict[str, Any]:
+    from .publish import publish
+
+    names = [p.name for p in source.iterdir() if p.suffix == ".json"]
+    with publish(output, who="join", markers=names) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True, copy_function=link_or_copy)
+    return {"published": True, "shards": 1}
+
+
+def link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """A hard link (parts and outputs are never written in place), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def incomplete(folder: str | os.PathLike[str]) -> str | None:

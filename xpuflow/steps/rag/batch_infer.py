@@ -341,7 +341,7 @@ def _sharded(output: str, sh: Any, score: Callable[..., tuple[int, int]],
     key = run_key(**what)
     with part(output, sh, who="batch_infer", key=key) as folder:
         mine = summary(*score(folder / "predictions.parquet", owns=sh.owns))
-        finish_part(folder, sh, key, mine)
+        finish_part(folder, sh, key, mine, who="batch_infer", markers=(MARKER,), merge=_merge)
     log.info("batch_infer: shard %s: %d rows scored", sh, mine["rows"])
     return assemble(output, sh, who="batch_infer", key=key, markers=(MARKER,), merge=_merge) or \
         {**mine, "shard": str(sh), "published": False}

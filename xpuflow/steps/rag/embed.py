@@ -196,26 +196,31 @@ def _sharded(output: str, sh: Any, source: Path, previous: Path, *, data: str, m
     with part(output, sh, who="embed", key=key) as folder:
         done = _encode(folder, source, encoder, batch_size, shard_size, previous, owns=sh.owns)
         mine = {**_summary(data, model, encoder, batch_size, shard_size, *done, started), "shard": str(sh)}
-        finish_part(folder, sh, key, mine)
+        if sh.index == 0:  # the texts beside the vectors, carried by the first part
+            shutil.copyfile(source, folder / "chunks.parquet")
+        finish_part(folder, sh, key, mine, who="embed", markers=(MARKER,), merge=_merge)
     log.info("embed: shard %s: %d shards (%d reused, %d computed)", sh, len(done[0]), done[1], done[2])
+    return assemble(output, sh, who="embed", key=key, markers=(MARKER,), merge=_merge) or \
+        {**mine, "published": False}
 
-    def merge(parts: list[tuple[Path, dict[str, Any]]], staging: Path) -> dict[str, Any]:
-        (staging / SHARDS).mkdir()
-        entries = sorted((e for _, s in parts for e in s["shards"]), key=lambda e: e["file"])
-        for folder, summary in parts:
-            for entry in summary["shards"]:
-                os.rename(folder / entry["file"], staging / entry["file"])
-        shutil.copyfile(source, staging / "chunks.parquet")
-        summaries = [s for _, s in parts]
-        total = {k: sum(s[k] for s in summaries) for k in ("shards_reused", "shards_computed")}
-        result = {**summaries[0], **total, "rows": sum(e["rows"] for e in entries), "shards": entries,
-                  "chunks_per_second": None, "seconds": round(time.perf_counter() - started, 3),
-                  "processes": len(parts)}
-        del result["shard"]
-        write_json(staging / MARKER, result)
-        return result
 
-    return assemble(output, sh, who="embed", key=key, markers=(MARKER,), merge=merge) or {**mine, "published": False}
+def _merge(parts: list[tuple[Path, dict[str, Any]]], staging: Path) -> dict[str, Any]:
+    """The output of N processes' parts (in index order): their shard files, the first one's chunks."""
+    from ..shards import link_or_copy
+
+    (staging / SHARDS).mkdir()
+    entries = sorted((e for _, s in parts for e in s["shards"]), key=lambda e: e["file"])
+    for folder, summary in parts:
+        for entry in summary["shards"]:
+            link_or_copy(folder / entry["file"], staging / entry["file"])  # parts stay whole until published
+    link_or_copy(parts[0][0] / "chunks.parquet", staging / "chunks.parquet")
+    summaries = [s for _, s in parts]
+    total = {k: sum(s[k] for s in summaries) for k in ("shards_reused", "shards_computed")}
+    result = {**summaries[0], **total, "rows": sum(e["rows"] for e in entries), "shards": entries,
+              "chunks_per_second": None, "seconds": max(s["seconds"] for s in summaries), "processes": len(parts)}
+    del result["shard"]
+    write_json(staging / MARKER, result)
+    return result
 
 
 def _reuse(path: Path, published: Path, fingerprint: str) -> bool:
