@@ -31,7 +31,8 @@ def from_kfp_ir(docs: list[dict[str, Any]], display_name: str) -> dict[str, Any]
     """Find the task named ``display_name`` in a compiled pipeline and rebuild its pod settings."""
     pipeline = docs[0]
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
-    for task in pipeline["root"]["dag"]["tasks"].values():
+    dags = [pipeline["root"]["dag"], *(c["dag"] for c in pipeline["components"].values() if "dag" in c)]
+    for task in (t for dag in dags for t in dag["tasks"].values()):  # inside a ParallelFor too (sharded steps)
         if task["taskInfo"]["name"] == display_name:
             executor = pipeline["components"][task["componentRef"]["name"]]["executorLabel"]
             break
