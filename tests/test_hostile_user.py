@@ -188,3 +188,19 @@ def test_a_queued_step_larger_than_its_pools_quota_is_an_error(project, tmp_path
     run = xpuflow(project, "lint", str(flow_file), "--cluster", str(path))
     assert run.returncode == 1 and "1 error(s)" in run.stdout
     assert "error: step 'make_data': " in run.stdout and "(kueue.quotas.cpu: cpu=4)" in run.stdout
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"data": "s3://acme/r1/data", "model": "s3://acme/mine"}, r"model= is an Output of fit: it is written under"),
+    ({"data": "s3://acme/r1/data", "epochs": 3}, r"argument='epochs' is not valid: one of data, scale"),
+    ({"scale": 3.0}, r"input\(s\) data not given"),
+])
+def test_one_step_as_a_job_refuses_arguments_its_pod_would_drop_or_choke_on(project, kwargs, pattern):
+    # an Output given was rendered twice (--model mine --model <root>/fit: the step wrote to the root, silently);
+    # an unknown option and a missing input were rendered, and the pod failed on its first argparse line
+    from acme_ml.steps import fit
+
+    from xpuflow.jobs import job
+
+    with pytest.raises(FlowError, match=pattern):
+        job(fit, "eks", artifact_root="s3://acme/r1", **kwargs)

@@ -40,6 +40,7 @@ def job(step: Step | str, cluster: Cluster | str | os.PathLike[str], *, artifact
     if the_compute is None:
         raise FlowError(f"job {name or step.name!r}: step {step.ref} declares no compute. Fix: pass compute=Compute...")
     cl = cluster if isinstance(cluster, Cluster) else Cluster.load(cluster)
+    step.check_alone(arguments_, f"job {name or step.name!r}")
     task = Task(name or step.name, step, dict(arguments_), compute=the_compute)
     root = pod_root(artifact_root, f"job {name or step.name!r}")
     return task_manifests(task, cl, root, name=(name or step.name).replace("_", "-"))

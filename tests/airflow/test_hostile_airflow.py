@@ -64,3 +64,21 @@ def test_lint_counts_init_containers_and_every_container_of_a_dag_pod(tmp_path):
     assert "requests cpu=500, memory=16Gi, which fits no node" in findings[0].message
     path.write_text(INIT_DAG.replace("INIT_CPU", "1"))  # a small init container: the containers' sum counts
     assert [f for f in lint_pods(read(path)[1], Cluster.load("gke")) if f.level != "info"] == []
+
+
+@pytest.mark.parametrize("mode", ["cluster", "local"])
+def test_one_step_as_a_task_refuses_arguments_its_pod_would_drop(project, mode):
+    # fit(model="s3://mine") became `--model s3://mine --model <root>/...`: the user's output silently ignored
+    from acme_ml.steps import fit
+    from airflow.sdk import DAG
+
+    from xpuflow.airflow import task
+
+    with DAG("mine", schedule=None) as dag:
+        with pytest.raises(FlowError, match=r"task 'fit': model= is an Output of fit"):
+            task(fit, dag=dag, cluster="eks", mode=mode, data="s3://acme/prep", model="s3://acme/mine")
+        with pytest.raises(FlowError, match=r"task 'fit': argument='epoch' is not valid"):
+            task(fit, dag=dag, cluster="eks", mode=mode, data="s3://acme/prep", epoch=3)
+        with pytest.raises(FlowError, match=r"task 'fit': input\(s\) data not given"):
+            task(fit, dag=dag, cluster="eks", mode=mode)
+        assert task(fit, dag=dag, cluster="eks", mode=mode, data="s3://acme/prep", scale="{{ params.s }}")

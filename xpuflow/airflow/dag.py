@@ -181,6 +181,7 @@ def task(step: Step | str, *, dag: DAG | None = None, task_id: str | None = None
     if the_compute is None:
         raise FlowError(f"task {task_id or step.name!r}: step {step.ref} declares no compute. Fix: pass "
                            "compute=Compute...")
+    step.check_alone(arguments, f"task {task_id or step.name!r}")
     t = Task(task_id or step.name, step, dict(arguments), compute=the_compute)
     mode = resolve_mode(mode)
     cl = None

@@ -193,6 +193,22 @@ class Step:
                             f"by name, e.g. {self.name}({', '.join(f'{n}=...' for n in self.inputs[:1])}).")
         return builder.add(self, kwargs)
 
+    def check_alone(self, arguments: Mapping[str, Any], where: str) -> None:
+        """The arguments of this step run alone (an Airflow task, a Kubernetes Job), refused in one line: an
+        Output (the backend writes it under the artifact root), a name it does not have, an input not given."""
+        for key in arguments:
+            if key in self.outputs:
+                raise FlowError(f"{where}: {key}= is an Output of {self.name}: it is written under the artifact root "
+                                f"(<root>/<task id>). Fix: drop {key}=, or choose the root with artifact_root=.")
+            if key not in self.inputs and key not in self.params:
+                known = [*self.inputs, *self.params]
+                raise FlowError(invalid("argument", key, f"one of {', '.join(known) or '(none)'}", where=where,
+                                        choices=known))
+        missing = [i for i in self.inputs if i not in arguments]
+        if missing:
+            raise FlowError(f"{where}: input(s) {', '.join(missing)} not given. Fix: pass the URL an upstream step "
+                            f"wrote, e.g. {missing[0]}='s3://bucket/run-1/prep'.")
+
     def __repr__(self) -> str:
         return f"<step {self.ref} compute={self.compute.hardware if self.compute else None}>"
 
