@@ -204,3 +204,21 @@ def test_one_step_as_a_job_refuses_arguments_its_pod_would_drop_or_choke_on(proj
 
     with pytest.raises(FlowError, match=pattern):
         job(fit, "eks", artifact_root="s3://acme/r1", **kwargs)
+
+
+@pytest.mark.parametrize(("allocatable", "field"), [('{cpu: "16", memory: 6Gi}', "cpu"),
+                                                    ('{cpu: "7", memory: 64Gi}', "memory")])
+def test_a_measured_allocatable_above_the_nodes_capacity_is_refused(tmp_path, allocatable, field):
+    # a typo in allocatable (16 for 6) gave negative reservations: a 12-CPU step was placed on 8-CPU nodes
+    # (Pending for ever) and lint agreed
+    from xpuflow import ClusterFileError
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(f"""
+name: tiny
+node_pools:
+  - {{name: big, cpu: "8", memory: 8Gi, allocatable: {allocatable}, price: {{on_demand: 0.1}}}}
+""")
+    with pytest.raises(ClusterFileError, match=rf"tiny.yaml: node_pools\[0\].allocatable.{field}: .* is more than the "
+                                               rf"node's {field} \(8(Gi)?\): allocatable is capacity less reservations"):
+        Cluster.load(str(path))

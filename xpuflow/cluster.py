@@ -260,6 +260,11 @@ def _pool(p: dict[str, Any], path: str, source: str, cluster: dict[str, Any]) ->
             )
         except ComputeError as e:
             raise fail("allocatable", str(e)) from e
+        over = [k for k, reserved in (("cpu", alloc.reserved_cpu_m), ("memory", alloc.reserved_memory)) if reserved < 0]
+        if measured and over:  # a node allocates at most its capacity (kubectl describe node: Allocatable <= Capacity)
+            raise fail(f"allocatable.{over[0]}", f"{shown(measured[over[0]])} is more than the node's {over[0]} "
+                       f"({(cpu if over[0] == 'cpu' else memory).text}): allocatable is capacity less reservations. "
+                       "Fix: copy Allocatable from `kubectl describe node`, and cpu/memory from its Capacity.")
         if alloc.cpu_m <= 0 or alloc.memory <= 0:
             raise fail("cpu", f"a node of {cpu.text} cpu / {memory.text} leaves nothing allocatable to pods "
                        f"({alloc.text()}, {alloc.basis}, after DaemonSets). Fix: check cpu, memory and daemonsets.")
