@@ -228,6 +228,7 @@ def _kill_during_a_write(cmd: list[str], folder: Path, at_step: int) -> bool:
         if progress_of(folder) >= at_step and any(n.endswith(".tmp") for n in os.listdir(folder)):
             proc.kill()
             break
+        time.sleep(0.0002)  # a write spans milliseconds; leave the CPU to the run
     proc.wait(timeout=60)
     proc.stderr.close()
     return any(n.endswith(".tmp") for n in os.listdir(folder))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -90,3 +91,24 @@ def test_bad_options(data, tmp_path):
         train_tpu(data=str(data), output=str(tmp_path), precision="fp16")
     with pytest.raises(StepError, match=r"cores=-1 is not valid"):
         train_tpu(data=str(data), output=str(tmp_path), cores=-1)
+
+
+def test_another_runs_checkpoint_is_refused_or_started_over(data, tmp_path):
+    """The shared loop's identity check on XLA: a checkpoint of another lr is never resumed."""
+    import subprocess
+
+    from runs import env
+
+    out = tmp_path / "other"
+    opts = ["--epochs", "1", "--checkpoint-every", "5"]
+    assert interrupt(step_cmd("main", "train", data, out, *opts), out, 12, signal.SIGTERM) == 143
+    refused = subprocess.run([*step_cmd("xla", "train_tpu", data, out, *opts), "--lr", "0.01", "--on-mismatch",
+                              "refuse"], capture_output=True, text=True, env=env(), timeout=600)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert re.search(r"train_tpu: checkpoint step \d+ in checkpoint_dir=.* is of another run \(lr: 0.01 here, "
+                     r"0.001 there\)", last), last
+    fresh = run([*step_cmd("xla", "train_tpu", data, out, *opts), "--lr", "0.01"])
+    assert "starting fresh at step 0" in fresh.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interruptions"] == [] and metrics["steps"] == 1215 // 64
