@@ -222,3 +222,36 @@ node_pools:
     with pytest.raises(ClusterFileError, match=rf"tiny.yaml: node_pools\[0\].allocatable.{field}: .* is more than the "
                                                rf"node's {field} \(8(Gi)?\): allocatable is capacity less reservations"):
         Cluster.load(str(path))
+
+
+LONG_NAME_FLOW = '''
+from xpuflow import Compute, flow
+from acme_ml.steps import make_data, fit
+
+@flow(name="Quarterly_Business_Review.Training_Flow_For_The_Whole_Team_2026", default_compute=Compute.cpu())
+def quarterly(rows: int = 8):
+    data = make_data(rows=rows)
+    fit(data=data.output)
+    fit(data=data.output)
+'''
+
+
+def test_k8s_object_names_are_dns_labels_whatever_the_flow_is_called(project, tmp_path):
+    # "Quarterly_Business_Review.Training..." gave Jobs named with capitals, '.' and 80 characters: exit 0,
+    # and the API server refused every one of them
+    import re
+
+    import yaml
+
+    path = tmp_path / "flows.py"
+    path.write_text(LONG_NAME_FLOW)
+    out = tmp_path / "jobs.yaml"
+    run = xpuflow(project, "compile", str(path), "--backend", "k8s", "--cluster", "eks", "-o", str(out),
+                  "--artifact-root", "s3://acme/r")
+    assert run.returncode == 0, run.stderr
+    docs = [d for d in yaml.safe_load_all(out.read_text()) if d]
+    names = [d["metadata"]["name"] for d in docs]
+    label = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+    assert all(label.fullmatch(n) for n in names) and len(set(names)) == len(names) == 3, names
+    assert all(label.fullmatch(d["metadata"]["labels"]["xpuflow.io/flow"]) for d in docs)
+    assert names[0].startswith("quarterly-business-review-training-flow")

@@ -12,7 +12,9 @@ init container, so a manifest set applied at once runs in order.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from .cluster import Cluster
@@ -43,7 +45,7 @@ def job(step: Step | str, cluster: Cluster | str | os.PathLike[str], *, artifact
     step.check_alone(arguments_, f"job {name or step.name!r}")
     task = Task(name or step.name, step, dict(arguments_), compute=the_compute)
     root = pod_root(artifact_root, f"job {name or step.name!r}")
-    return task_manifests(task, cl, root, name=(name or step.name).replace("_", "-"))
+    return task_manifests(task, cl, root, name=_dns(name or step.name))
 
 
 def task_manifests(task: Task, cluster: Cluster, root: str, *, name: str,
@@ -65,9 +67,18 @@ def flow_manifests(flow: Flow, cluster: Cluster, root: str) -> list[dict[str, An
         cluster.place(t.compute)  # type: ignore[arg-type]
     docs: list[dict[str, Any]] = []
     for i, t in enumerate(flow.tasks):
-        docs += task_manifests(t, cluster, root, name=f"{flow.name.replace('_', '-')}-{i}-{t.name.replace('_', '-')}",
-                               labels={"xpuflow.io/flow": flow.name.replace("_", "-"), "xpuflow.io/order": str(i)})
+        docs += task_manifests(t, cluster, root, name=_dns(f"{flow.name}-{i}-{t.name}"),
+                               labels={"xpuflow.io/flow": _dns(flow.name), "xpuflow.io/order": str(i)})
     return docs
+
+
+def _dns(name: str, limit: int = 63) -> str:
+    """A Kubernetes name (a DNS label: lowercase letters, digits and '-', at most 63) from a flow or task name,
+    which may hold capitals, '_' or '.'; a longer one is cut and ends in a hash of the whole, so two stay apart."""
+    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "step"
+    if len(text) > limit:
+        text = f"{text[:limit - 9].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return text
 
 
 def _pod_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
