@@ -14,7 +14,7 @@ import yaml
 from kfp_compile import compile_tasks
 from pss import violations
 
-from xpuflow import Cluster, Compute, ComputeError, PlacementError
+from xpuflow import ArgumentError, Cluster, Compute, ComputeError, PlacementError
 from xpuflow.errors import ClusterFileError
 from xpuflow.render import airflow as render_airflow
 from xpuflow.render import jobset, kubernetes, kueue, trainjob
@@ -315,7 +315,7 @@ def test_pod_group_is_admitted_together(gke):
 
     with pytest.raises(RenderError, match=r"pod group 'embed': Kueue admits a pod group through a LocalQueue"):
         kubernetes.pod_group(gke.place(Compute.gpu(model="l4", spot=True)), name="embed", size=3, **IMAGE)
-    with pytest.raises(ComputeError, match=r"pod group 'embed': size=0 is not valid"):
+    with pytest.raises(ArgumentError, match=r"pod group 'embed': size=0 is not valid"):
         kubernetes.pod_group(p, name="embed", size=0, **IMAGE)
 
 

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from xpuflow import Cluster, ClusterFileError, Compute, ComputeError, PlacementError, Security
+from xpuflow import ArgumentError, Cluster, ClusterFileError, Compute, ComputeError, PlacementError, Security
 from xpuflow.quantity import parse_cpu, parse_memory
 from xpuflow.render import kubernetes
 
@@ -137,7 +137,7 @@ def test_a_compute_declaration_renders_bounded_numbers_or_is_refused(cpu, memory
         compute = Compute.cpu(cpu=cpu, memory=memory, timeout=timeout, retries=retries, grace_period=grace,
                               security=security)
         job = kubernetes.job(UNSIZED.place(compute), name="p", image="i", command=["x"], ttl_seconds_after_finished=ttl)
-    except (ComputeError, PlacementError) as e:
+    except (ComputeError, PlacementError, ArgumentError) as e:
         one_line(e)
         return
     assert all(abs(n) <= MAX_INT64 for n in numbers(job)), job
@@ -212,7 +212,7 @@ def test_any_bytes_load_or_are_refused_in_one_line_without_echo(profile_path, co
         one_line(e)
 
 
-compute_keys = st.sampled_from(["count", "model", "vendor", "mig", "cpu", "memory", "shm", "pool", "spot", "timeout",
+compute_keys = st.sampled_from(["count", "model", "vendor", "mig", "cpu", "memory", "shm", "purpose", "spot", "timeout",
                                 "retries", "grace_period", "cpu_limit", "memory_limit", "ephemeral_storage",
                                 "priority_class", "version", "topology", "device", "chips_per_host", "nope"])
 compute_dicts = st.builds(

@@ -17,7 +17,7 @@ import pytest
 from crd import strict_validator
 from pss import violations
 
-from xpuflow import Cluster, Compute, ComputeError, RenderError
+from xpuflow import ArgumentError, Cluster, Compute, RenderError
 from xpuflow.render import jobset, kubernetes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def test_non_tpu_placement_is_refused(compute):
 
 @pytest.mark.parametrize("name", ["Train", "1train", "train_x", "t" * 53])
 def test_names_that_cannot_become_pod_hostnames_are_refused(name):
-    with pytest.raises(ComputeError, match=r"JobSet: name=.* at most 63 characters"):
+    with pytest.raises(ArgumentError, match=r"JobSet: name=.* at most 63 characters"):
         jobset.jobset(_place("v6e", "8x16"), name=name, image=matrix.IMAGE)
     jobset.jobset(_place("v6e", "8x16"), name="t" * 52, image=matrix.IMAGE)  # t*52-slice-0-31: 63 characters
 

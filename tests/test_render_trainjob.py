@@ -14,7 +14,7 @@ import pytest
 import crd
 from pss import violations
 
-from xpuflow import Cluster, Compute, ComputeError, PlacementError, RenderError, Security
+from xpuflow import ArgumentError, Cluster, Compute, PlacementError, RenderError, Security
 from xpuflow.render import kubernetes, trainjob
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -330,7 +330,7 @@ def test_refusals(compute, cluster, pattern):
 def test_bad_num_nodes_is_refused(num_nodes, shown):
     p = Cluster.load("gke").place(Compute.gpu())
     pattern = rf"^step 'train': num_nodes={shown} is not valid: a whole number of nodes >= 1\. Fix: pass num_nodes=1"
-    with pytest.raises(ComputeError, match=pattern):
+    with pytest.raises(ArgumentError, match=pattern):
         trainjob.trainjob(p, name="train", num_nodes=num_nodes, **COMMAND)
 
 
@@ -338,7 +338,7 @@ def test_bad_num_nodes_is_refused(num_nodes, shown):
                                                  ("x" * 53, 1000)])
 def test_bad_name_is_refused(name, num_nodes):
     p = Cluster.load("gke").place(Compute.gpu())
-    with pytest.raises(ComputeError, match=r"^TrainJob: name='.*' is not valid: a lowercase DNS label"):
+    with pytest.raises(ArgumentError, match=r"^TrainJob: name='.*' is not valid: a lowercase DNS label"):
         trainjob.trainjob(p, name=name, num_nodes=num_nodes, **COMMAND)
     if num_nodes > 1:  # the same name fits with fewer nodes: 'x' * 53 + '-node-0-99' is 63 characters
         assert trainjob.trainjob(p, name=name, num_nodes=100, **COMMAND)["metadata"]["name"] == name

@@ -14,6 +14,7 @@ from .cluster import Cluster
 from .compute import Compute, Security
 from .dsl import Flow, FlowError, Input, Output, Step, flow, step
 from .errors import (
+    ArgumentError,
     ClusterFileError,
     ComputeError,
     PlacementError,
@@ -39,6 +40,7 @@ __all__ = [
     "ClusterFileError",
     "PlacementError",
     "RenderError",
+    "ArgumentError",
 ]
 
 __version__ = "0.1.0"

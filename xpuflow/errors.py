@@ -18,6 +18,7 @@ __all__ = [
     "ClusterFileError",
     "PlacementError",
     "RenderError",
+    "ArgumentError",
     "PipelineFileError",
     "invalid",
     "did_you_mean",
@@ -38,15 +39,19 @@ class ClusterFileError(XpuflowError, ValueError):
 
 
 class PlacementError(XpuflowError):
-    """The cluster has no node pool that can run the requested compute."""
+    """The cluster has no node pool that can run the requested compute (a fit failure, not a bad ``Compute``)."""
 
 
 class RenderError(XpuflowError):
     """A backend cannot express a setting of the placement; refused before rendering."""
 
 
+class ArgumentError(RenderError, ValueError):
+    """A renderer got a bad value that is not part of a ``Compute``: a manifest name, a pod count, a TTL."""
+
+
 class PipelineFileError(XpuflowError, ValueError):
-    """A pipeline or DAG file given to ``xpuflow lint | plan`` cannot be read as one."""
+    """A pipeline, DAG or steps file given to ``xpuflow lint | plan`` cannot be read as one."""
 
 
 def did_you_mean(value: object, choices: Iterable[str]) -> str:

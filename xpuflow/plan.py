@@ -14,7 +14,7 @@ from typing import Any
 from . import admission
 from .cluster import Cluster
 from .compute import Compute
-from .errors import ComputeError, PlacementError
+from .errors import PipelineFileError, PlacementError
 from .placement import Placement
 
 __all__ = ["PlanRow", "plan", "format_table", "load_steps_file", "run_cost", "to_json"]
@@ -58,9 +58,9 @@ def load_steps_file(path: str | os.PathLike[str]) -> dict[str, Compute]:
     from .safe_yaml import loads, read_text
 
     where = os.fspath(path)
-    data = loads(read_text(path, what="steps file", error=ComputeError), where, error=ComputeError)
+    data = loads(read_text(path, what="steps file", error=PipelineFileError), where, error=PipelineFileError)
     if not isinstance(data, dict) or not isinstance(data.get("steps"), dict) or not data["steps"]:
-        raise ComputeError(f"{where}: expected a mapping 'steps:' of step name -> compute, e.g. "
+        raise PipelineFileError(f"{where}: expected a mapping 'steps:' of step name -> compute, e.g. "
                            "steps: {train: {kind: gpu, count: 1, model: l4}}")
     return {name: Compute.from_dict(spec, where=f"{where}: steps.{name}") for name, spec in data["steps"].items()}
 

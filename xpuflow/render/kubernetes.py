@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ComputeError, RenderError, invalid
+from ..errors import ArgumentError, RenderError, invalid
 from ..placement import Placement
 from ..quantity import MAX_INT32
 from . import dra, kueue, refuse_unsupported
@@ -29,7 +29,7 @@ def check_pod_hostnames(kind: str, name: str, replicated_job: str, pods: int) ->
     """JobSet-managed pods are named ``<name>-<replicated job>-0-<index>``; each must be a DNS label (<= 63)."""
     longest = f"{name}-{replicated_job}-0-{pods - 1}"
     if not (isinstance(name, str) and _DNS_1035.match(name)) or len(longest) > 63:
-        raise ComputeError(
+        raise ArgumentError(
             invalid("name", name, "a lowercase DNS label (a-z, 0-9, '-', starting with a letter) short enough "
                     f"that the pod hostname {longest!r} has at most 63 characters", where=kind,
                     fix="use a shorter lowercase name")
@@ -40,7 +40,7 @@ def check_ttl(kind: str, name: str, ttl: object) -> int | None:
     """``ttl_seconds_after_finished``: None, or whole seconds that fit the API's int32 field."""
     ok = ttl is None or (isinstance(ttl, int) and not isinstance(ttl, bool) and 0 <= ttl <= MAX_INT32)
     if not ok:
-        raise ComputeError(invalid("ttl_seconds_after_finished", ttl, f"None or whole seconds >= 0 and <= {MAX_INT32}",
+        raise ArgumentError(invalid("ttl_seconds_after_finished", ttl, f"None or whole seconds >= 0 and <= {MAX_INT32}",
                                    where=f"{kind} {name!r}", fix="pass e.g. 86400 (a day), or None to keep it"))
     return ttl  # type: ignore[return-value]
 
@@ -170,7 +170,7 @@ def pod_group(placement: Placement, *, name: str, size: int, **pod_args: Any) ->
         raise RenderError(f"pod group {name!r}: Kueue admits a pod group through a LocalQueue, and this placement "
                           f"on cluster {placement.cluster!r} has none. Fix: Compute(..., queue='<LocalQueue>').")
     if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
-        raise ComputeError(invalid("size", size, "a whole number of pods >= 1", where=f"pod group {name!r}"))
+        raise ArgumentError(invalid("size", size, "a whole number of pods >= 1", where=f"pod group {name!r}"))
     labels, annotations = kueue.group_metadata(name, size)
     annotations.update(kueue.pod_annotations(placement, size))
     pods = []

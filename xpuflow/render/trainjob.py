@@ -27,7 +27,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ComputeError, RenderError, invalid
+from ..errors import ArgumentError, RenderError, invalid
 from ..placement import Placement
 from ..quantity import MAX_INT32
 from . import kueue, refuse_unsupported
@@ -46,10 +46,10 @@ CANNOT = ("priority_class", "trainjob_retries", "trainjob_claims")
 def _check(name: str, num_nodes: object) -> int:
     where = f"step {name!r}"
     if isinstance(num_nodes, int) and num_nodes > MAX_INT32:
-        raise ComputeError(invalid("num_nodes", num_nodes, f"at most {MAX_INT32} nodes (numNodes is an int32)",
+        raise ArgumentError(invalid("num_nodes", num_nodes, f"at most {MAX_INT32} nodes (numNodes is an int32)",
                                    where=where, fix="pass the number of nodes to train across"))
     if not (isinstance(num_nodes, int) and not isinstance(num_nodes, bool) and num_nodes >= 1):
-        raise ComputeError(
+        raise ArgumentError(
             invalid("num_nodes", num_nodes, "a whole number of nodes >= 1", where=where,
                     fix="pass num_nodes=1 for one node, or the number of nodes to train across")
         )
