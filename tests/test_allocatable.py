@@ -127,7 +127,7 @@ def test_the_issue_cases_are_placed_on_nodes_they_fit():
     with pytest.raises(PlacementError, match=r"allocatable.*cpu=4, memory=16Gi requested.*'gput4spot'.*3410m cpu"):
         aks_cluster.place(Compute.gpu(cpu="4", memory="16Gi", spot=True))
     with pytest.raises(PlacementError, match=r"allocatable.*'gpu-a10g-inference' \(g5\.xlarge: 4 cpu, 16Gi\) has 3620m cpu"):
-        eks_cluster.place(Compute.gpu(cpu="4", memory="16Gi", pool="inference"))
+        eks_cluster.place(Compute.gpu(cpu="4", memory="16Gi", purpose="inference"))
 
 
 @pytest.mark.parametrize("cluster_name", shipped_clusters())
@@ -149,7 +149,7 @@ def test_no_placement_that_cannot_fit_a_node(flow_name, cluster_name):
 
 
 def test_lint_flags_a_step_that_cannot_fit_with_the_numbers():
-    big = flow("rag_index").with_compute(embed=Compute.gpu(pool="inference", cpu="6", memory="12Gi"))
+    big = flow("rag_index").with_compute(embed=Compute.gpu(purpose="inference", cpu="6", memory="12Gi"))
     errors = [f for f in lint(big, Cluster.load("eks")) if f.level == "error"]
     assert len(errors) == 1 and errors[0].step == "embed"
     assert "allocatable" in errors[0].message and "cpu=6" in errors[0].message and "3620m cpu" in errors[0].message

@@ -59,7 +59,7 @@ CASES = [
      r"memory_limit='2Gi' .*at or above the request \(memory='4Gi'\)"),
     ("cpu limit below request", lambda: Compute.gpu(cpu="4", cpu_limit="3500m"), ComputeError, r"cpu_limit='3500m' .*cpu='4'"),
     ("shm not below memory limit", lambda: Compute.gpu(memory="4Gi", shm="4Gi"), ComputeError, r"shm='4Gi' .*less than the memory limit"),
-    ("pool purpose unknown", lambda: Compute.gpu(pool="train"), ComputeError, r"pool='train' .*Did you mean 'training'\?"),
+    ("purpose unknown", lambda: Compute.gpu(purpose="train"), ComputeError, r"purpose='train' .*Did you mean 'training'\?"),
     ("retries negative", lambda: Compute.cpu(retries=-1), ComputeError, r"retries=-1 .*0 to 20"),
     ("timeout zero", lambda: Compute.cpu(timeout=0), ComputeError, r"timeout=0 .*seconds >= 1"),
     ("priority class bad name", lambda: Compute.cpu(priority_class="High Priority"), ComputeError, r"priority_class='High Priority'"),
@@ -83,7 +83,7 @@ CASES = [
     ("gpu count beyond any node", lambda: Cluster.load("gke").place(Compute.gpu(count=16, model="h100-80gb")),
      PlacementError, r"fits no node's allocatable: 16x nvidia\.com/gpu requested, a node of 'gpu-h100-training' has 8"),
     ("purpose not served", lambda: Cluster.load("gke").place(Compute.gpu(model="a100-40gb", mig="1g.5gb")),
-     PlacementError, r"serve inference, not pool='training'"),
+     PlacementError, r"serve inference, not purpose='training'\. Fix: set purpose="),
     ("spot not offered", lambda: Cluster.load("generic").place(Compute.gpu(model="l4", spot=True)),
      PlacementError, r"no training pool with 1x nvidia l4 runs spot nodes .*set spot=False or spot='prefer'"),
 ]

@@ -14,7 +14,7 @@ def test_cpu_defaults_are_guaranteed_qos():
     c = Compute.cpu(cpu="2", memory="4Gi")
     assert (c.kind, c.cpu_request.text, c.memory_request.text) == ("cpu", "2", "4Gi")
     assert c.cpu_limit == c.cpu_request and c.memory_limit == c.memory_request
-    assert c.accelerator is None and c.shm is None and c.pool == "general" and c.hosts == 1
+    assert c.accelerator is None and c.shm is None and c.purpose == "general" and c.hosts == 1
 
 
 def test_gpu_training_gets_shared_memory_inference_does_not():
@@ -22,7 +22,7 @@ def test_gpu_training_gets_shared_memory_inference_does_not():
     assert isinstance(train.accelerator, Gpu) and train.accelerator.count == 2
     assert train.shm.text == "8Gi"  # a quarter of the limit, capped at 8Gi
     assert Compute.gpu(memory="16Gi").shm.text == "4Gi"
-    assert Compute.gpu(pool="inference").shm is None
+    assert Compute.gpu(purpose="inference").shm is None
     assert Compute.gpu(shm=None).shm is None
 
 
@@ -62,7 +62,7 @@ def test_non_tpu_compute_has_no_chips():
 
 def test_npu():
     c = Compute.npu(device="Ascend-910", count=2)
-    assert isinstance(c.accelerator, Npu) and c.accelerator.device == "ascend-910" and c.pool == "inference"
+    assert isinstance(c.accelerator, Npu) and c.accelerator.device == "ascend-910" and c.purpose == "inference"
 
 
 def test_immutable_and_replace_validates():

@@ -103,7 +103,7 @@ def test_any_model_claims_the_class_without_a_selector(generic):
 
 
 def test_mig_slice_is_claimed_from_the_mig_class(generic):
-    p = generic.place(Compute.gpu(model="a100-40gb", mig="1g.5gb", count=2, pool="inference", claim=True))
+    p = generic.place(Compute.gpu(model="a100-40gb", mig="1g.5gb", count=2, purpose="inference", claim=True))
     (template,) = kubernetes.resource_claim_templates(p, name="serve")
     pod = kubernetes.pod(p, name="serve", **IMAGE)
     _valid(template, pod)

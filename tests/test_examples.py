@@ -21,7 +21,7 @@ def test_compute_per_hardware_example_runs_on_every_cluster():
 
 def test_custom_cluster_example_places_by_purpose():
     lab = Cluster.load(ROOT / "examples" / "my-cluster.yaml")
-    assert lab.place(Compute.gpu(model="l4", pool="inference")).pool == "l4-inference"
+    assert lab.place(Compute.gpu(model="l4", purpose="inference")).pool == "l4-inference"
     train = lab.place(Compute.gpu(count=8, model="a100-80gb"))
     assert train.pool == "a100-training" and train.tolerations == ()
     cpu = lab.place(Compute.cpu())

@@ -78,9 +78,9 @@ def test_cheapest_fitting_pool_wins_and_unpriced_pools_come_last():
 
 
 def test_training_and_inference_use_separate_pools():
-    assert place("gke", Compute.gpu(model="l4", pool="inference")).pool == "gpu-l4-inference"
+    assert place("gke", Compute.gpu(model="l4", purpose="inference")).pool == "gpu-l4-inference"
     assert place("gke", Compute.gpu(model="l4", spot=True)).pool == "gpu-l4-training"
-    assert place("aks", Compute.gpu(pool="inference", cpu="3", memory="12Gi")).pool == "gput4"
+    assert place("aks", Compute.gpu(purpose="inference", cpu="3", memory="12Gi")).pool == "gput4"
     assert place("aks", Compute.gpu()).pool == "gput4train"
 
 
@@ -131,10 +131,10 @@ def test_spot_on_aks_and_karpenter_capacity_type_on_eks():
 
 
 def test_mig_resource_names_follow_the_cluster_strategy():
-    gke = place("gke", Compute.gpu(model="a100-40gb", mig="1g.5gb", pool="inference", cpu="1", memory="4Gi"))
+    gke = place("gke", Compute.gpu(model="a100-40gb", mig="1g.5gb", purpose="inference", cpu="1", memory="4Gi"))
     assert gke.accelerator == ("nvidia.com/gpu", 1)  # GKE: single strategy + partition label
     assert gke.node_selector["cloud.google.com/gke-gpu-partition-size"] == "1g.5gb"
-    generic = place("generic", Compute.gpu(model="a100-40gb", mig="1g.5gb", count=2, pool="inference", cpu="1", memory="4Gi"))
+    generic = place("generic", Compute.gpu(model="a100-40gb", mig="1g.5gb", count=2, purpose="inference", cpu="1", memory="4Gi"))
     assert generic.accelerator == ("nvidia.com/mig-1g.5gb", 2)  # GPU Operator mixed strategy
     assert generic.limits["nvidia.com/mig-1g.5gb"] == "2"
 
@@ -202,6 +202,6 @@ def test_spot_placements_get_a_grace_period_that_covers_a_checkpoint():
 def test_gpu_placements_tell_the_step_how_much_gpu_memory_it_has():
     assert place("aks", Compute.gpu(model="a100-80gb")).env["XPUFLOW_GPU_MEMORY_GIB"] == "80"  # A100 80GB pool
     assert place("aks", Compute.gpu()).env["XPUFLOW_GPU_MEMORY_GIB"] == "16"  # the T4 it lands on
-    mig = place("gke", Compute.gpu(model="a100-40gb", mig="1g.5gb", pool="inference", cpu="1", memory="4Gi"))
+    mig = place("gke", Compute.gpu(model="a100-40gb", mig="1g.5gb", purpose="inference", cpu="1", memory="4Gi"))
     assert mig.env["XPUFLOW_GPU_MEMORY_GIB"] == "5"  # one 1g.5gb slice
     assert "XPUFLOW_GPU_MEMORY_GIB" not in place("gke", Compute.cpu()).env

@@ -473,6 +473,6 @@ def test_steps_are_registered_with_their_compute():
         assert name in builtin_names() and build_parser(name).prog == f"xpuflow step {name}"
     for name in ("embed", "batch_infer"):
         compute = load_step(name).compute
-        assert compute.kind == "gpu" and compute.pool == "inference"
+        assert compute.kind == "gpu" and compute.purpose == "inference"
     assert load_step("chunk").compute.kind == load_step("index").compute.kind == "cpu"
     assert load_step("embed").resumable and not load_step("index").resumable

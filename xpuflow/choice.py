@@ -141,17 +141,17 @@ def choices(cluster: Cluster, compute: Compute) -> list[Choice]:
                                  f"Fix: ask for one of those, {fix_tail}.")
         raise PlacementError(f"{where}: no node pool offers {compute.hardware}; the cluster has no {kind} pools. "
                              f"Fix: run this step on a cluster with {kind} nodes, {fix_tail}.")
-    by_purpose = [p for p in pools if compute.pool in p.purpose]
+    by_purpose = [p for p in pools if compute.purpose in p.purpose]
     if not by_purpose:
         served = sorted({u for p in pools for u in p.purpose})
         raise PlacementError(f"{where}: pools with {compute.hardware} serve {', '.join(served)}, not "
-                             f"pool={compute.pool!r}. Fix: set pool= to one of those, {fix_tail}.")
+                             f"purpose={compute.purpose!r}. Fix: set purpose= to one of those, {fix_tail}.")
     wanted = (True, False) if compute.spot == "prefer" else (bool(compute.spot),)
     by_capacity = [(p, s) for s in wanted for p in by_purpose if ("spot" if s else "on-demand") in p.capacity]
     if not by_capacity:
         capacity = "spot" if compute.spot else "on-demand"
         raise PlacementError(
-            f"{where}: no {compute.pool} pool with {compute.hardware} runs {capacity} nodes "
+            f"{where}: no {compute.purpose} pool with {compute.hardware} runs {capacity} nodes "
             f"(pools: {', '.join(p.name for p in by_purpose)}). Fix: set spot={not compute.spot} or spot='prefer', "
             f"{fix_tail}."
         )

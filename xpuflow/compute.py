@@ -13,7 +13,9 @@ change a declaration with ``compute.replace(...)``, which validates again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +39,29 @@ def _check_int(where: str, name: str, value: object, *, low: int, high: int | No
     if not ok:
         raise ComputeError(invalid(name, value, allowed, fix=fix, where=where))
     return value  # type: ignore[return-value]
+
+
+def _purpose_of(where: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Accept ``pool=``, the old name of ``purpose=``, for one release: warn, and refuse both at once."""
+    if "pool" not in kwargs:
+        return kwargs
+    kwargs = dict(kwargs)
+    old = kwargs.pop("pool")
+    if "purpose" in kwargs:
+        raise ComputeError(invalid("pool", old, "unset when purpose= is given (pool= is the deprecated name of "
+                                   "purpose=)", where=where, fix=f"keep purpose={kwargs['purpose']!r} and drop pool="))
+    warnings.warn(f"{where}: pool= is deprecated and will be removed in the next release; write purpose={old!r} "
+                  "(the step's purpose, not a node pool)", DeprecationWarning, stacklevel=3)
+    kwargs["purpose"] = old
+    return kwargs
+
+
+def _pool_renamed(constructor: Any) -> Any:
+    @functools.wraps(constructor)
+    def build(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return constructor(cls, *args, **_purpose_of(f"Compute.{constructor.__name__}", kwargs))
+
+    return build
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +146,7 @@ class Compute:
     shm: Quantity | None = None
     accelerator: Accelerator | None = None
     spot: bool | Literal["prefer"] = False
-    pool: str = "general"
+    purpose: str = "general"  # what the step does (PURPOSES); the profile's pools say which purposes they serve
     timeout: int | None = None
     retries: int = 0
     priority_class: str | None = None
@@ -177,9 +202,9 @@ class Compute:
             raise ComputeError(invalid("spot", self.spot, "True (spot nodes only), False (on-demand only) or 'prefer' "
                                        "(spot first, on-demand when no spot node is free)", where=where,
                                        choices=("prefer",)))
-        if self.pool not in PURPOSES:
+        if self.purpose not in PURPOSES:
             raise ComputeError(
-                invalid("pool", self.pool, f"one of {', '.join(PURPOSES)}", where=where, choices=PURPOSES,
+                invalid("purpose", self.purpose, f"one of {', '.join(PURPOSES)}", where=where, choices=PURPOSES,
                         fix="training and inference work use separate node pools; pick the purpose of this step")
             )
         if self.timeout is not None:
@@ -213,12 +238,15 @@ class Compute:
 
     # ------------------------------------------------------------ constructors
     @classmethod
+    @_pool_renamed
     @accepts_parameters
-    def cpu(cls, *, cpu: str | int | float = "1", memory: str | int = "2Gi", pool: str = "general", **options: Any) -> Compute:
+    def cpu(cls, *, cpu: str | int | float = "1", memory: str | int = "2Gi", purpose: str = "general",
+            **options: Any) -> Compute:
         """CPU-only work: data preparation, orchestration, export and compilation."""
-        return cls(kind="cpu", cpu_request=cpu, memory_request=memory, pool=pool, **_options("cpu", options))
+        return cls(kind="cpu", cpu_request=cpu, memory_request=memory, purpose=purpose, **_options("cpu", options))
 
     @classmethod
+    @_pool_renamed
     @accepts_parameters
     def gpu(
         cls,
@@ -231,7 +259,7 @@ class Compute:
         cpu: str | int | float = "4",
         memory: str | int = "16Gi",
         shm: Any = _DEFAULT,
-        pool: str = "training",
+        purpose: str = "training",
         **options: Any,
     ) -> Compute:
         """Whole GPUs (``count``) of a ``model``, or ``count`` MIG slices of profile ``mig``.
@@ -246,9 +274,10 @@ class Compute:
         if isinstance(model, list):
             model = tuple(model)
         accelerator = Gpu(vendor=vendor, model=model, count=count, mig=mig, gpu_memory=gpu_memory)
-        return cls._with_shm("gpu", accelerator, cpu, memory, shm, pool, options)
+        return cls._with_shm("gpu", accelerator, cpu, memory, shm, purpose, options)
 
     @classmethod
+    @_pool_renamed
     @accepts_parameters
     def tpu(
         cls,
@@ -259,7 +288,7 @@ class Compute:
         cpu: str | int | float = "8",
         memory: str | int = "32Gi",
         shm: Any = _DEFAULT,
-        pool: str = "training",
+        purpose: str = "training",
         **options: Any,
     ) -> Compute:
         """A Cloud TPU slice; ``google.com/tpu`` is set to the chips of one host.
@@ -267,9 +296,10 @@ class Compute:
         ``chips_per_host`` is optional: when given it must match the catalog for that topology.
         """
         accelerator = Tpu(version=version, topology=topology, chips_per_host=chips_per_host)
-        return cls._with_shm("tpu", accelerator, cpu, memory, shm, pool, options)
+        return cls._with_shm("tpu", accelerator, cpu, memory, shm, purpose, options)
 
     @classmethod
+    @_pool_renamed
     @accepts_parameters
     def npu(
         cls,
@@ -278,25 +308,26 @@ class Compute:
         *,
         cpu: str | int | float = "1",
         memory: str | int = "4Gi",
-        pool: str = "inference",
+        purpose: str = "inference",
         **options: Any,
     ) -> Compute:
         """An NPU or inference accelerator device class from the catalog (``intel-npu``, ...)."""
         accelerator = Npu(device=device, count=count)
-        return cls(kind="npu", cpu_request=cpu, memory_request=memory, accelerator=accelerator, pool=pool,
-                   **_options("npu", options))
+        return cls(kind="npu", cpu_request=cpu, memory_request=memory, accelerator=accelerator,
+                   purpose=purpose, **_options("npu", options))
 
     @classmethod
-    def _with_shm(cls, kind: Kind, accelerator: Accelerator, cpu: Any, memory: Any, shm: Any, pool: str,
+    def _with_shm(cls, kind: Kind, accelerator: Accelerator, cpu: Any, memory: Any, shm: Any, purpose: str,
                   options: dict[str, Any]) -> Compute:
         opts = _options(kind, options)
         if shm is _DEFAULT:
             shm = None
-            if pool == "training":
+            if purpose == "training":
                 limit = opts.get("memory_limit", memory)
                 shm = _default_shm(parse_memory("memory_limit" if "memory_limit" in opts else "memory", limit,
                                                 where=f"Compute.{kind}"))
-        return cls(kind=kind, cpu_request=cpu, memory_request=memory, accelerator=accelerator, shm=shm, pool=pool, **opts)
+        return cls(kind=kind, cpu_request=cpu, memory_request=memory, accelerator=accelerator, shm=shm, purpose=purpose,
+                   **opts)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "compute") -> Compute:
@@ -318,6 +349,7 @@ class Compute:
 
     def replace(self, **changes: Any) -> Compute:
         """A copy with ``changes`` applied and validated (``cpu``/``memory`` name the requests)."""
+        changes = _purpose_of("Compute.replace", changes)
         for short, full in (("cpu", "cpu_request"), ("memory", "memory_request")):
             if short in changes:
                 changes[full] = changes.pop(short)
@@ -330,6 +362,13 @@ class Compute:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ views
+    @property
+    def pool(self) -> str:
+        """Deprecated name of :attr:`purpose` (a node pool is the cluster's; this is what the step does)."""
+        warnings.warn("Compute.pool is deprecated: read Compute.purpose (pool= will be removed in the next release)",
+                      DeprecationWarning, stacklevel=2)
+        return self.purpose
+
     @property
     def chips(self) -> int | None:
         """TPU chips in the whole slice (None unless a TPU Compute)."""

@@ -82,8 +82,9 @@ def accepts_parameters(constructor: Callable[..., Any]) -> Callable[..., Any]:
                 arguments[name] = arguments[follower]  # the request stands in at its literal limit
             elif follower and follower not in arguments:
                 params[follower] = param  # the limit follows the request, as it does for literals
+        purpose = arguments.get("purpose", signature.parameters["purpose"].default)
         if params and {"memory", "memory_limit"} & set(params) and "shm" in signature.parameters \
-                and "shm" not in arguments and arguments.get("pool", signature.parameters["pool"].default) == "training":
+                and "shm" not in arguments and purpose == "training":
             raise ComputeError(invalid(
                 "shm", "(default)", "an explicit size when memory comes from a pipeline parameter: the default is a "
                 "quarter of the memory limit, unknown until run time", where=where,

@@ -24,7 +24,7 @@ from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 
 from xpuflow import Cluster, Compute, FlowError, PlacementError, RenderError, XpuflowError
-from xpuflow.airflow import MODE_ENV, build_dag, pool_for, write_dag_file
+from xpuflow.airflow import MODE_ENV, airflow_pool, build_dag, write_dag_file
 from xpuflow.dsl.load import load_flow as flow
 from xpuflow.images import image_for
 from xpuflow.steps import build_parser
@@ -121,7 +121,7 @@ def test_cluster_mode_pods_carry_the_placement_and_accelerators_hold_pool_slots(
         if placement.accelerator:
             accelerator_tasks += 1
             resource, count = placement.accelerator
-            assert task.pool == f"xpuflow-{placement.kind}-{profile.name}" == pool_for(placement)[0]
+            assert task.pool == f"xpuflow-{placement.kind}-{profile.name}" == airflow_pool(placement)[0]
             assert task.pool_slots == count == int(placement.limits[resource])
         else:
             assert task.pool == "default_pool" and task.pool_slots == 1

@@ -16,9 +16,9 @@ COMPUTES = {
     "cpu": lambda: Compute.cpu(cpu="2", memory="4Gi"),
     "cpu-spot": lambda: Compute.cpu(cpu="500m", memory="1Gi", spot=True),
     "gpu-training": lambda: Compute.gpu(count=1, timeout=7200, retries=2),
-    "gpu-inference": lambda: Compute.gpu(count=1, pool="inference", cpu="2", memory="8Gi"),
+    "gpu-inference": lambda: Compute.gpu(count=1, purpose="inference", cpu="2", memory="8Gi"),
     "gpu-spot": lambda: Compute.gpu(count=1, spot=True),
-    "gpu-mig": lambda: Compute.gpu(model="a100-40gb", mig="1g.5gb", pool="inference", cpu="1", memory="4Gi"),
+    "gpu-mig": lambda: Compute.gpu(model="a100-40gb", mig="1g.5gb", purpose="inference", cpu="1", memory="4Gi"),
     "tpu": lambda: Compute.tpu(version="v5e", topology="2x4"),
     "tpu-multihost": lambda: Compute.tpu(version="v5p", topology="2x2x2"),
     # preferences with fallback (docs/compute.md): spot first, ordered candidates, a memory minimum

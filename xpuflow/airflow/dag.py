@@ -37,6 +37,7 @@ __all__ = [
     "MODE_ENV",
     "artifact_root_template",
     "build_dag",
+    "airflow_pool",
     "pool_for",
     "resolve_mode",
     "task",
@@ -64,12 +65,24 @@ def resolve_mode(mode: str | None = None) -> str:
     return key
 
 
-def pool_for(placement: Placement) -> tuple[str, int] | None:
-    """The Airflow pool and slots of an accelerator task: ``xpuflow-<kind>-<cluster>``, one slot per device."""
+def airflow_pool(placement: Placement) -> tuple[str, int] | None:
+    """The Airflow pool and slots of an accelerator task: ``xpuflow-<kind>-<cluster>``, one slot per device.
+
+    An *Airflow* pool (a scheduler slot budget), not the cluster's node pool (``placement.pool``).
+    """
     if placement.accelerator is None:
         return None
     _, count = placement.accelerator
     return f"xpuflow-{placement.kind}-{placement.cluster}", int(count)
+
+
+def pool_for(placement: Placement) -> tuple[str, int] | None:
+    """Deprecated name of :func:`airflow_pool`, kept for one release."""
+    import warnings
+
+    warnings.warn("xpuflow.airflow.pool_for is deprecated: call xpuflow.airflow.airflow_pool (the same result)",
+                  DeprecationWarning, stacklevel=2)
+    return airflow_pool(placement)
 
 
 def artifact_root_template(cluster: Cluster, artifact_root: str | None = None) -> str:
@@ -216,9 +229,9 @@ def _pod_task(dag: DAG | None, t: Task, placement: Placement, root: str, image: 
     from ..render import airflow as render_airflow
 
     kwargs = render_airflow.operator_kwargs(placement, step=t.name)  # refuses multi-host slices
-    pool = pool_for(placement)
-    if pool:
-        kwargs["pool"], kwargs["pool_slots"] = pool
+    slots = airflow_pool(placement)
+    if slots:
+        kwargs["pool"], kwargs["pool_slots"] = slots
     cmd = step_command(t.step)
     where = f"node pool `{placement.pool}` ({placement.hardware}{', spot' if placement.spot else ''})"
     common = dict(
@@ -228,7 +241,7 @@ def _pod_task(dag: DAG | None, t: Task, placement: Placement, root: str, image: 
         cmds=cmd,
         do_xcom_push=False,
         on_finish_action="delete_succeeded_pod",
-        doc_md=f"`{' '.join(cmd)}` on {where}" + (f", Airflow pool `{pool[0]}` x{pool[1]}" if pool else ""),
+        doc_md=f"`{' '.join(cmd)}` on {where}" + (f", Airflow pool `{slots[0]}` x{slots[1]}" if slots else ""),
         dag=dag,
         secrets=[Secret("env", var, secret, key) for var, (secret, key) in secret_env.items()] or None,
         **{k: v for k, v in pod.items() if v},

@@ -35,7 +35,7 @@ def _readme(step: Step, component) -> str:  # noqa: ANN001
     for name, out in (spec.outputs or {}).items():
         lines.append(f"| `{name}` | {_type(out)} |")
     lines += ["", "## Compute (declared with `@step`)", "", f"- kind: **{compute.kind}**, {compute.hardware}; requests cpu "
-              f"{compute.cpu_request}, memory {compute.memory_request}; pool purpose `{compute.pool}`"
+              f"{compute.cpu_request}, memory {compute.memory_request}; purpose `{compute.purpose}`"
               f"{'; spot' if compute.spot else ''}", ""]
     lines += ["Where it lands on the shipped clusters (`xpuflow plan`):", "", "| cluster | node pool | instance type |",
               "|---|---|---|"]

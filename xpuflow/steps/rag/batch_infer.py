@@ -212,7 +212,7 @@ def _source(data: str, split: str, standardise: bool) -> tuple[Any, str, bool]:
 
 
 # batch scoring on a GPU of the inference pool
-@step(compute=Compute.gpu(count=1, pool="inference", cpu="3", memory="12Gi"), inputs=("model", "data"),
+@step(compute=Compute.gpu(count=1, purpose="inference", cpu="3", memory="12Gi"), inputs=("model", "data"),
       outputs=("output",))
 def batch_infer(
     model: str = "out/model",

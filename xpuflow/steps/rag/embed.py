@@ -102,7 +102,7 @@ def _write_shard(path: Path, ids: list[str], vectors: Any, fingerprint: str) -> 
 
 
 # a GPU of the inference pool (not competing with training); resumes by finished shard
-@step(compute=Compute.gpu(count=1, pool="inference", cpu="3", memory="12Gi", spot="prefer"), resumable=True,
+@step(compute=Compute.gpu(count=1, purpose="inference", cpu="3", memory="12Gi", spot="prefer"), resumable=True,
       minutes=10, inputs=("data",), outputs=("output",))
 def embed(
     data: str = "out/chunks",
