@@ -255,3 +255,18 @@ def test_k8s_object_names_are_dns_labels_whatever_the_flow_is_called(project, tm
     assert all(label.fullmatch(n) for n in names) and len(set(names)) == len(names) == 3, names
     assert all(label.fullmatch(d["metadata"]["labels"]["xpuflow.io/flow"]) for d in docs)
     assert names[0].startswith("quarterly-business-review-training-flow")
+
+
+@pytest.mark.parametrize(("ref", "pattern"), [
+    ("../acme_ml/steps:fit", r"'../acme_ml/steps' is not valid: a module's import path \(package.module\), not a file"),
+    ("acme_broken:fit", r"module 'acme_broken' raised ValueError on import: broken at import\. Fix: run `python -c"),
+])
+def test_xpuflow_step_with_a_bad_module_is_one_line(project, ref, pattern):
+    # a file path gave a TypeError traceback (relative import), a module raising on import its traceback
+    import re
+
+    (project / "acme_broken.py").write_text('raise ValueError("broken at import")\n')
+    run = xpuflow(project, "step", ref, "--help")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert re.search(pattern, line), line

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +20,7 @@ __all__ = ["load_step", "load_flow", "load_file", "flows_in", "pick", "example_p
 
 # the example flows: pipelines/<name>.py beside the package (a source checkout) or in the working directory
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def load_step(ref: str) -> Step:
@@ -32,11 +34,18 @@ def load_step(ref: str) -> Step:
                             f"for your own @step.{did_you_mean(ref, names)}")
         ref = BUILTINS[names.index(ref)]
     module_name, _, attr = ref.partition(":")
+    if not _MODULE.fullmatch(module_name):
+        raise FlowError(f"step {ref!r}: {module_name!r} is not valid: a module's import path (package.module), not a "
+                        "file path. Fix: write package.module:function, with its directory on PYTHONPATH.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise FlowError(f"step {ref!r}: cannot import module {module_name!r} ({e}). Fix: install the package or put "
                         "its directory on PYTHONPATH.") from e
+    except Exception as e:  # noqa: BLE001 - the user's module raised while importing: one line, not a traceback
+        detail = " ".join(str(e).split())[:300]
+        raise FlowError(f"step {ref!r}: module {module_name!r} raised {type(e).__name__} on import: {detail}. Fix: "
+                        f"run `python -c 'import {module_name}'` to see the traceback.") from e
     obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
