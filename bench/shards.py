@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def main() -> None:
           f"in the {n}-shard runs, {cores} in the 1-process runs")
     record("shards", {"shards": n, "cores": cores, **figures}, ratios,
            title=f"embed and batch_infer: {n} shards vs 1 process")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,18 @@ def test_rag_index_with_shards_runs_on_kfp_local_equal_to_one_process(tmp_path):
     assert summary["processes"] == 2 and ids == ref_ids and abs(vectors - ref).max() <= 1e-5
     record = json.loads((runs[2] / "index" / "output" / "index.json").read_text())
     assert record["recall_at_5"] >= 0.9
+
+
+def test_flow_run_runs_the_shards_in_process_and_equals_one(tmp_path):
+    @flow(name="sharded_here")
+    def sharded_here(shards: int = 2):
+        embed(data=chunk().output, shard_size=4).with_shards(shards)
+
+    out = sharded_here.run(str(tmp_path / "two"))
+    ids, vectors, summary = read_embeddings(out["embed"]["output"], "t")
+    one = sharded_here.run(str(tmp_path / "one"), shards=1)
+    ref_ids, ref, ref_summary = read_embeddings(one["embed"]["output"], "t")
+    assert summary["processes"] == 2 and "processes" not in ref_summary
+    assert ids == ref_ids and abs(vectors - ref).max() <= 1e-5 and summary["shards"] == ref_summary["shards"]
+    with pytest.raises(FlowError, match=r"task 'embed': parameter shards=0 is not valid: a whole number of shards"):
+        sharded_here.run(str(tmp_path / "zero"), shards=0)

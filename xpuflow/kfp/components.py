@@ -81,7 +81,9 @@ def shard_components(output: str, image: str) -> tuple[Any, Any]:
               f"def join_shards(parts: Input[List[Artifact]], {output}: Output[Artifact]):\n"
               '    """Publish the parts of a sharded step as its one output."""\n'
               "    from xpuflow.steps.shards import join\n\n"
-              f"    join([p.path for p in parts], {output}.path)\n")
+              f"    summary = join([p.path for p in parts], {output}.path)\n"
+              f"    {output}.metadata.update({{k: v for k, v in summary.items() if isinstance(v, (int, float, str))\n"
+              "                              and not isinstance(v, bool)})\n")
     filename = f"<xpuflow shard components {output}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict[str, Any] = {"Input": dsl.Input, "Output": dsl.Output, "Artifact": dsl.Artifact,
