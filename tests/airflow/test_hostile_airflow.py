@@ -82,3 +82,18 @@ def test_one_step_as_a_task_refuses_arguments_its_pod_would_drop(project, mode):
         with pytest.raises(FlowError, match=r"task 'fit': input\(s\) data not given"):
             task(fit, dag=dag, cluster="eks", mode=mode)
         assert task(fit, dag=dag, cluster="eks", mode=mode, data="s3://acme/prep", scale="{{ params.s }}")
+
+
+@pytest.mark.parametrize(("image", "pattern"), [
+    ({"cuda": "registry.example/me/train:1"}, r"image='cuda' is not valid: a key of the mapping: a compute kind"),
+    ({"gpu": "registry.example/me/train:1", "gpuu": "x/y:1"}, r"image='gpuu' is not valid"),
+    ("", r"image='' is not valid: an image reference"),
+])
+def test_an_image_mapping_key_that_is_not_a_compute_kind_is_refused(project, image, pattern):
+    # image={"cuda": ...} (xpuflow's own name for the GPU image class) left the GPU task on the default image
+    fl = load_flow(str(project / "flows" / "nightly.py"))
+    with pytest.raises(FlowError, match=pattern):
+        build_dag(fl, cluster="eks", mode="cluster", artifact_root="s3://acme/x", image=image)
+    dag = build_dag(fl, cluster="eks", mode="cluster", artifact_root="s3://acme/x",
+                    image={"gpu": "registry.example/me/train:1"})
+    assert dag.get_task("fit").image == "registry.example/me/train:1"

@@ -17,7 +17,7 @@ from ..dsl.command import arguments as step_arguments
 from ..dsl.command import command as step_command
 from ..dsl.command import pod_root
 from ..dsl.step import FlowError
-from ..errors import XpuflowError, did_you_mean
+from ..errors import XpuflowError, did_you_mean, invalid
 from ..dsl.local import shard_specs
 from .local import LOCAL_ROOT_ENV, serialise
 
@@ -212,9 +212,21 @@ def _operator(dag: DAG | None, t: Task, mode: str, cl: Cluster | None, artifact_
                      image, secret_env, **pod)
 
 
+_KINDS = ("cpu", "gpu", "tpu", "npu")
+
+
 def _image(image: str | Mapping[str, str] | None, t: Task) -> str:
+    """``image=``: one reference for every task, or {compute kind: reference}; a key that is not a kind (a typo,
+    or the image class ``cuda``) would leave its tasks on the default image without a word, so it is refused."""
     if isinstance(image, str):
+        if not image.strip():
+            raise FlowError(invalid("image", image, "an image reference (registry/name:tag), or {kind: reference}"))
         return image
+    unknown = sorted(set(image or ()) - set(_KINDS))
+    if unknown:
+        raise FlowError(invalid("image", unknown[0], f"a key of the mapping: a compute kind ({', '.join(_KINDS)})",
+                                choices=_KINDS, fix="key it by compute kind, e.g. image={'gpu': 'registry/me/train:1'} "
+                                "(the CUDA image is the gpu kind's)"))
     kind = t.compute.kind  # type: ignore[union-attr]
     if image and kind in image:
         return image[kind]
