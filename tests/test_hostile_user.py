@@ -270,3 +270,25 @@ def test_xpuflow_step_with_a_bad_module_is_one_line(project, ref, pattern):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert re.search(pattern, line), line
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("memory://AKIAEXAMPLE:hunter2-SECRET@bucket/run-1/prep", "memory://***@bucket/run-1/prep: no _COMPLETE marker"),
+    ("nosuchproto://bucket/run-1/prep", "cannot open this URL (Protocol not known: nosuchproto)"),
+])
+def test_a_url_in_an_error_never_shows_its_credentials_and_is_one_line(project, url, expected):
+    # `xpuflow wait` (a Job's init container) printed a URL's password in the pod log, and a scheme fsspec
+    # cannot open was a ValueError traceback
+    run = xpuflow(project, "wait", url, "--timeout", "0")
+    assert run.returncode == 2 and "hunter2-SECRET" not in run.stderr + run.stdout
+    (line,) = run.stderr.strip().splitlines()
+    assert expected in line, line
+
+
+def test_redacted_masks_only_a_urls_credentials():
+    from xpuflow.errors import redacted, shown
+
+    assert redacted("input='https://u:p4ss@host/x.csv' and postgresql://app:pw@db:5432/rag") == \
+        "input='https://***@host/x.csv' and postgresql://***@db:5432/rag"
+    assert redacted("s3://bucket/run-1/model (me@example.org)") == "s3://bucket/run-1/model (me@example.org)"
+    assert shown("gs://key:secret@bucket/x") == "'gs://***@bucket/x'"

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import XpuflowError
+from .errors import XpuflowError, redacted
 
 _MAX_MINUTES = 525_600  # a year: a longer step is a typo
 
@@ -349,11 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"plan": _plan, "catalog": _catalog, "step": _step, "run": _run, "compile": _compile,
                     "lint": _lint, "graph": _graph, "kueue": _kueue, "wait": _wait}
         return commands[args.command](args)
-    except XpuflowError as e:
-        print(f"xpuflow {args.command}: error: {e}", file=sys.stderr)
+    except XpuflowError as e:  # a URL's credentials (scheme://user:password@host) never reach the log
+        print(f"xpuflow {args.command}: error: {redacted(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a file the command reads or writes: its path and the reason, in one line
-        print(f"xpuflow {args.command}: error: {_os_error(e, getattr(args, 'output', None))}", file=sys.stderr)
+        print(f"xpuflow {args.command}: error: {redacted(_os_error(e, getattr(args, 'output', None)))}",
+              file=sys.stderr)
         return 2
 
 

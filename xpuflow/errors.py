@@ -10,6 +10,7 @@ do not know about xpuflow. Messages follow one shape, built by :func:`invalid`:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 __all__ = [
@@ -93,11 +94,20 @@ def invalid(
 _SHOWN = 80  # characters of a bad value shown in a message
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s'\"]+@")
+
+
+def redacted(text: str) -> str:
+    """``text`` with the credentials of any URL in it (``scheme://user:password@host``) replaced by ``***``."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def shown(value: object) -> str:
-    """``repr(value)``, cut to a readable length: a message stays one short line whatever the input."""
+    """``repr(value)``, cut to a readable length: a message stays one short line whatever the input; a URL's
+    credentials are masked."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * _SHOWN:
         return f"<an integer of {value.bit_length()} bits>"  # repr() of a huge int is slow, or refused
-    text = repr(value)
+    text = redacted(repr(value))
     if len(text) > _SHOWN:
         return f"{text[:_SHOWN - 20]}... ({len(text)} characters)"
     return text

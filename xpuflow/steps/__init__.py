@@ -142,7 +142,9 @@ def wait(urls: list[str], timeout: float = 86400.0, poll: float = 10.0) -> None:
 
 
 def _exists(fsspec: Any, url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
+    from .store import _fs  # a URL fsspec cannot open (no s3fs installed, a typo'd scheme) is one line
+
+    fs, path = _fs(url)
     fs.invalidate_cache()
     return bool(fs.exists(path))
 
