@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from xpuflow import Cluster, Compute, ComputeError, PlacementError
+from xpuflow.podspec import dicts
 from xpuflow.catalog import shipped_clusters
 from xpuflow.dsl.load import load_flow as flow
 from xpuflow.lint import lint
@@ -74,8 +75,8 @@ def test_plan_shows_the_chosen_pool_and_the_runner_up_with_prices():
 def test_spot_prefer_tolerates_spot_and_prefers_it_with_an_on_demand_fallback():
     p = place("gke", Compute.gpu(cpu="3", memory="12Gi", spot="prefer"))
     assert [(c.pool.name, c.spot) for c in p.options] == [("gpu-l4-training", True), ("gpu-l4-training-ondemand", False)]
-    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in p.tolerations
-    node = p.affinity["nodeAffinity"]
+    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in dicts(p.tolerations)
+    node = p.affinity.to_dict()["nodeAffinity"]
     spot_term = [{"key": "cloud.google.com/gke-nodepool", "operator": "In", "values": ["gpu-l4-training"]},
                  {"key": "cloud.google.com/gke-spot", "operator": "In", "values": ["true"]}]
     od_term = [{"key": "cloud.google.com/gke-nodepool", "operator": "In", "values": ["gpu-l4-training-ondemand"]}]
@@ -104,12 +105,12 @@ def test_prefer_where_a_cluster_has_no_spot_is_plain_on_demand():
 def test_ordered_candidates_require_in_and_prefer_in_order():
     p = place("gke", Compute.gpu(model=["h100-80gb", "a100-80gb"], cpu="8", memory="64Gi"))
     assert [c.model for c in p.options] == ["h100-80gb", "a100-80gb"]
-    terms = p.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = p.affinity.to_dict()["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [
         {"key": "cloud.google.com/gke-nodepool", "operator": "In", "values": ["gpu-h100-training", "gpu-a100-80gb-training"]},
         {"key": "cloud.google.com/gke-accelerator", "operator": "In", "values": ["nvidia-h100-80gb", "nvidia-a100-80gb"]},
     ]}]
-    weights = [t["weight"] for t in p.affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]]
+    weights = [t["weight"] for t in p.affinity.to_dict()["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]]
     assert weights == sorted(weights, reverse=True) and len(weights) == 2
     assert place("gke", Compute.gpu(model=["a100-80gb", "h100-80gb"], cpu="8", memory="64Gi")).pool == "gpu-a100-80gb-training"
 

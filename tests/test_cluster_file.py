@@ -59,7 +59,7 @@ def test_custom_cluster_file_loads_and_places(tmp_path):
     assert placement.limits["nvidia.com/gpu"] == "2"
     # the GPU pool is untainted, so CPU work is kept off it by the pool label
     cpu = cluster.place(Compute.cpu())
-    expr = cpu.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    expr = cpu.affinity.to_dict()["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert expr["matchExpressions"] == [{"key": "example.com/pool", "operator": "NotIn", "values": ["gpu"]}]
 
 

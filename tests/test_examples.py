@@ -25,7 +25,7 @@ def test_custom_cluster_example_places_by_purpose():
     train = lab.place(Compute.gpu(count=8, model="a100-80gb"))
     assert train.pool == "a100-training" and train.tolerations == ()
     cpu = lab.place(Compute.cpu())
-    expr = cpu.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    expr = cpu.affinity.to_dict()["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert expr["matchExpressions"][0]["values"] == ["a100-training"]  # the untainted GPU pool
 
 

@@ -15,6 +15,7 @@ from kfp_compile import compile_tasks
 from pss import violations
 
 from xpuflow import ArgumentError, Cluster, Compute, ComputeError, PlacementError
+from xpuflow.podspec import dicts
 from xpuflow.errors import ClusterFileError
 from xpuflow.render import airflow as render_airflow
 from xpuflow.render import jobset, kubernetes, kueue, trainjob
@@ -87,18 +88,18 @@ def test_pods_do_not_carry_what_their_flavor_injects(gke, compute):
     (flavor,) = [d for d in kueue.setup(gke) if d["kind"] == "ResourceFlavor" and d["metadata"]["name"] == p.pool]
     injected = flavor["spec"].get("tolerations", [])
     assert injected, "these pools are tainted: their flavor injects the tolerations"
-    assert not [t for t in p.tolerations if t in injected]
+    assert not [t for t in dicts(p.tolerations) if t in injected]
     for key, value in flavor["spec"].get("nodeLabels", {}).items():  # Kueue picks the flavor that agrees
         assert p.node_selector.get(key, value) == value
     unqueued = gke.place(compute.replace(queue=None))
-    assert [t for t in unqueued.tolerations if t not in injected] == list(p.tolerations)
+    assert [t for t in dicts(unqueued.tolerations) if t not in injected] == dicts(p.tolerations)
     assert p.node_selector == unqueued.node_selector
 
 
 def test_without_injection_pods_keep_their_tolerations(tmp_path):
     cluster = _profile(tmp_path, flavors_inject=False)
     p = cluster.place(Compute.gpu(model="l4", queue="team-a"))
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in p.tolerations
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in dicts(p.tolerations)
     (flavor,) = [d for d in kueue.setup(cluster) if d["kind"] == "ResourceFlavor" and d["metadata"]["name"] == "l4"]
     assert flavor["spec"] == {}
 
@@ -322,7 +323,7 @@ def test_pod_group_is_admitted_together(gke):
 def test_every_pool_a_step_may_land_on_needs_a_quota(gke, tmp_path):
     p = gke.place(Compute.gpu(model=["h100-80gb", "a100-40gb"], queue="team-a"))
     assert [o.pool.name for o in p.options] == ["gpu-h100-training", "gpu-a100-training"]
-    assert not [t for t in p.tolerations if t["key"] == "nvidia.com/gpu"]  # both flavors inject it
+    assert not [t for t in p.tolerations if t.key == "nvidia.com/gpu"]  # both flavors inject it
     cluster = _profile(tmp_path, quotas={"cpu": {"nodes": 1}})
     with pytest.raises(PlacementError, match=r"may land on pool 'l4', which has no quota in kueue.quotas \(cpu\)"):
         cluster.place(Compute.gpu(model="l4", queue="team-a"))

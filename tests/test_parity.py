@@ -22,6 +22,7 @@ from kfp_compile import compile_tasks
 from normalize import from_kfp_ir, from_pod_spec
 
 from xpuflow import Cluster, PlacementError, RenderError
+from xpuflow.podspec import dicts
 from xpuflow.commands.compile import manifests
 from xpuflow.dsl.load import load_flow
 from xpuflow.kfp import pipeline
@@ -36,8 +37,8 @@ def expected(p):
         "requests": p.requests,
         "limits": p.limits,
         "nodeSelector": p.node_selector,
-        "tolerations": sorted(p.tolerations, key=lambda t: tuple(str(t.get(k)) for k in ("key", "operator", "value", "effect"))),
-        "affinity": p.affinity,
+        "tolerations": sorted(dicts(p.tolerations), key=lambda t: tuple(str(t.get(k)) for k in ("key", "operator", "value", "effect"))),
+        "affinity": p.scheduling().get("affinity"),
     }
 
 

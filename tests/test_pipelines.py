@@ -13,6 +13,7 @@ import yaml
 from normalize import from_kfp_ir
 
 from xpuflow import Cluster
+from xpuflow.podspec import dicts
 from xpuflow.commands.components import render_all
 from xpuflow.commands.pipelines import kfp_pipeline
 from xpuflow.dsl.load import load_flow as flow
@@ -45,8 +46,8 @@ def test_compiled_pipeline_placements_match_the_plan(name, cluster, tmp_path):
     for spec in flow(name).tasks:
         p = c.place(spec.compute)
         want = {"requests": p.requests, "limits": p.limits, "nodeSelector": p.node_selector,
-                "tolerations": sorted(p.tolerations, key=lambda t: tuple(str(t.get(k)) for k in ("key", "operator", "value", "effect"))),
-                "affinity": p.affinity}
+                "tolerations": sorted(dicts(p.tolerations), key=lambda t: tuple(str(t.get(k)) for k in ("key", "operator", "value", "effect"))),
+                "affinity": p.scheduling().get("affinity")}
         assert from_kfp_ir(docs, spec.name.replace("_", "-")) == want, f"{name}/{spec.name} on {cluster}"
 
 

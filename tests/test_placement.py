@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xpuflow import Cluster, Compute, Placement
+from xpuflow.podspec import dicts
 
 RESTRICTED_POD = {
     "runAsNonRoot": True,
@@ -87,7 +88,7 @@ def test_training_and_inference_use_separate_pools():
 def test_aks_cpu_work_is_kept_off_untainted_gpu_pools():
     p = place("aks", Compute.cpu())
     assert p.tolerations == ()
-    assert p.affinity == {
+    assert p.affinity.to_dict() == {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
@@ -112,7 +113,7 @@ def test_aks_cpu_work_is_kept_off_untainted_gpu_pools():
 def test_generic_cpu_work_is_kept_off_gpu_feature_discovery_nodes():
     p = place("generic", Compute.cpu())
     assert p.node_selector == {}
-    terms = p.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = p.affinity.to_dict()["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]}]}]
 
 
@@ -120,7 +121,7 @@ def test_spot_on_aks_and_karpenter_capacity_type_on_eks():
     aks = place("aks", Compute.gpu(spot=True, cpu="3", memory="12Gi"))
     assert aks.pool == "gput4spot"
     assert aks.node_selector["kubernetes.azure.com/scalesetpriority"] == "spot"
-    assert {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot", "effect": "NoSchedule"} in aks.tolerations
+    assert {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot", "effect": "NoSchedule"} in dicts(aks.tolerations)
     assert len(aks.tolerations) == 1  # pool taint and cluster spot toleration are the same one
     on_demand = place("eks", Compute.gpu(count=8))
     spot = place("eks", Compute.gpu(count=8, spot=True))
@@ -146,7 +147,7 @@ def test_tpu_single_host():
         "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
         "cloud.google.com/gke-tpu-topology": "2x4",
     }
-    assert p.tolerations == ({"key": "google.com/tpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},)
+    assert dicts(p.tolerations) == [{"key": "google.com/tpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
     assert p.env["PJRT_DEVICE"] == "TPU"
     assert p.instance_type == "ct5lp-hightpu-8t"
     assert p.price_per_hour == pytest.approx(8 * 1.20)
@@ -173,15 +174,15 @@ def test_npu_extended_resources_and_labels():
     for device, (resource, label) in expected.items():
         p = place("generic", Compute.npu(device=device))
         assert p.limits[resource] == "1" and label in p.node_selector, device
-        assert any(t["key"] == resource for t in p.tolerations), device
+        assert any(t.key == resource for t in p.tolerations), device
     assert place("eks", Compute.npu(device="aws-inferentia2")).pool == "inferentia2"
 
 
 def test_every_placement_is_restricted_by_default():
     for cluster in ("gke", "eks", "aks", "generic"):
         p = place(cluster, Compute.cpu())
-        assert p.restricted and p.pod_security_context == RESTRICTED_POD
-        assert p.container_security_context == RESTRICTED_CONTAINER
+        assert p.restricted and p.pod_security_context.to_dict() == RESTRICTED_POD
+        assert p.container_security_context.to_dict() == RESTRICTED_CONTAINER
 
 
 def test_placement_is_deterministic():

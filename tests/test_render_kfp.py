@@ -8,6 +8,7 @@ from kfp_compile import compile_tasks, noop_step
 from normalize import from_kfp_ir
 
 from xpuflow import Cluster, Compute, RenderError, Security
+from xpuflow.podspec import dicts
 from xpuflow.render import kfp as render_kfp
 
 
@@ -82,7 +83,7 @@ def test_normalised_ir_matches_placement(compiled):
         "requests": p.requests,
         "limits": p.limits,
         "nodeSelector": p.node_selector,
-        "tolerations": list(p.tolerations),
+        "tolerations": dicts(p.tolerations),
         "affinity": None,
     }
 

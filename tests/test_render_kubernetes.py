@@ -10,6 +10,7 @@ import pytest
 from manifests import rendered
 
 from xpuflow import Cluster, Compute, RenderError
+from xpuflow.podspec import dicts
 from xpuflow.render import kubernetes
 
 # The issue asks for at least three Kubernetes minor versions, 1.31 or newer.
@@ -50,7 +51,7 @@ def test_job_carries_every_setting():
     c = pod["containers"][0]
     assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 7200
     assert pod["priorityClassName"] == "batch-high" and pod["terminationGracePeriodSeconds"] == 60
-    assert pod["nodeSelector"] == p.node_selector and pod["tolerations"] == list(p.tolerations)
+    assert pod["nodeSelector"] == p.node_selector and pod["tolerations"] == dicts(p.tolerations)
     assert c["resources"] == {
         "requests": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "50Gi"},
         "limits": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "50Gi", "nvidia.com/gpu": "1"},

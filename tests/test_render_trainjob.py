@@ -15,6 +15,7 @@ import crd
 from pss import violations
 
 from xpuflow import ArgumentError, Cluster, Compute, PlacementError, RenderError, Security
+from xpuflow.podspec import dicts
 from xpuflow.render import kubernetes, trainjob
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +111,7 @@ def test_cpu_trainjob_has_no_processes_per_gpu(validator, cluster, spot):
         "requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"},
     }
     pod = _pod(manifest)["spec"]
-    assert pod.get("affinity") == p.affinity and pod.get("tolerations", []) == list(p.tolerations)
+    assert pod.get("affinity") == p.scheduling().get("affinity") and pod.get("tolerations", []) == dicts(p.tolerations)
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]  # CPU work gets no /dev/shm
 
 
@@ -122,15 +123,15 @@ def test_pods_get_exactly_the_placement_and_what_the_job_renderer_gives(cluster,
     patch = _pod(manifest)
     pod, container = patch["spec"], patch["spec"]["containers"][0]
     assert pod.get("nodeSelector", {}) == p.node_selector
-    assert pod.get("tolerations", []) == list(p.tolerations)
-    assert pod.get("affinity") == p.affinity
-    assert pod["securityContext"] == p.pod_security_context
+    assert pod.get("tolerations", []) == dicts(p.tolerations)
+    assert pod.get("affinity") == p.scheduling().get("affinity")
+    assert pod["securityContext"] == p.pod_security_context.to_dict()
     assert container == {
         "name": "node",
-        "securityContext": p.container_security_context,
-        **({"volumeMounts": list(p.volume_mounts)} if p.volume_mounts else {}),
+        "securityContext": p.container_security_context.to_dict(),
+        **({"volumeMounts": dicts(p.volume_mounts)} if p.volume_mounts else {}),
     }
-    assert pod.get("volumes", []) == list(p.volumes)
+    assert pod.get("volumes", []) == dicts(p.volumes)
     assert patch["metadata"]["labels"] == {**p.labels, "team": "ml"} == manifest["metadata"]["labels"]
     # the same pieces the Job renderer puts in its pod spec (parity across renderers)
     job = kubernetes.job(p, name="train", env={"EXTRA": "1"}, **COMMAND)["spec"]["template"]["spec"]
@@ -150,7 +151,7 @@ def test_spot_tolerations_and_selector_reach_the_pods(validator):
         _assert_valid(validator, manifest)
         pod = _pod(manifest)["spec"]
         assert pod["nodeSelector"] == p.node_selector
-        assert pod.get("tolerations", []) == list(p.tolerations)
+        assert pod.get("tolerations", []) == dicts(p.tolerations)
     gke = _pod(trainjob.trainjob(Cluster.load("gke").place(Compute.gpu(spot=True)), name="t", num_nodes=2, **COMMAND))
     assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in (
         gke["spec"]["tolerations"]
@@ -360,7 +361,7 @@ def test_rendering_is_pure_and_repeatable():
     a["spec"]["trainer"]["resourcesPerNode"]["limits"]["cpu"] = "99"
     b = trainjob.trainjob(p, name="t", num_nodes=2, **COMMAND)
     assert "mutated" not in _pod(b)["spec"]["nodeSelector"] and "mutated" not in p.node_selector
-    assert _pod(b)["spec"]["tolerations"] == list(p.tolerations) and p.limits["cpu"] == "4"
+    assert _pod(b)["spec"]["tolerations"] == dicts(p.tolerations) and p.limits["cpu"] == "4"
 
 
 def test_runtime_can_be_named():

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from xpuflow import Cluster, Compute, ComputeError, RenderError
+from xpuflow.podspec import dicts
 from xpuflow.catalog import catalog
 from xpuflow.render import airflow as render_airflow
 from xpuflow.render import kfp as render_kfp
@@ -54,7 +55,7 @@ def test_every_valid_slice_places_on_gke(version, topology):
     assert p.limits["google.com/tpu"] == str(c.chips_per_host) and p.hosts == c.hosts
     assert p.node_selector["cloud.google.com/gke-tpu-accelerator"] == CAT[version].accelerator
     assert p.node_selector["cloud.google.com/gke-tpu-topology"] == topology
-    assert {"key": "google.com/tpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in p.tolerations
+    assert {"key": "google.com/tpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in dicts(p.tolerations)
     assert p.env["PJRT_DEVICE"] == "TPU"
     if c.hosts == 1:
         job = kubernetes.job(p, name="t", image="img")

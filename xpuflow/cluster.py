@@ -22,6 +22,7 @@ from . import dra, kueue, safe_yaml
 from .allocatable import Allocatable
 from .catalog import schema
 from .errors import ClusterFileError, ComputeError, did_you_mean, shown
+from .podspec import Toleration
 from .quantity import Quantity, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
@@ -39,10 +40,10 @@ class Taint:
     effect: str
     value: str | None = None
 
-    def toleration(self) -> dict[str, str]:
+    def toleration(self) -> Toleration:
         if self.value is None:
-            return {"key": self.key, "operator": "Exists", "effect": self.effect}
-        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+            return Toleration(self.key, "Exists", effect=self.effect)
+        return Toleration(self.key, "Equal", self.value, self.effect)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Cluster:
     pool_label: str | None = None
     capacity_label: dict[str, str] | None = None
     spot_selector: dict[str, str] = field(default_factory=dict)
-    spot_tolerations: tuple[dict[str, str], ...] = ()
+    spot_tolerations: tuple[Toleration, ...] = ()
     spot_grace_period: int | None = None
     mig_strategy: str = "mixed"
     tpu_labels: dict[str, str] | None = None
@@ -187,13 +188,9 @@ def _cpu_memory(d: dict[str, str]) -> tuple[int, int]:
     return int(parse_cpu("cpu", d["cpu"]).value * 1000), int(parse_memory("memory", d["memory"]).value)
 
 
-def _toleration(t: dict[str, str]) -> dict[str, str]:
+def _toleration(t: dict[str, str]) -> Toleration:
     op = t.get("operator", "Equal" if "value" in t else "Exists")
-    out = {"key": t["key"], "operator": op}
-    if op == "Equal":
-        out["value"] = t.get("value", "")
-    out["effect"] = t["effect"]
-    return out
+    return Toleration(t["key"], op, t.get("value", "") if op == "Equal" else None, t["effect"])
 
 
 def _pool(p: dict[str, Any], path: str, source: str, cluster: dict[str, Any]) -> NodePool:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from .accelerators import Accelerator, Gpu, Npu, Tpu
 from .errors import ComputeError, invalid
 from .params import Param, accepts_parameters, replaced_params
+from .podspec import ContainerSecurityContext, PodSecurityContext
 from .quantity import MAX_INT32, MAX_INT64, Quantity, parse_cpu, parse_memory
 
 __all__ = ["Compute", "Security", "KINDS", "PURPOSES"]
@@ -112,22 +113,15 @@ class Security:
             and self.seccomp_profile in ("RuntimeDefault", "Localhost")
         )
 
-    def pod_context(self) -> dict[str, Any]:
-        return {
-            "runAsNonRoot": self.run_as_non_root,
-            "runAsUser": self.run_as_user,
-            "runAsGroup": self.run_as_group,
-            "seccompProfile": {"type": self.seccomp_profile},
-        }
+    def pod_context(self) -> PodSecurityContext:
+        return PodSecurityContext(run_as_non_root=self.run_as_non_root, run_as_user=self.run_as_user,
+                                  run_as_group=self.run_as_group, seccomp_profile=self.seccomp_profile)
 
-    def container_context(self) -> dict[str, Any]:
-        return {
-            "allowPrivilegeEscalation": self.allow_privilege_escalation,
-            "capabilities": {"drop": list(self.drop_capabilities)},
-            "readOnlyRootFilesystem": self.read_only_root_filesystem,
-            "runAsNonRoot": self.run_as_non_root,
-            "seccompProfile": {"type": self.seccomp_profile},
-        }
+    def container_context(self) -> ContainerSecurityContext:
+        return ContainerSecurityContext(
+            allow_privilege_escalation=self.allow_privilege_escalation, drop_capabilities=self.drop_capabilities,
+            read_only_root_filesystem=self.read_only_root_filesystem, run_as_non_root=self.run_as_non_root,
+            seccomp_profile=self.seccomp_profile)
 
 
 _DEFAULT = object()  # sentinel: "use the kind's default"

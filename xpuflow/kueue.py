@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClusterFileError, ComputeError, PlacementError, did_you_mean, invalid
+from .podspec import Toleration
 
 if TYPE_CHECKING:
     from .cluster import Cluster, NodePool
@@ -56,7 +57,7 @@ class KueuePlacement:
     priority: str | None
     topology: tuple[str, str] | None  # (required | preferred, node label)
     topology_always: bool  # asked for on the Compute (every pod); else only for steps of several pods
-    injected_tolerations: tuple[dict[str, str], ...]  # the flavor adds these; pods do not carry them
+    injected_tolerations: tuple[Toleration, ...]  # the flavor adds these; pods do not carry them
 
     def describe(self) -> str:
         """One line for `xpuflow plan` / `lint`: ``queue team-a, priority high, TAS required cloud...``."""
@@ -191,7 +192,7 @@ def profile(data: dict[str, Any] | None, source: str, cluster: str, pools: tuple
 
 # --------------------------------------------------------------------------- placement
 def resolve(cluster: Cluster, compute: Compute, pools: Sequence[NodePool],
-            tolerations: list[dict[str, str]]) -> KueuePlacement | None:
+            tolerations: list[Toleration]) -> KueuePlacement | None:
     """What ``compute`` asks of Kueue on ``cluster`` when it may land on ``pools`` (preferred first).
 
     Refuses a queue, priority or topology level the profile lacks, and a pool without a quota.

@@ -57,9 +57,9 @@ def lint(flow: Flow, cluster: Cluster, backend: str = "kfp") -> list[Finding]:
                                "size it for your data so the autoscaler picks the right node"))
         taints = next(pool.taints for pool in cluster.node_pools if pool.name == p.pool)
         tolerations = p.tolerations + (p.kueue.injected_tolerations if p.kueue else ())  # a flavor may add them
-        tolerated = {(t["key"], t.get("value"), t["effect"]) for t in tolerations}
+        tolerated = {(t.key, t.value, t.effect) for t in tolerations}
         for taint in taints:
-            exists = any(t["key"] == taint.key and t["operator"] == "Exists" and t["effect"] == taint.effect
+            exists = any(t.key == taint.key and t.operator == "Exists" and t.effect == taint.effect
                          for t in tolerations)
             if (taint.key, taint.value, taint.effect) not in tolerated and not exists:
                 out.append(Finding("error", spec.name, f"pool {p.pool!r} is tainted {taint.key}={taint.value}:"

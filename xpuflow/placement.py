@@ -1,13 +1,14 @@
-"""``Placement``: a ``Compute`` resolved on a ``Cluster``, as plain Kubernetes data.
+"""``Placement``: a ``Compute`` resolved on a ``Cluster``.
 
 This is the one shared Kubernetes core: requests, limits, node selector,
 tolerations, affinity, env, volumes and security contexts are computed here
 once, and every renderer (Kubernetes, KFP, Airflow) reads them unchanged.
+Tolerations, affinity, volumes and security contexts stay typed (xpuflow/podspec.py)
+until a renderer writes them with their one ``to_dict()``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,17 @@ from . import dra, kueue
 from .accelerators import Gpu, Tpu
 from .choice import Choice, choices, rendered
 from .errors import PlacementError
+from .podspec import (
+    ContainerSecurityContext,
+    EmptyDirVolume,
+    MatchExpression,
+    NodeAffinity,
+    PodSecurityContext,
+    PreferredTerm,
+    Toleration,
+    VolumeMount,
+    dicts,
+)
 
 if TYPE_CHECKING:
     from .cluster import Cluster, NodePool
@@ -42,14 +54,14 @@ class Placement:
     limits: dict[str, str]
     accelerator: tuple[str, int] | None  # (extended resource, count per pod)
     node_selector: dict[str, str]
-    tolerations: tuple[dict[str, str], ...]
-    affinity: dict[str, Any] | None
+    tolerations: tuple[Toleration, ...]
+    affinity: NodeAffinity | None
     env: dict[str, str]
     labels: dict[str, str]
-    volumes: tuple[dict[str, Any], ...]
-    volume_mounts: tuple[dict[str, Any], ...]
-    pod_security_context: dict[str, Any]
-    container_security_context: dict[str, Any]
+    volumes: tuple[EmptyDirVolume, ...]
+    volume_mounts: tuple[VolumeMount, ...]
+    pod_security_context: PodSecurityContext
+    container_security_context: ContainerSecurityContext
     restricted: bool
     timeout: int | None
     retries: int
@@ -75,10 +87,10 @@ class Placement:
         """``nodeSelector``, ``tolerations`` and ``affinity`` as Kubernetes writes them (affinity may be absent)."""
         out: dict[str, Any] = {
             "nodeSelector": dict(self.node_selector),
-            "tolerations": [dict(t) for t in self.tolerations],
+            "tolerations": dicts(self.tolerations),
         }
         if self.affinity:
-            out["affinity"] = copy.deepcopy(self.affinity)
+            out["affinity"] = self.affinity.to_dict()
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,16 +107,17 @@ class Placement:
             **self.scheduling(),
             "env": dict(self.env),
             "labels": dict(self.labels),
-            "volumes": copy.deepcopy(list(self.volumes)),
-            "volumeMounts": copy.deepcopy(list(self.volume_mounts)),
-            "podSecurityContext": copy.deepcopy(self.pod_security_context),
-            "containerSecurityContext": copy.deepcopy(self.container_security_context),
+            "volumes": dicts(self.volumes),
+            "volumeMounts": dicts(self.volume_mounts),
+            "podSecurityContext": self.pod_security_context.to_dict(),
+            "containerSecurityContext": self.container_security_context.to_dict(),
             "timeout": self.timeout,
             "retries": self.retries,
             "priorityClassName": self.priority_class,
             "terminationGracePeriodSeconds": self.grace_period,
             "price_per_hour": self.price_per_hour,
-            **({"kueue": dataclasses.asdict(self.kueue)} if self.kueue else {}),
+            **({"kueue": {**dataclasses.asdict(self.kueue),
+                          "injected_tolerations": dicts(self.kueue.injected_tolerations)}} if self.kueue else {}),
             **({"claims": [dataclasses.asdict(c) for c in self.claims]} if self.claims else {}),
             "node_price_per_hour": self.node_price_per_hour,
             "options": [_choice_dict(c) for c in self.options],
@@ -142,7 +155,7 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         limits[pool.accelerator.resource] = str(acc.count)  # extended resources: limits only
 
     selectors = [_selector(cluster, c, compute) for c in options]
-    tolerations: list[dict[str, str]] = []
+    tolerations: list[Toleration] = []
     for c in options:
         tolerations.extend(t.toleration() for t in c.pool.taints)
         if c.spot:
@@ -166,11 +179,11 @@ def resolve(cluster: Cluster, compute: Compute) -> Placement:
         env["XPUFLOW_GPU_MEMORY_GIB"] = str(min(
             _gpu_memory_gib(c.pool.accelerator.name, c.pool.accelerator.mig) for c in options  # type: ignore[union-attr]
         ))
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
+    volumes: list[EmptyDirVolume] = []
+    mounts: list[VolumeMount] = []
     if compute.shm is not None:
-        volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": compute.shm.text}})
-        mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+        volumes.append(EmptyDirVolume(SHM_VOLUME, medium="Memory", size_limit=compute.shm.text))
+        mounts.append(VolumeMount(SHM_VOLUME, "/dev/shm"))
 
     grace = compute.grace_period
     if grace is None and any(c.spot for c in options):
@@ -226,8 +239,8 @@ def _selector(cluster: Cluster, choice: Choice, compute: Compute) -> dict[str, s
     return selector
 
 
-def _scheduling(selectors: list[dict[str, str]], exclusion: list[dict[str, Any]]
-                ) -> tuple[dict[str, str], dict[str, Any] | None]:
+def _scheduling(selectors: list[dict[str, str]], exclusion: list[MatchExpression]
+                ) -> tuple[dict[str, str], NodeAffinity | None]:
     """nodeSelector + nodeAffinity for the ordered ``selectors`` (one per choice).
 
     One choice: its labels as nodeSelector. Several: the labels they share as nodeSelector,
@@ -242,32 +255,23 @@ def _scheduling(selectors: list[dict[str, str]], exclusion: list[dict[str, Any]]
         diff = {k: v for k, v in s.items() if k not in common}
         if diff not in distinct:
             distinct.append(diff)
-    required: list[list[dict[str, Any]]] = []
-    preferred: list[dict[str, Any]] = []
+    required: list[list[MatchExpression]] = []
+    preferred: list[PreferredTerm] = []
     if len(distinct) > 1 and all(distinct):
         if all(d.keys() == distinct[0].keys() for d in distinct):
-            required = [[{"key": k, "operator": "In", "values": list(dict.fromkeys(d[k] for d in distinct))}
-                         for k in distinct[0]]]
+            required = [[MatchExpression(k, "In", tuple(dict.fromkeys(d[k] for d in distinct))) for k in distinct[0]]]
         else:
-            required = [[{"key": k, "operator": "In", "values": [v]} for k, v in d.items()] for d in distinct]
+            required = [[MatchExpression(k, "In", (v,)) for k, v in d.items()] for d in distinct]
     if len(distinct) > 1:
-        preferred = [
-            {"weight": max(1, 100 // (i + 1)),
-             "preference": {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in d.items()]}}
-            for i, d in enumerate(distinct) if d
-        ]
+        preferred = [PreferredTerm(max(1, 100 // (i + 1)), tuple(MatchExpression(k, "In", (v,)) for k, v in d.items()))
+                     for i, d in enumerate(distinct) if d]
     if exclusion:
         # a term that already names its pools by the exclusion's key needs no NotIn on that key
-        required = ([term + [e for e in exclusion if e["key"] not in {x["key"] for x in term}] for term in required]
+        required = ([term + [e for e in exclusion if e.key not in {x.key for x in term}] for term in required]
                     if required else [list(exclusion)])
-    node_affinity: dict[str, Any] = {}
-    if required:
-        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
-            "nodeSelectorTerms": [{"matchExpressions": term} for term in required]
-        }
-    if preferred:
-        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
-    return common, ({"nodeAffinity": node_affinity} if node_affinity else None)
+    if not required and not preferred:
+        return common, None
+    return common, NodeAffinity(tuple(tuple(term) for term in required), tuple(preferred))
 
 
 def _gpu_memory_gib(model: str, mig: str | None) -> int:
@@ -279,15 +283,15 @@ def _gpu_memory_gib(model: str, mig: str | None) -> int:
     return catalog().gpus[model].memory_gib
 
 
-def _dedupe(items: list[dict[str, str]]) -> list[dict[str, str]]:
-    seen: list[dict[str, str]] = []
+def _dedupe(items: list[Toleration]) -> list[Toleration]:
+    seen: list[Toleration] = []
     for item in items:
         if item not in seen:
             seen.append(item)
     return seen
 
 
-def _keep_off_accelerators(cluster: Cluster, chosen: list[NodePool]) -> list[dict[str, Any]]:
+def _keep_off_accelerators(cluster: Cluster, chosen: list[NodePool]) -> list[MatchExpression]:
     """NotIn expressions that keep CPU work off untainted accelerator pools (AKS adds no GPU taint)."""
     excluded: dict[str, list[str]] = {}
     for pool in cluster.node_pools:
@@ -296,4 +300,4 @@ def _keep_off_accelerators(cluster: Cluster, chosen: list[NodePool]) -> list[dic
         key, value = cluster.exclusion_label(pool)  # type: ignore[misc] - load() guarantees one
         if value not in excluded.setdefault(key, []):
             excluded[key].append(value)
-    return [{"key": k, "operator": "NotIn", "values": v} for k, v in excluded.items()]
+    return [MatchExpression(k, "NotIn", tuple(v)) for k, v in excluded.items()]

@@ -15,6 +15,7 @@ from . import admission
 from .cluster import Cluster
 from .compute import Compute
 from .errors import PipelineFileError, PlacementError
+from .podspec import dicts
 from .placement import Placement
 
 __all__ = ["PlanRow", "plan", "format_table", "load_steps_file", "run_cost", "to_json"]
@@ -74,18 +75,13 @@ def _cells(row: PlanRow) -> list[list[str]]:
     if p is None:
         return [[row.step], [row.hardware], ["-"], ["not offered (see below)"], ["-"], ["-"], ["-"]]
     selector = [f"{k}={v}" for k, v in p.node_selector.items()] or ["(any node)"]
-    node_affinity = (p.affinity or {}).get("nodeAffinity", {})
-    terms = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+    terms = p.affinity.required if p.affinity else ()
     for i, term in enumerate(terms):
         prefix = "or " if i else ("" if len(terms) == 1 else "either ")
-        selector.append(prefix + " and ".join(_expr(e) for e in term["matchExpressions"]))
-    for pref in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution", []):
-        expressions = pref["preference"]["matchExpressions"]
-        selector.append(f"prefer ({pref['weight']}) " + " and ".join(_expr(e) for e in expressions))
-    tolerations = [
-        f"{t.get('key') or '*'}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect') or '*'}"
-        for t in p.tolerations
-    ] or ["-"]
+        selector.append(prefix + " and ".join(_expr(e) for e in dicts(term)))
+    for pref in p.affinity.preferred if p.affinity else ():
+        selector.append(f"prefer ({pref.weight}) " + " and ".join(_expr(e) for e in dicts(pref.expressions)))
+    tolerations = [f"{t.key or '*'}{'=' + t.value if t.value else ''}:{t.effect or '*'}" for t in p.tolerations] or ["-"]
     hardware = [p.hardware + (" (spot)" if p.spot else "")]
     if p.accelerator and not p.claims:
         hardware.append(f"{p.accelerator[0]}: {p.accelerator[1]}" + (f" x {p.hosts} hosts" if p.hosts > 1 else ""))

@@ -24,6 +24,7 @@ from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 
 from xpuflow import Cluster, Compute, FlowError, PlacementError, RenderError, XpuflowError
+from xpuflow.podspec import dicts
 from xpuflow.airflow import MODE_ENV, airflow_pool, build_dag, write_dag_file
 from xpuflow.dsl.load import load_flow as flow
 from xpuflow.images import image_for
@@ -113,8 +114,8 @@ def test_cluster_mode_pods_carry_the_placement_and_accelerators_hold_pool_slots(
         container = pod["spec"]["containers"][0]
         assert container["resources"] == {"requests": placement.requests, "limits": placement.limits}
         assert pod["spec"].get("nodeSelector", {}) == placement.node_selector
-        assert pod["spec"].get("tolerations", []) == list(placement.tolerations)
-        assert (pod["spec"].get("affinity") or None) == placement.affinity
+        assert pod["spec"].get("tolerations", []) == dicts(placement.tolerations)
+        assert (pod["spec"].get("affinity") or None) == placement.scheduling().get("affinity")
         assert placement.labels.items() <= pod["metadata"]["labels"].items()
         assert container["image"] == image_for(spec.compute.kind)
         assert container["command"] == ["xpuflow", "step", spec.step.name]

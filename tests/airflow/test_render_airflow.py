@@ -16,6 +16,7 @@ import pytest
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
 from xpuflow import Cluster, Compute, RenderError
+from xpuflow.podspec import dicts
 from xpuflow.render import airflow as render_airflow
 
 VERSIONS = ("1.31", "1.33", "1.35")
@@ -67,7 +68,7 @@ def test_built_pod_carries_the_placement():
 def test_cpu_affinity_reaches_the_pod():
     placement = Cluster.load("aks").place(Compute.cpu())
     pod = airflow_pods.build_pod(placement, task_id="prep")
-    assert pod["spec"]["affinity"] == placement.affinity
+    assert pod["spec"]["affinity"] == placement.affinity.to_dict()
 
 
 def test_multi_host_is_refused():
@@ -109,7 +110,7 @@ def test_the_users_own_kwargs_merge_with_the_placement():
     _, pod = _pod(**render_airflow.operator_kwargs(placement, step="train", **_user_kwargs(k8s)))
     spec, container = pod["spec"], pod["spec"]["containers"][0]
     assert spec["nodeSelector"] == {**placement.node_selector, "team": "ml"}
-    assert spec["tolerations"] == [*placement.tolerations, {"key": "team", "operator": "Equal", "value": "ml",
+    assert spec["tolerations"] == [*dicts(placement.tolerations), {"key": "team", "operator": "Equal", "value": "ml",
                                                             "effect": "NoSchedule"}]
     assert {v["name"] for v in spec["volumes"]} == {"dshm", "data"}
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/dev/shm", "/data"}
@@ -137,7 +138,7 @@ def test_the_users_affinity_is_combined_with_the_placements():
     _, pod = _pod(**render_airflow.operator_kwargs(placement, task_id="prep", image=matrix.IMAGE, affinity=mine))
     affinity = pod["spec"]["affinity"]
     (term_out,) = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    ours = placement.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    ours = placement.affinity.to_dict()["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term_out["matchExpressions"] == [{"key": "topology.kubernetes.io/zone", "operator": "In",
                                              "values": ["eastus-1"]}, *ours[0]["matchExpressions"]]
     assert affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 1
@@ -216,7 +217,7 @@ def test_the_users_affinity_keeps_the_placements_alternatives_and_preferences(tm
     from xpuflow.inspect import lint_pods, read
 
     placement = Cluster.load("gke").place(Compute.gpu(model="l4", spot="prefer"))
-    ours = placement.affinity["nodeAffinity"]
+    ours = placement.affinity.to_dict()["nodeAffinity"]
     placed = ours["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert len(placed) == 2
     dag = tmp_path / "zone_dag.py"
@@ -244,6 +245,6 @@ def test_preferences_reach_the_operator_pod_whole(pods, cluster, case):
     placement = next(p for c, k, p in matrix.renderable() if (c, k) == (cluster, case))
     pod = pods[f"{cluster}/{case}"]
     node_affinity = pod["spec"]["affinity"]["nodeAffinity"]
-    assert node_affinity == placement.affinity["nodeAffinity"]
+    assert node_affinity == placement.affinity.to_dict()["nodeAffinity"]
     assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 100
     kubernetes_validate.validate(pod, VERSIONS[-1], strict=True)

@@ -13,6 +13,7 @@ from ..errors import did_you_mean
 from ..lint import Finding
 from ..placement import Placement
 from ..plan import PlanRow
+from ..podspec import ContainerSecurityContext, MatchExpression, NodeAffinity, PodSecurityContext, PreferredTerm, Toleration
 from .nodes import WELL_KNOWN, Node, fits, nodes, offers, quantity, selector_matches, terms_match, untolerated
 from .pod import TaskPod
 
@@ -207,20 +208,17 @@ def _placement(pod: TaskPod, node: Node, cluster: Cluster) -> Placement:
         hardware = f"tpu {acc.name} {node.topology}"
     else:
         hardware = f"{accelerator[1] if accelerator else 0}x {acc.name}" + (f" mig {acc.mig}" if acc.mig else "")
-    terms = [{"matchExpressions": list(t)} for t in pod.required_terms]
-    node_affinity: dict = {}  # type: ignore[type-arg]
-    if terms:
-        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
-    if pod.preferred_terms:
-        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
-            {"weight": w, "preference": {"matchExpressions": list(t)}} for w, t in pod.preferred_terms]
-    affinity = {"nodeAffinity": node_affinity} if node_affinity else None
+    affinity = NodeAffinity(
+        tuple(tuple(MatchExpression.from_dict(e) for e in term) for term in pod.required_terms),
+        tuple(PreferredTerm(w, tuple(MatchExpression.from_dict(e) for e in term)) for w, term in pod.preferred_terms),
+    ) if pod.required_terms or pod.preferred_terms else None
     return Placement(
         cluster=cluster.name, pool=node.pool.name, kind=acc.kind if acc else "cpu", hardware=hardware,
         instance_type=node.machine_type, spot=node.spot, hosts=node.hosts, requests=dict(pod.requests),
         limits=dict(pod.limits), accelerator=accelerator, node_selector=dict(pod.node_selector),
-        tolerations=tuple(pod.tolerations), affinity=affinity, env={}, labels={}, volumes=(), volume_mounts=(),
-        pod_security_context={}, container_security_context={}, restricted=False, timeout=None, retries=0,
+        tolerations=tuple(Toleration.from_dict(t) for t in pod.tolerations), affinity=affinity, env={}, labels={},
+        volumes=(), volume_mounts=(), pod_security_context=PodSecurityContext(),
+        container_security_context=ContainerSecurityContext(), restricted=False, timeout=None, retries=0,
         priority_class=None, grace_period=None, ephemeral_storage=None, price_per_hour=_price(node, pod),
         compute=None,  # type: ignore[arg-type] - read from a pipeline, not declared
     )

@@ -45,7 +45,7 @@ def nodes(cluster: Cluster) -> list[Node]:
     from ..catalog import catalog
 
     # spot nodes carry the taints the profile's spot tolerations are for
-    spot_taints = tuple(Taint(t["key"], t["effect"], t.get("value")) for t in cluster.spot_tolerations)
+    spot_taints = tuple(Taint(t.key, t.effect, t.value) for t in cluster.spot_tolerations)  # type: ignore[arg-type]
     out = []
     for pool in cluster.node_pools:
         acc = pool.accelerator

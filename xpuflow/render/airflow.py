@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import RenderError
 from ..placement import Placement
+from ..podspec import dicts
 from . import dra, kueue, refuse_unsupported
 
 __all__ = ["pod_kwargs", "operator_kwargs", "merge_kwargs", "CANNOT"]
@@ -54,13 +55,13 @@ def pod_kwargs(placement: Placement, *, step: str = "") -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "container_resources": placement.resources(),
         "node_selector": dict(placement.node_selector),
-        "tolerations": [dict(t) for t in placement.tolerations],
+        "tolerations": dicts(placement.tolerations),
         "env_vars": dict(placement.env),
         "labels": {**placement.labels, **kueue.object_labels(placement)},
-        "security_context": copy.deepcopy(placement.pod_security_context),
-        "container_security_context": copy.deepcopy(placement.container_security_context),
+        "security_context": placement.pod_security_context.to_dict(),
+        "container_security_context": placement.container_security_context.to_dict(),
         # with do_xcom_push=True the operator adds a sidecar container: it gets the same restricted context
-        _SIDECAR_CONTEXT: copy.deepcopy(placement.container_security_context),
+        _SIDECAR_CONTEXT: placement.container_security_context.to_dict(),
         "automount_service_account_token": False,
     }
     if kueue.pod_annotations(placement, 1):
@@ -70,10 +71,10 @@ def pod_kwargs(placement: Placement, *, step: str = "") -> dict[str, Any]:
     if placement.retries:  # otherwise the DAG's default_args decide
         kwargs["retries"] = placement.retries
     if placement.affinity:
-        kwargs["affinity"] = copy.deepcopy(placement.affinity)
+        kwargs["affinity"] = placement.affinity.to_dict()
     if placement.volumes:
-        kwargs["volumes"] = copy.deepcopy(list(placement.volumes))
-        kwargs["volume_mounts"] = copy.deepcopy(list(placement.volume_mounts))
+        kwargs["volumes"] = dicts(placement.volumes)
+        kwargs["volume_mounts"] = dicts(placement.volume_mounts)
     if placement.priority_class:
         kwargs["priority_class_name"] = placement.priority_class
     if placement.grace_period is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RenderError
 from ..placement import Placement
+from ..podspec import NodeAffinity, dicts
 from . import kueue, refuse_unsupported
 
 if TYPE_CHECKING:  # kfp is an optional extra; imported inside apply()
@@ -60,9 +61,7 @@ def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> Pipeli
     for key, value in placement.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for tol in placement.tolerations:
-        kubernetes.add_toleration(
-            task, key=tol["key"], operator=tol["operator"], value=tol.get("value"), effect=tol["effect"]
-        )
+        kubernetes.add_toleration(task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect)
     for term in _affinity_terms(placement.affinity):  # required terms, then preferred ones with their weight
         kubernetes.add_node_affinity(task, match_expressions=[dict(e) for e in term["matchExpressions"]],
                                      weight=term.get("weight"))
@@ -72,19 +71,14 @@ def apply(task: PipelineTask, placement: Placement, *, step: str = "") -> Pipeli
         kubernetes.add_pod_label(task, key, value)
     for key, value in kueue.pod_annotations(placement, 1).items():
         kubernetes.add_pod_annotation(task, key, value)
-    volumes = {v["name"]: v for v in placement.volumes}
+    volumes = {v.name: v for v in placement.volumes}
     for mount in placement.volume_mounts:
-        empty_dir = volumes[mount["name"]]["emptyDir"]
-        kubernetes.empty_dir_mount(
-            task,
-            volume_name=mount["name"],
-            mount_path=mount["mountPath"],
-            medium=empty_dir.get("medium"),
-            size_limit=empty_dir.get("sizeLimit"),
-        )
+        volume = volumes[mount.name]
+        kubernetes.empty_dir_mount(task, volume_name=mount.name, mount_path=mount.mount_path, medium=volume.medium,
+                                   size_limit=volume.size_limit)
     ctx = placement.pod_security_context
     kubernetes.set_security_context(
-        task, run_as_user=ctx["runAsUser"], run_as_group=ctx["runAsGroup"], run_as_non_root=ctx["runAsNonRoot"]
+        task, run_as_user=ctx.run_as_user, run_as_group=ctx.run_as_group, run_as_non_root=ctx.run_as_non_root
     )
     if placement.timeout is not None:
         kubernetes.set_timeout(task, placement.timeout)
@@ -131,9 +125,9 @@ def _take_off(task: PipelineTask, old: Placement, new: Placement) -> None:
     for key, value in old.node_selector.items():
         if labels.get(key) == value:
             del labels[key]
-    config["tolerations"] = _without(config.get("tolerations", []), [_present(t) for t in old.tolerations])
+    config["tolerations"] = _without(config.get("tolerations", []), [_present(t) for t in dicts(old.tolerations)])
     config["nodeAffinity"] = _without(config.get("nodeAffinity", []), _affinity_terms(old.affinity))
-    old_volumes = {m["name"] for m in old.volume_mounts}
+    old_volumes = {m.name for m in old.volume_mounts}
     config["emptyDirMounts"] = [m for m in config.get("emptyDirMounts", []) if m.get("volumeName") not in old_volumes]
     pod_meta = config.get("podMetadata", {})
     for part, old_items in (("labels", {**old.labels, **kueue.object_labels(old)}),
@@ -160,14 +154,11 @@ def _take_off(task: PipelineTask, old: Placement, new: Placement) -> None:
         task._task_spec.retry_policy = None  # noqa: SLF001
 
 
-def _affinity_terms(affinity: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _affinity_terms(affinity: NodeAffinity | None) -> list[dict[str, Any]]:
     """Node affinity as kfp-kubernetes NodeAffinityTerms: each required term (the KFP driver ORs them, as
     Kubernetes does), then each preferred term with its ``weight``."""
-    if not affinity:
+    if affinity is None:
         return []
-    node = affinity["nodeAffinity"]
-    required = node.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
-    preferred = node.get("preferredDuringSchedulingIgnoredDuringExecution", [])
-    return [{"matchExpressions": t["matchExpressions"]} for t in required] + [
-        {"matchExpressions": t["preference"]["matchExpressions"], "weight": t["weight"]} for t in preferred
+    return [{"matchExpressions": dicts(term)} for term in affinity.required] + [
+        {"matchExpressions": dicts(t.expressions), "weight": t.weight} for t in affinity.preferred
     ]

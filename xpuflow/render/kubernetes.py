@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ArgumentError, RenderError, invalid
 from ..placement import Placement
+from ..podspec import dicts
 from ..quantity import MAX_INT32
 from . import dra, kueue, refuse_unsupported
 from .dra import resource_claim_templates
@@ -90,9 +90,9 @@ def container(
         out["args"] = list(args)
     out["env"] = container_env(placement, env) + _secret_env(placement, env, secret_env)
     out["resources"] = placement.resources()
-    out["securityContext"] = copy.deepcopy(placement.container_security_context)
+    out["securityContext"] = placement.container_security_context.to_dict()
     if placement.volume_mounts:
-        out["volumeMounts"] = copy.deepcopy(list(placement.volume_mounts))
+        out["volumeMounts"] = dicts(placement.volume_mounts)
     return out
 
 
@@ -106,12 +106,12 @@ def pod_spec(placement: Placement, *, restart_policy: str = "Never", claims_of: 
     spec: dict[str, Any] = {
         "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
-        "securityContext": copy.deepcopy(placement.pod_security_context),
+        "securityContext": placement.pod_security_context.to_dict(),
         **placement.scheduling(),
         "containers": [container(placement, **container_args)],
     }
     if placement.volumes:
-        spec["volumes"] = copy.deepcopy(list(placement.volumes))
+        spec["volumes"] = dicts(placement.volumes)
     if placement.claims:
         if not claims_of:
             raise RenderError(f"placement on cluster {placement.cluster!r} claims devices through DRA: pass "

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..placement import Placement
+from ..podspec import dicts
 
 if TYPE_CHECKING:
     from ..cluster import Cluster, NodePool
@@ -98,7 +99,7 @@ def _flavor(cluster: Cluster, pool: NodePool) -> dict[str, Any]:
         if labels:
             spec["nodeLabels"] = labels
         if pool.taints:
-            spec["tolerations"] = [t.toleration() for t in pool.taints]
+            spec["tolerations"] = dicts(t.toleration() for t in pool.taints)
     if k.topology and pool.accelerator and pool.accelerator.kind in k.slices:
         spec["topologyName"] = k.topology
     return {"apiVersion": API_VERSION, "kind": "ResourceFlavor", "metadata": _meta(pool.name), "spec": spec}

@@ -23,12 +23,12 @@ NPU placements, ``priority_class`` (the patch has no ``priorityClassName``) and
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ArgumentError, RenderError, invalid
 from ..placement import Placement
+from ..podspec import dicts
 from ..quantity import MAX_INT32
 from . import kueue, refuse_unsupported
 from .kubernetes import check_pod_hostnames, container_env, object_metadata
@@ -75,15 +75,15 @@ def _pod_patch(placement: Placement, labels: Mapping[str, str], num_nodes: int) 
     """The PodTemplate patch for the ``node`` pods; empty selector/toleration lists are left to the runtime."""
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "securityContext": copy.deepcopy(placement.container_security_context),
+        "securityContext": placement.container_security_context.to_dict(),
     }
     if placement.volume_mounts:
-        container["volumeMounts"] = copy.deepcopy(list(placement.volume_mounts))
+        container["volumeMounts"] = dicts(placement.volume_mounts)
     spec: dict[str, Any] = {k: v for k, v in placement.scheduling().items() if v}
-    spec["securityContext"] = copy.deepcopy(placement.pod_security_context)
+    spec["securityContext"] = placement.pod_security_context.to_dict()
     spec["containers"] = [container]
     if placement.volumes:
-        spec["volumes"] = copy.deepcopy(list(placement.volumes))
+        spec["volumes"] = dicts(placement.volumes)
     if placement.grace_period is not None:
         spec["terminationGracePeriodSeconds"] = placement.grace_period
     meta: dict[str, Any] = {"labels": dict(labels)}
