@@ -292,3 +292,19 @@ def test_redacted_masks_only_a_urls_credentials():
         "input='https://***@host/x.csv' and postgresql://***@db:5432/rag"
     assert redacted("s3://bucket/run-1/model (me@example.org)") == "s3://bucket/run-1/model (me@example.org)"
     assert shown("gs://key:secret@bucket/x") == "'gs://***@bucket/x'"
+
+
+@pytest.mark.parametrize("option", ["--scale=nan", "--scale=inf", "--scale=-Infinity"])
+def test_xpuflow_step_reads_scalars_as_run_param_does(project, tmp_path, option):
+    # `xpuflow run --param scale=nan` was refused but `xpuflow step ... --scale nan` ran the step with NaN
+    run = xpuflow(project, "step", "acme_ml.steps:fit", "--data", str(tmp_path / "d"), "--model", str(tmp_path / "m"),
+                  option)
+    assert run.returncode == 2 and "expected a finite number" in run.stderr and not (tmp_path / "m").exists()
+
+
+def test_xpuflow_step_reads_whole_numbers_as_pipeline_parameters(project, tmp_path):
+    for rows in ("٣", "1_000", str(2**63)):
+        run = xpuflow(project, "step", "acme_ml.steps:make_data", "--out", str(tmp_path / "d"), "--rows", rows)
+        assert run.returncode == 2 and "expected a whole number (an int64)" in run.stderr, rows
+    ok = xpuflow(project, "step", "acme_ml.steps:make_data", "--out", str(tmp_path / "d"), "--rows", "-0")
+    assert ok.returncode == 0, ok.stderr

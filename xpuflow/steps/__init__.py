@@ -60,6 +60,28 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _int(text: str) -> int:
+    """A whole number as a pipeline parameter is one: ASCII digits, an int64 (int() also reads '٣' and '1_000')."""
+    from ..dsl.params import _INT, MAX_INT64
+
+    if not _INT.fullmatch(text) or abs(int(text)) > MAX_INT64:
+        raise argparse.ArgumentTypeError(f"expected a whole number (an int64), got {text!r}")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    """A finite number (float() also reads 'nan' and 'inf', which no step option means)."""
+    import math
+
+    try:
+        number = float(text) if text.isascii() else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return number
+
+
 def build_parser(step: Step | str, prog: str = "xpuflow step") -> argparse.ArgumentParser:
     """An argument parser generated from the step's declaration (inputs, outputs, scalar parameters)."""
     from ..dsl.load import load_step
@@ -76,7 +98,7 @@ def build_parser(step: Step | str, prog: str = "xpuflow step") -> argparse.Argum
                             required=not isinstance(default, str),
                             help=f"{role} (default: {default!r})" if isinstance(default, str) else f"{role} (required)")
     for param in step.params.values():
-        kind = {bool: _bool, int: int, float: float}.get(param.type, str)
+        kind = {bool: _bool, int: _int, float: _float}.get(param.type, str)
         parser.add_argument(param.flag, dest=param.name, type=kind, default=param.default,
                             help=f"(default: {param.default!r})", metavar=param.type.__name__.upper())
     return parser
