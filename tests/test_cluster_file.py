@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import re
-import textwrap
 
 import pytest
+
+from profiles import GOOD
 
 from xpuflow import Cluster, ClusterFileError, Compute
 from xpuflow.catalog import catalog, shipped_clusters
 
-GOOD = textwrap.dedent(
-    """\
-    name: lab
-    pool_label: example.com/pool
-    node_pools:
-      - name: cpu
-        cpu: "4"
-        memory: 16Gi
-        labels: {example.com/pool: cpu}
-      - name: gpu
-        gpu: {model: l4, count: 2}
-        price: {on_demand: 1.5}
-        labels: {example.com/pool: gpu}
-    """
-)
 
 
 def write(tmp_path, text: str):

@@ -11,24 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from profiles import GOOD
+
 from xpuflow import Cluster, ClusterFileError, Compute
 
 ROOT = Path(__file__).resolve().parents[1]
-GOOD = textwrap.dedent(
-    """\
-    name: lab
-    pool_label: example.com/pool
-    node_pools:
-      - name: cpu
-        cpu: "4"
-        memory: 16Gi
-        labels: {example.com/pool: cpu}
-      - name: gpu
-        gpu: {model: l4, count: 2}
-        price: {on_demand: 1.5}
-        labels: {example.com/pool: gpu}
-    """
-)
 SECRET = "hunter2-do-not-echo"
 # ten levels of ten aliases in one value: 10^10 strings once expanded, under 500 bytes as text
 BOMB = "[" + ", ".join(f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 10 if i else ["lol"] * 10) + "]" for i in range(10)) + "]"

@@ -10,6 +10,8 @@ import kubernetes_validate
 import pytest
 
 from xpuflow import ArgumentError, Cluster, Compute, ComputeError, Security
+from manifests import numbers
+
 from xpuflow.quantity import parse_cpu, parse_memory
 from xpuflow.render import jobset, kubernetes, trainjob
 
@@ -27,17 +29,6 @@ def refused(build, pattern: str, error: type[Exception] = ComputeError) -> str:
     assert "\n" not in message and len(message) < 400, message
     return message
 
-
-def numbers(node):
-    """Every int and float inside a manifest."""
-    if isinstance(node, dict):
-        for v in node.values():
-            yield from numbers(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from numbers(v)
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield node
 
 
 CASES = [

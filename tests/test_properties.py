@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from xpuflow import ArgumentError, Cluster, ClusterFileError, Compute, ComputeError, PlacementError, Security
+from manifests import numbers
+
 from xpuflow.quantity import parse_cpu, parse_memory
 from xpuflow.render import kubernetes
 
@@ -110,16 +112,6 @@ def test_decimal_suffixes_and_exponents_agree(n, suffix, shift):
 def test_millicores_and_cores_agree(m):
     assert parse_cpu("cpu", f"{m}m").value == Decimal(m) / 1000 == parse_cpu("cpu", str(Decimal(m) / 1000)).value
 
-
-def numbers(node):
-    if isinstance(node, dict):
-        for v in node.values():
-            yield from numbers(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from numbers(v)
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield node
 
 
 UNSIZED = Cluster.from_dict({"name": "unsized", "node_pools": [{"name": "any"}]}, source="unsized")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import matrix
@@ -17,3 +18,15 @@ def rendered() -> dict[str, dict[str, Any]]:
         if placement.retries == 0:
             out[f"{cluster}/{case}/pod"] = kubernetes.pod(placement, name=case, **common)
     return out
+
+
+def numbers(node: Any) -> Iterator[int | float]:
+    """Every int and float inside a manifest (bools are not numbers here)."""
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from numbers(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from numbers(v)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield node
