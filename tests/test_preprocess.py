@@ -75,7 +75,7 @@ def test_parquet_and_fsspec_url_inputs(tmp_path):
 BAD = [
     ("missing label column", "a,b,c\n1,2,3\n", {}, r"label column 'label' is missing; columns are: a, b, c"),
     ("near-miss label", "a,Label\n1,2\n", {}, r"Did you mean 'Label'\?"),
-    ("non-numeric feature", "a,b,label\n1,2,0\n3,x7,1\n5,6,0\n", {}, r"column 'b' \(#2\) is not numeric: row 2 holds 'x7'"),
+    ("non-numeric feature", "a,b,label\n1,2,0\n3,x7,1\n5,6,0\n", {}, r"column 'b' \(#2\) is not numeric: row 2 holds text that is not a number \(2 characters, not shown\)"),
     ("empty file", "", {}, r"empty input: no header row"),
     ("header only", "a,label\n", {}, r"empty input: no data rows"),
     ("duplicate columns", "a,b,a,label\n1,2,3,0\n", {}, r"duplicate column 'a' \(columns #1 and #3\)"),
@@ -101,7 +101,7 @@ def test_bad_input_names_column_and_row(tmp_path, case, text, kwargs, pattern):
 def test_non_numeric_parquet_column_names_the_row(tmp_path):
     table = pa.table({"a": ["1", "2", "zz"], "label": [0, 1, 0]})
     pq.write_table(table, tmp_path / "bad.parquet")
-    with pytest.raises(StepError, match=r"column 'a' \(#1\) is not numeric: row 3 holds 'zz'"):
+    with pytest.raises(StepError, match=r"column 'a' \(#1\) is not numeric: row 3 holds text that is not a number \(2 characters, not shown\)"):
         preprocess(input=str(tmp_path / "bad.parquet"), output=str(tmp_path / "o"))
 
 
@@ -269,7 +269,7 @@ def test_gzip_csv_non_numeric_cell_names_its_row(tmp_path):
 
     with gzip.open(tmp_path / "bad.csv.gz", "wt") as f:
         f.write("a,label\n1,0\n2,1\nxx,0\n")
-    with pytest.raises(StepError, match=r"column 'a' \(#1\) is not numeric: row 3 holds 'xx'"):
+    with pytest.raises(StepError, match=r"column 'a' \(#1\) is not numeric: row 3 holds text that is not a number \(2 characters, not shown\)"):
         preprocess(input=str(tmp_path / "bad.csv.gz"), output=str(tmp_path / "o"))
 
 
@@ -354,3 +354,11 @@ def test_a_refused_rerun_leaves_the_previous_output_byte_identical(tmp_path):
     with pytest.raises(StepError, match="holds inf"):
         preprocess(input=numeric_csv(tmp_path, rows_in(0, "test")[0], "inf", name="bad.csv"), output=str(out))
     assert snapshot(out) == before
+
+
+def test_a_non_numeric_cell_is_described_not_quoted(tmp_path):
+    """A data file's content stays out of messages: a cell holding a secret is counted, never echoed."""
+    (tmp_path / "rows.csv").write_text("a,label\n1,0\nsk-live-SECRET123,1\n2,0\n")
+    with pytest.raises(StepError) as info:
+        preprocess(input=str(tmp_path / "rows.csv"), output=str(tmp_path / "o"))
+    assert "SECRET" not in str(info.value) and "17 characters, not shown" in str(info.value)

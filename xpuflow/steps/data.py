@@ -151,7 +151,7 @@ def _csv(uri: str, label: str, batch_rows: int) -> Source:
         col, value = int(match.group(1)), match.group(3)
         row = _first_non_numeric_row(uri, columns[col])
         return StepError(
-            f"{uri}: column {columns[col]!r} (#{col + 1}) is not numeric: row {row} holds {value!r}. "
+            f"{uri}: column {columns[col]!r} (#{col + 1}) is not numeric: row {row} holds {_not_shown(value)}. "
             "Fix: features must be numbers (empty cells count as missing); encode or drop that column."
         )
 
@@ -273,7 +273,12 @@ def _to_double(uri: str, name: str, index: int, col: Any, offset: int, pc: Any, 
             float(value)
         except (TypeError, ValueError):
             raise StepError(
-                f"{uri}: column {name!r} (#{index + 1}) is not numeric: row {offset + i + 1} holds {value!r}. "
+                f"{uri}: column {name!r} (#{index + 1}) is not numeric: row {offset + i + 1} holds {_not_shown(value)}. "
                 "Fix: features must be numbers; encode or drop that column."
             ) from None
     return pc.cast(col, pa.float64())
+
+
+def _not_shown(value: object) -> str:
+    """A cell described, not quoted: a data file's content stays out of messages and logs."""
+    return f"text that is not a number ({len(str(value))} characters, not shown)"
