@@ -154,11 +154,17 @@ def test_chunk_rerun_killed_at_random_moments_leaves_the_old_or_the_new_output(d
     big.write_text("".join(json.dumps({"id": i, "text": words}) + "\n" for i in range(6000)))
     cmd = [python("main"), "-m", "xpuflow", "step", "chunk", "--input", str(big), "--output", str(out),
            "--size", "20", "--overlap", "5"]
+    # The kill moments are drawn over one whole run's duration, measured here on a scratch output, so that they
+    # land before, during and after the switch on a fast machine as on a loaded one (fixed seconds did not).
+    start = time.perf_counter()
+    subprocess.run([*cmd[:-6], "--output", str(tmp_path / "scratch"), *cmd[-4:]], check=True, env=env(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    whole = time.perf_counter() - start
     rng = random.Random(7)
     seen = {"old": 0, "new": 0}
     for _ in range(6):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
-        time.sleep(rng.uniform(1.0, 6.0))  # ~2 s of imports, ~2 s of chunking, the switch, the exit
+        time.sleep(rng.uniform(0.05, 1.3) * whole)  # imports, chunking, the switch (near the end), the exit
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         table, summary = read_chunks(out, who="test")  # a reader recovers a switch cut short
