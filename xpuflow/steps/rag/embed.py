@@ -188,10 +188,11 @@ def _sharded(output: str, sh: Any, source: Path, previous: Path, *, data: str, m
 
     from ..shards import assemble, finish_part, part, run_key
 
-    if pq.ParquetFile(source).metadata.num_rows == 0:
+    rows = pq.ParquetFile(source).metadata.num_rows
+    if rows == 0:
         raise StepError(f"embed: data={data!r} holds no chunks. Fix: check the chunk step's input.")
     key = run_key(data=data, model=encoder.identity, precision=encoder.precision, max_tokens=encoder.max_length,
-                  shard_size=shard_size, rows=pq.ParquetFile(source).metadata.num_rows)
+                  shard_size=shard_size, rows=rows)
     started = time.perf_counter()
     with part(output, sh, who="embed", key=key) as folder:
         done = _encode(folder, source, encoder, batch_size, shard_size, previous, owns=sh.owns)
