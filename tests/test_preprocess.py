@@ -148,6 +148,23 @@ def test_peak_memory_does_not_grow_with_the_input(tmp_path):
     assert default < peaks[4] + 300 * 2**20
 
 
+def test_preprocessing_never_imports_pandas(tmp_path):
+    """pyarrow imports pandas on its first numpy conversion (~0.25 s of CPU holding the GIL); the step goes around it."""
+    lines = ["a,b,label"] + [f"{i % 17 - 8},{'' if i % 9 == 0 else i * 0.5},{i % 3}" for i in range(3000)]
+    lines[5] = "1,NaN,2"  # a null word beside empty cells and plain numbers
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    pq.write_table(pa.table({"a": np.arange(500, dtype=np.float32), "label": np.arange(500) % 2}), tmp_path / "in.parquet")
+    code = (
+        "import sys; from xpuflow.steps.preprocess import preprocess; "
+        f"preprocess(input={str(tmp_path / 'in.csv')!r}, output={str(tmp_path / 'o1')!r}); "
+        f"preprocess(input={str(tmp_path / 'in.parquet')!r}, output={str(tmp_path / 'o2')!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pandas'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout[-300:]
+    assert json.loads((tmp_path / "o1" / "stats.json").read_text())["imputed"] == {"b": 334 + 1}  # empty cells and the NaN
+
+
 def test_memory_budget_variable_is_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("XPUFLOW_PREPROCESS_MEMORY_MIB", "lots")
     with pytest.raises(StepError, match=r"XPUFLOW_PREPROCESS_MEMORY_MIB='lots' is not valid: a whole number of MiB"):
@@ -362,3 +379,30 @@ def test_a_non_numeric_cell_is_described_not_quoted(tmp_path):
     with pytest.raises(StepError) as info:
         preprocess(input=str(tmp_path / "rows.csv"), output=str(tmp_path / "o"))
     assert "SECRET" not in str(info.value) and "17 characters, not shown" in str(info.value)
+
+
+def test_csv_pieces_parse_like_one_read_of_the_file(tmp_path):
+    """Pieces with and without null words ("NA", "nan", "null": parsed with the fast options only where none can
+    occur) give the table pyarrow's own reader gives for the whole file."""
+    import pyarrow.csv as pcsv
+
+    from xpuflow.steps.csvchunks import parallel_csv_batches
+
+    rng = np.random.default_rng(5)
+    words = ["", "NA", "nan", "NaN", "null", "N/A", "-nan", "#N/A"]
+    rows = []
+    for i in range(4000):
+        a = words[i % len(words)] if 1500 < i < 1600 or i % 97 == 0 else f"{rng.normal():.4f}"
+        rows.append(f"{a},{i * 0.25},{'' if i % 50 == 0 else rng.normal():.3}".replace(",nan", ",") + f",{i % 3}")
+    path = tmp_path / "in.csv"
+    path.write_text("x,yn,z,label\n" + "\n".join(rows) + "\n")
+    columns = ["x", "yn", "z", "label"]
+    convert = pcsv.ConvertOptions(column_types={"x": pa.float64(), "yn": pa.float64(), "z": pa.float64(),
+                                                "label": pa.dictionary(pa.int32(), pa.string())}, strings_can_be_null=True)
+    whole = pcsv.read_csv(path, convert_options=convert)
+    pieces = pa.Table.from_batches(list(parallel_csv_batches(str(path), columns, convert, batch_rows=1000,
+                                                             refuse=lambda e: e, threads=2, chunk_bytes=4096)))
+    assert pieces.num_rows == 4000 and whole.column("x").null_count > 100
+    for name in columns[:3]:
+        assert pieces.column(name).combine_chunks().equals(whole.column(name).combine_chunks()), name
+    assert pieces.column("label").to_pylist() == whole.column("label").to_pylist()

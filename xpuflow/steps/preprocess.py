@@ -215,9 +215,9 @@ def _write_split(spilled: Any, path: Path, features: tuple[str, ...], mean: Any,
                  refuse: bool, batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from .arrownp import array, valid, values
     from .prepscan import CODE, ROW
 
     counts = np.zeros((2, len(features)), dtype=np.int64)
@@ -234,11 +234,14 @@ def _write_split(spilled: Any, path: Path, features: tuple[str, ...], mean: Any,
             out = np.empty((len(features), n), dtype=np.float32)
             arrays, first = [], None
             for j, name in enumerate(features):
-                x = pc.fill_null(table.column(name).chunk(0), np.nan).to_numpy()  # missing -> NaN, no copy here
+                col = table.column(name).chunk(0)
+                x, ok = values(col), valid(col)  # the slots of nulls hold anything: marked missing below
                 with np.errstate(over="ignore", invalid="ignore"):
                     np.subtract(x, mean[j], out=zn)
                     np.divide(zn, std[j], out=zn)
                     np.isnan(zn, out=bad)
+                    if ok is not None:
+                        np.logical_or(bad, ~ok, out=bad)
                     missing = np.count_nonzero(bad)
                     if missing:
                         counts[0, j] += missing
@@ -251,10 +254,10 @@ def _write_split(spilled: Any, path: Path, features: tuple[str, ...], mean: Any,
                         first = min(first or (1 << 63, j, 0.0), (int(table.column(ROW)[i].as_py()), j, float(x[i])))
                     counts[1, j] += np.count_nonzero(bad)
                     out[j][bad] = 0.0
-                arrays.append(pa.array(out[j]))
+                arrays.append(array(out[j]))
             if first is not None:
                 return counts, first
-            arrays.append(pa.array(final[table.column(CODE).chunk(0).to_numpy()]))
+            arrays.append(array(final[values(table.column(CODE).chunk(0))]))
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
     return counts, None
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .arrownp import array, finite, valid, values
 from .io import StepError
 
 __all__ = ["Scan", "scan", "value_error", "SPILL", "ROW", "CODE"]
@@ -168,7 +169,7 @@ def _scan_batch(batch: Any, offset: int, source: Any, labels: _Labels, schema: A
         encoded = y if pa.types.is_string(y.type.value_type) else pc.dictionary_encode(pc.cast(y, pa.string()))
     else:
         encoded = pc.dictionary_encode(y if pa.types.is_string(y.type) else pc.cast(y, pa.string()))
-    codes = labels.lookup(encoded.dictionary.to_pylist())[encoded.indices.to_numpy(zero_copy_only=False)]
+    codes = labels.lookup(encoded.dictionary.to_pylist())[values(encoded.indices)]
     nf = len(source.features)
     present = np.zeros(nf, dtype=np.int64)
     columns, first = [], None
@@ -183,9 +184,10 @@ def _scan_batch(batch: Any, offset: int, source: Any, labels: _Labels, schema: A
             continue
         # NaN cells count as missing; infinities are refused here or imputed (and counted) in pass 2;
         # a sum that merely overflowed (values near 1e308) finds neither
-        x = col.to_numpy(zero_copy_only=False)
-        inf = np.isinf(x)
-        present[j] -= np.count_nonzero(np.isnan(x)) - col.null_count + np.count_nonzero(inf)
+        x, ok = values(col), valid(col)
+        inf = np.isinf(x) if ok is None else np.isinf(x) & ok
+        nan = np.isnan(x) if ok is None else np.isnan(x) & ok
+        present[j] -= np.count_nonzero(nan) + np.count_nonzero(inf)
         if inf.any() and non_finite == "refuse":  # the first in file order: lowest row, then leftmost column
             first = min(first or (len(x), j), (int(np.flatnonzero(inf)[0]), j))
     if first is not None:
@@ -194,8 +196,8 @@ def _scan_batch(batch: Any, offset: int, source: Any, labels: _Labels, schema: A
         raise value_error(source, name, batch.column(name)[row].as_py(), offset + row, "features must be finite numbers")
     order = np.argsort(split, kind="stable")
     bounds = np.searchsorted(split[order], [0, 1, 2, 3])
-    grouped = pa.RecordBatch.from_arrays([*columns, pa.array(codes), pa.array(np.arange(offset, offset + n))],
-                                         schema=schema).take(pa.array(order))
+    grouped = pa.RecordBatch.from_arrays([*columns, array(codes), array(np.arange(offset, offset + n))],
+                                         schema=schema).take(array(order))
     parts = {s: grouped.slice(bounds[s], bounds[s + 1] - bounds[s]) for s in range(3)}
     counts = np.zeros((3, len(codes) and int(codes.max()) + 1), dtype=np.int64)
     for s in range(3):
@@ -215,15 +217,14 @@ def _moments(train: Any, features: tuple[str, ...]) -> tuple[Any, Any, Any]:
     count, mean, m2 = np.zeros(nf), np.zeros(nf), np.zeros(nf)
     for j, name in enumerate(features):
         col = train.column(name)
-        valid = len(col) - col.null_count
-        if not valid:
+        present = len(col) - col.null_count
+        if not present:
             continue
         mu = pc.mean(col).as_py()
         if math.isfinite(mu):
-            count[j], mean[j], m2[j] = valid, mu, pc.variance(col, ddof=0).as_py() * valid
+            count[j], mean[j], m2[j] = present, mu, pc.variance(col, ddof=0).as_py() * present
             continue
-        x = col.to_numpy(zero_copy_only=False)  # NaN (missing), inf (imputed), or a sum that overflowed
-        x = x[np.isfinite(x)]
+        x = finite(col)  # without NaN (missing), inf (imputed); or a sum that overflowed
         if len(x):
             with np.errstate(over="ignore", invalid="ignore"):
                 count[j], mean[j] = len(x), x.mean()
@@ -278,8 +279,7 @@ def _wide_moments(result: Scan, names: list[str]) -> tuple[Any, Any]:
     total, total_sq, count = (np.zeros(len(names), wide) for _ in range(3))
     for batch in itertools.chain(result.held[0], _file_batches(result.spill[0])):  # held ones stay for pass 2
         for k, name in enumerate(names):
-            x = batch.column(name).to_numpy(zero_copy_only=False)
-            x = x[np.isfinite(x)].astype(wide)
+            x = finite(batch.column(name)).astype(wide)
             total[k] += x.sum()
             total_sq[k] += (x * x).sum()
             count[k] += len(x)
