@@ -30,12 +30,14 @@ import contextlib
 import gc
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import invalid
 from .data import BUILTIN, non_finite_class, open_source
 from .io import StepError, read_finished, write_json
+from .shards import parse as parse_shard
 from ..compute import Compute
 from ..dsl.step import step
 
@@ -87,11 +89,15 @@ def preprocess(
     seed: int = 0,
     batch_rows: int = 65536,
     non_finite: str = "refuse",
+    shard: str = "",
 ) -> dict[str, Any]:
-    """Prepare ``input`` for training; returns the stats written to ``output/stats.json``."""
-    import numpy as np
+    """Prepare ``input`` for training; returns the stats written to ``output/stats.json``.
 
-    from .prepscan import scan, value_error
+    ``shard``: ``I/N`` to standardise and write only the units k (of ``batch_rows`` rows) with k % N == I, after
+    the statistics pass, which the N processes share (``N`` alone reads I from JOB_COMPLETION_INDEX); the output
+    is published when all N are done (:mod:`xpuflow.steps.prepshard`).
+    """
+    from .prepscan import value_error
     from .publish import publish
 
     _check_fractions(val_fraction, test_fraction)
@@ -101,57 +107,97 @@ def preprocess(
                                 "treats them as missing"))
     if not (isinstance(batch_rows, int) and batch_rows > 0):
         raise StepError(invalid("batch_rows", batch_rows, "a positive number of rows", where="preprocess"))
+    sh = parse_shard(shard, "preprocess")  # refused before anything is read
     source = open_source(input, label=label, batch_rows=batch_rows)
-    features = source.features
+    options = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "non_finite": non_finite}
+    if sh is not None:
+        from .prepshard import sharded
+
+        return sharded(source, output, sh, batch_rows=batch_rows, **options)
     with publish(output, who="preprocess", markers=("stats.json",)) as staging, _lean_runtime():
-        found = scan(source, staging, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                     non_finite=non_finite)
-        rows = found.rows
-        if rows == 0:
-            raise StepError(f"{source.name}: empty input: no data rows. Fix: check the file (a header alone is not "
-                            "data).")
-        for j, name in enumerate(features):
-            if found.present[j] == 0:
-                raise StepError(f"{source.name}: column {name!r} is missing (NaN or empty) in all {rows} rows. "
-                                "Fix: drop the column or fill it.")
-        split_rows = [int(n) for n in found.label_counts.sum(axis=1)]
-        if split_rows[0] == 0:
-            raise StepError(f"{source.name}: no training rows among {rows} (fractions too large for so few rows).")
-        names = sorted(found.codes, key=found.codes.get)  # provisional code -> label value
-        classes = _ordered_classes(names)
-        _check_classes(source.name, label, classes, rows)
-        mean = found.mean
-        std = np.where(found.std > 0, found.std, 1.0)  # a constant column stays 0 after centring
-        index = {c: i for i, c in enumerate(classes)}
-        final = np.array([index[v] for v in names], dtype=np.int64)  # provisional code -> class index
-        missing, unbounded, beyond = _write_splits(found, staging, mean, std, final, non_finite, batch_rows)
+        first = first_pass(source, staging, **options)
+        missing, unbounded, beyond = _write_splits(first.found, staging, first.mean, first.std, first.final,
+                                                   non_finite, batch_rows)
         if beyond is not None:  # non_finite="refuse": the first value (in file order) beyond float32
             row, j, value = beyond
-            raise value_error(source, features[j], value, row, _FLOAT32_BEYOND, comma=True)
-        for path in found.spill.values():
+            raise value_error(source, source.features[j], value, row, _FLOAT32_BEYOND, comma=True)
+        for path in first.found.spill.values():
             path.unlink()
-        stats = {
-            "input": source.name,
-            "label": label,
-            "features": list(features),
-            "classes": classes,
-            "rows": {"total": rows, **{s: split_rows[i] for i, s in enumerate(SPLITS)}},
-            "label_counts": {s: {names[c]: int(found.label_counts[i, c]) for c in np.argsort(final)}
-                             for i, s in enumerate(SPLITS)},
-            "mean": {f: float(mean[j]) for j, f in enumerate(features)},
-            "std": {f: float(std[j]) for j, f in enumerate(features)},
-            "imputed": {f: int(missing[j]) for j, f in enumerate(features) if missing[j]},
-            "non_finite": {f: int(unbounded[j]) for j, f in enumerate(features) if unbounded[j]},
-            "non_finite_policy": non_finite,
-            "nan_policy": "missing feature values are imputed with the training mean (0 after standardisation); "
-            "missing labels and all-missing columns are refused; " + NON_FINITE[non_finite],
-            "seed": seed,
-            "fractions": {"validation": val_fraction, "test": test_fraction},
-            "files": {s: f"{s}.parquet" for s in SPLITS},
-        }
+        stats = with_counts(first.stats, missing, unbounded)
         write_json(staging / "stats.json", stats)  # last: its presence means the split is complete
-    log.info("preprocess: %d rows -> train %d / validation %d / test %d in %s", rows, *split_rows, output)
+    rows = stats["rows"]
+    log.info("preprocess: %d rows -> train %d / validation %d / test %d in %s", rows["total"],
+             *(rows[s] for s in SPLITS), output)
     return stats
+
+
+@dataclass
+class FirstPass:
+    """Pass 1 checked: the scan, the standardisation (``mean``, ``std``), provisional -> final class codes, and
+    ``stats.json`` but for pass 2's counts (``imputed`` and ``non_finite`` are empty, see :func:`with_counts`)."""
+
+    found: Any
+    mean: Any
+    std: Any
+    final: Any
+    stats: dict[str, Any]
+
+
+def first_pass(source: Any, staging: Path, *, seed: int, val_fraction: float, test_fraction: float,
+               non_finite: str) -> FirstPass:
+    """Pass 1 (:func:`xpuflow.steps.prepscan.scan`, spilling into ``staging``) and the checks of its results."""
+    import numpy as np
+
+    from .prepscan import scan
+
+    features = source.features
+    found = scan(source, staging, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                 non_finite=non_finite)
+    rows = found.rows
+    if rows == 0:
+        raise StepError(f"{source.name}: empty input: no data rows. Fix: check the file (a header alone is not "
+                        "data).")
+    for j, name in enumerate(features):
+        if found.present[j] == 0:
+            raise StepError(f"{source.name}: column {name!r} is missing (NaN or empty) in all {rows} rows. "
+                            "Fix: drop the column or fill it.")
+    split_rows = [int(n) for n in found.label_counts.sum(axis=1)]
+    if split_rows[0] == 0:
+        raise StepError(f"{source.name}: no training rows among {rows} (fractions too large for so few rows).")
+    names = sorted(found.codes, key=found.codes.get)  # provisional code -> label value
+    classes = _ordered_classes(names)
+    _check_classes(source.name, source.label, classes, rows)
+    mean = found.mean
+    std = np.where(found.std > 0, found.std, 1.0)  # a constant column stays 0 after centring
+    index = {c: i for i, c in enumerate(classes)}
+    final = np.array([index[v] for v in names], dtype=np.int64)  # provisional code -> class index
+    stats = {
+        "input": source.name,
+        "label": source.label,
+        "features": list(features),
+        "classes": classes,
+        "rows": {"total": rows, **{s: split_rows[i] for i, s in enumerate(SPLITS)}},
+        "label_counts": {s: {names[c]: int(found.label_counts[i, c]) for c in np.argsort(final)}
+                         for i, s in enumerate(SPLITS)},
+        "mean": {f: float(mean[j]) for j, f in enumerate(features)},
+        "std": {f: float(std[j]) for j, f in enumerate(features)},
+        "imputed": {},
+        "non_finite": {},
+        "non_finite_policy": non_finite,
+        "nan_policy": "missing feature values are imputed with the training mean (0 after standardisation); "
+        "missing labels and all-missing columns are refused; " + NON_FINITE[non_finite],
+        "seed": seed,
+        "fractions": {"validation": val_fraction, "test": test_fraction},
+        "files": {s: f"{s}.parquet" for s in SPLITS},
+    }
+    return FirstPass(found, mean, std, final, stats)
+
+
+def with_counts(stats: dict[str, Any], missing: Any, unbounded: Any) -> dict[str, Any]:
+    """``stats`` with pass 2's imputed (missing) and non-finite counts per column (the columns that have any)."""
+    features = stats["features"]
+    return {**stats, "imputed": {f: int(missing[j]) for j, f in enumerate(features) if missing[j]},
+            "non_finite": {f: int(unbounded[j]) for j, f in enumerate(features) if unbounded[j]}}
 
 
 @contextlib.contextmanager

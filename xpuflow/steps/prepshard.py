@@ -1,0 +1,346 @@
+"""``preprocess --shard I/N``: N processes share one statistics pass, each writes the splits of its units.
+
+    xpuflow step preprocess --input big.csv --output out/data --shard 0/3    # three processes, pods or tasks,
+    xpuflow step preprocess --input big.csv --output out/data --shard 1/3    # in any order, at once or not
+    xpuflow step preprocess --input big.csv --output out/data --shard 2/3
+
+1. **Statistics, once per run key**: the first shard in takes a lock in the shards directory beside the output
+   (``.<output>.xpuflow-shards/``) and runs pass 1 over the whole input, exactly as one process does
+   (:func:`xpuflow.steps.preprocess.first_pass`: the checks, the training mean and std, the classes); under
+   ``non_finite="refuse"`` it also refuses a value beyond float32 once standardised (found from each column's
+   extremes, then named by its first row in file order, as one process names it). It writes
+   ``stats-<key>.json``; the other shards wait on the lock and read it, and so does a rerun. The key hashes the
+   input (a local file's path, size and modification time) and the options, so a changed input gets new
+   statistics.
+2. **Each shard's units**: unit k is the rows [k * batch_rows, (k + 1) * batch_rows) of the input; shard I reads
+   the input again, keeps the units with k % N == I, assigns their rows to splits by the same hash of (seed, global
+   row number), and standardises and writes them with the shared statistics through the same code as one process
+   (:func:`xpuflow.steps.preprocess._write_splits`) into its part (``train/validation/test.parquet``), recording
+   how many rows of each split every unit gave.
+3. **Publishing**: the last shard in merges the parts (:mod:`xpuflow.steps.shards`): each split's rows taken unit
+   by unit from the part that owns the unit, so every split holds the same rows in the same order as one process's,
+   with bit-identical values; ``stats.json`` is the shared statistics with the parts' imputed and non-finite counts
+   summed. The Parquet files are equal as tables, not byte for byte (row groups may be cut elsewhere).
+
+Every source works (builtin, CSV, gzip CSV, Parquet, fsspec URLs): every shard reads the whole input, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .io import StepError, is_url, local_path, write_json
+
+__all__ = ["sharded"]
+
+log = logging.getLogger("xpuflow.preprocess")
+MARKER = "stats.json"
+
+
+def sharded(source: Any, output: str, sh: Any, *, batch_rows: int, seed: int, val_fraction: float,
+            test_fraction: float, non_finite: str) -> dict[str, Any]:
+    """Shard ``sh`` of ``preprocess`` (see the module doc); the last one in returns the published stats."""
+    from .preprocess import _lean_runtime, _write_splits
+    from .prepscan import Scan
+    from .shards import assemble, finish_part, part, run_key
+
+    options = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "non_finite": non_finite}
+    base = run_key(input=_identity(source.name), label=source.label, unit_rows=batch_rows, **options)
+    with _lean_runtime():
+        stats = _shared_stats(source, output, base, options)
+        key = run_key(base=base, stats=_digest(stats))
+        with part(output, sh, who="preprocess", key=key) as folder:
+            spill, units = _my_rows(source, folder, sh, stats, batch_rows, seed, val_fraction, test_fraction)
+            mean, std = (_vector(stats, name) for name in ("mean", "std"))
+            import numpy as np
+
+            mine = Scan(source.features, spill=spill)
+            missing, unbounded, beyond = _write_splits(mine, folder, mean, std, np.arange(len(stats["classes"])),
+                                                       non_finite, batch_rows)
+            if beyond is not None:  # the statistics pass found none: the input changed under the shards
+                raise _changed(source)
+            for path in spill.values():
+                path.unlink()
+            summary = {"shard": str(sh), "stats": stats, "units": units, "unit_rows": batch_rows,
+                       "imputed": missing.tolist(), "non_finite": unbounded.tolist()}
+            finish_part(folder, sh, key, summary, who="preprocess", markers=(MARKER,), merge=merge)
+    rows = sum(sum(u[1:]) for u in units)
+    log.info("preprocess: shard %s: %d rows in %d units written", sh, rows, len(units))
+    return assemble(output, sh, who="preprocess", key=key, markers=(MARKER,), merge=merge) or \
+        {"shard": str(sh), "rows": rows, "units": len(units), "published": False}
+
+
+def _identity(uri: str) -> Any:
+    """What names the input's content for the run key: a local file's path, size and modification time."""
+    if is_url(uri) and not uri.startswith("file://") or uri.startswith("builtin:"):
+        return uri
+    path = os.path.abspath(local_path(uri))
+    st = os.stat(path)
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _digest(stats: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(stats, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _vector(stats: dict[str, Any], name: str) -> Any:
+    import numpy as np
+
+    return np.array([stats[name][f] for f in stats["features"]], dtype=np.float64)
+
+
+def _shared_stats(source: Any, output: str, base: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The statistics of the whole input: read from the shards directory, or computed there under its lock.
+
+    A refused input leaves no shards directory behind (unless parts are in it)."""
+    from .preprocess import first_pass
+    from .shards import parts_dir
+
+    parts = parts_dir(output)
+    path = parts / f"stats-{base}.json"
+    with _stats_lock(parts, output) as lock:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(path.read_text())
+        scratch = parts / f".stats-{base}.tmp"
+        shutil.rmtree(scratch, ignore_errors=True)  # left by a killed shard
+        scratch.mkdir()
+        try:
+            extremes = _Extremes(source) if options["non_finite"] == "refuse" else None
+            first = first_pass(extremes.source if extremes else source, scratch, **options)
+            if extremes is not None:
+                extremes.check(first.mean, first.std)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if [p.name for p in parts.iterdir()] == [lock.name]:  # nothing else there: leave no litter
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                    parts.rmdir()
+            raise
+        shutil.rmtree(scratch, ignore_errors=True)
+        write_json(path, first.stats)  # whole or absent (written aside, then renamed)
+        log.info("preprocess: statistics of %d rows written for the shards", first.stats["rows"]["total"])
+    return first.stats
+
+
+@contextlib.contextmanager
+def _stats_lock(parts: Path, output: str) -> Any:
+    """An exclusive lock on ``parts/.stats.lock``, waiting for it; taken again when a refused shard removed the
+    file (and its directory) while this one waited."""
+    import fcntl
+
+    lock = parts / ".stats.lock"
+    while True:
+        try:
+            parts.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # removed between the two calls
+            continue
+        except OSError as e:
+            raise StepError(f"preprocess: output={os.fspath(output)!r}: cannot create {parts.name} beside it "
+                            f"({e.strerror}). Fix: pass a writable path.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    yield lock
+                    return
+        finally:
+            os.close(fd)
+
+
+class _Extremes:
+    """Each feature column's smallest and largest value, gathered while pass 1 reads the input: no value is
+    beyond float32 once standardised unless one of them is (standardising is monotone)."""
+
+    def __init__(self, source: Any) -> None:
+        import dataclasses
+
+        import numpy as np
+
+        self.original = source
+        self.lo = np.full(len(source.features), np.inf)
+        self.hi = np.full(len(source.features), -np.inf)
+        self.source = dataclasses.replace(source, batches=self._watch)
+
+    def _watch(self) -> Any:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        for batch in self.original.batches():
+            for j, name in enumerate(self.original.features):
+                found = pc.min_max(batch.column(name))
+                lo, hi = found["min"].as_py(), found["max"].as_py()
+                if lo is not None:
+                    self.lo[j], self.hi[j] = np.fmin(self.lo[j], lo), np.fmax(self.hi[j], hi)
+            yield batch
+
+    def check(self, mean: Any, std: Any) -> None:
+        """Refuse the first value in file order beyond float32 once standardised, as one process names it."""
+        import numpy as np
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            ends = ((np.stack([self.lo, self.hi]) - mean) / std).astype(np.float32)
+        if not np.isinf(ends).any():
+            return
+        from .preprocess import _FLOAT32_BEYOND
+        from .prepscan import value_error
+
+        offset, features = 0, self.original.features
+        for batch in self.original.batches():  # an error path: read again to find the first one
+            first = None
+            for j, name in enumerate(features):
+                x = _floats(batch.column(name))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    bad = np.isinf(((x - mean[j]) / std[j]).astype(np.float32))
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    first = min(first or (i, j), (i, j))
+            if first is not None:
+                i, j = first
+                raise value_error(self.original, features[j], float(_floats(batch.column(features[j]))[i]), offset + i,
+                                  _FLOAT32_BEYOND, comma=True)
+            offset += batch.num_rows
+
+
+def _floats(col: Any) -> Any:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.type != pa.float64():
+        col = pc.cast(col, pa.float64())
+    return pc.fill_null(col, np.nan).to_numpy(zero_copy_only=False)
+
+
+def _changed(source: Any) -> StepError:
+    return StepError(f"preprocess: {source.name} changed while its shards ran (its rows no longer match the shared "
+                     "statistics). Fix: keep the input unchanged until every shard is done, then rerun them all.")
+
+
+def _my_rows(source: Any, folder: Path, sh: Any, stats: dict[str, Any], unit_rows: int, seed: int,
+             val_fraction: float, test_fraction: float) -> tuple[dict[int, Path], list[list[int]]]:
+    """Read the input, keep the units this shard owns, and spill their rows by split (as pass 1 spills them) into
+    ``folder``; returns the spill files and, per unit, ``[unit, train rows, validation rows, test rows]``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .preprocess import split_of
+    from .prepscan import CODE, ROW
+
+    features = source.features
+    schema = pa.schema([*(pa.field(f, pa.float64()) for f in features), pa.field(CODE, pa.int32()),
+                        pa.field(ROW, pa.int64())])
+    classes = {c: i for i, c in enumerate(stats["classes"])}
+    spill = {s: folder / f".rows-{s}.arrow" for s in range(3)}
+    units: list[list[int]] = []
+    offset = 0
+    with contextlib.ExitStack() as stack:
+        writers = {s: stack.enter_context(pa.ipc.new_file(str(path), schema)) for s, path in spill.items()}
+        for batch in source.batches():
+            n, start = batch.num_rows, offset
+            offset += n
+            rows = np.arange(start, start + n)
+            owned = (rows // unit_rows) % sh.count == sh.index
+            if not owned.any():
+                continue
+            keep = pa.array(np.flatnonzero(owned))
+            batch, rows = batch.take(keep), rows[owned]
+            y = batch.column(source.label)
+            if not pa.types.is_dictionary(y.type):
+                y = pc.dictionary_encode(y if pa.types.is_string(y.type) else pc.cast(y, pa.string()))
+            try:
+                lookup = np.array([classes[str(v)] for v in y.dictionary.to_pylist()], dtype=np.int32)
+            except KeyError:
+                raise _changed(source) from None
+            codes = lookup[y.indices.to_numpy(zero_copy_only=False)]
+            split = split_of(rows, seed, val_fraction, test_fraction)
+            columns = [c if (c := batch.column(f)).type == pa.float64() else pc.cast(c, pa.float64())
+                       for f in features]
+            table = pa.RecordBatch.from_arrays([*columns, pa.array(codes), pa.array(rows)], schema=schema)
+            unit = rows // unit_rows
+            for k in np.unique(unit):
+                in_unit = unit == k
+                if not units or units[-1][0] != k:
+                    units.append([int(k), 0, 0, 0])
+                for s in range(3):
+                    units[-1][1 + s] += int(np.count_nonzero(in_unit & (split == s)))
+            for s in range(3):
+                chosen = np.flatnonzero(split == s)
+                if len(chosen):
+                    writers[s].write_batch(table.take(pa.array(chosen)))
+    if offset != stats["rows"]["total"]:
+        raise _changed(source)
+    return spill, units
+
+
+def merge(parts: list[tuple[Path, dict[str, Any]]], staging: Path) -> dict[str, Any]:
+    """The output of N shards' parts (in index order): each split's rows unit by unit, in input order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from .preprocess import SPLITS, with_counts
+
+    summaries = [s for _, s in parts]
+    stats, count, unit_rows = summaries[0]["stats"], len(parts), summaries[0]["unit_rows"]
+    units = sorted((u for s in summaries for u in s["units"]), key=lambda u: u[0])
+    totals = np.sum([u[1:] for u in units], axis=0) if units else np.zeros(3, dtype=np.int64)
+    if ([u[0] for u in units] != list(range(len(units))) or [int(t) for t in totals] != [stats["rows"][s] for s in SPLITS]
+            or any(u[0] % count != i for i, s in enumerate(summaries) for u in s["units"])):
+        raise StepError("preprocess: the shards' parts do not add up to the input's rows (a part was written with "
+                        "other options). Fix: rerun every shard with the same options.")
+    with ThreadPoolExecutor(len(SPLITS), thread_name_prefix="xpuflow-merge") as pool:
+        jobs = [pool.submit(_merge_split, [folder / f"{name}.parquet" for folder, _ in parts],
+                            [(u[0] % count, u[1 + s]) for u in units], staging / f"{name}.parquet", unit_rows)
+                for s, name in enumerate(SPLITS)]
+        for job in jobs:
+            job.result()
+    missing, unbounded = (np.sum([s[k] for s in summaries], axis=0) for k in ("imputed", "non_finite"))
+    result = with_counts(stats, missing, unbounded)
+    write_json(staging / MARKER, result)
+    return result
+
+
+def _merge_split(files: list[Path], order: list[tuple[int, int]], path: Path, group_rows: int) -> None:
+    """Write ``path`` from the parts' ``files``: ``order`` is (part, rows) per unit, in input order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    readers = [_Rows(pq.ParquetFile(f)) for f in files]
+    schema = readers[0].file.schema_arrow
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["label"]) as writer:
+        pending, held = [], 0
+        for owner, rows in order:
+            pending += readers[owner].take(rows)
+            held += rows
+            if held >= group_rows:
+                writer.write_table(pa.Table.from_batches(pending, schema=schema))
+                pending, held = [], 0
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending, schema=schema))
+
+
+class _Rows:
+    """A part's split file read in order, ``take(n)`` rows at a time."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.batches, self.head = file, file.iter_batches(batch_size=65536), None
+
+    def take(self, n: int) -> list[Any]:
+        out = []
+        while n:
+            if self.head is None or not self.head.num_rows:
+                self.head = next(self.batches)
+            piece = self.head.slice(0, n)
+            self.head = self.head.slice(piece.num_rows)
+            out.append(piece)
+            n -= piece.num_rows
+        return out
