@@ -45,7 +45,15 @@ def dagbag(folder: Path, monkeypatch, mode: str, cluster: str = "gke") -> DagBag
 
 
 def pod_of(task) -> dict:
+    """The pod a task would start (a mapped task's, as one of its map indexes would: same spec but arguments)."""
+    if type(task).__name__ == "MappedOperator":
+        task = task.unmap({"arguments": ["--shard", "0/2"]})
     return ApiClient().sanitize_for_serialization(task.build_pod_request_obj(dry_run=True))
+
+
+def task_ids(fl) -> list[str]:
+    """The Airflow tasks of a flow: each step's, after the ``<task>-shards`` list of a task sharded by a parameter."""
+    return [n for t in fl.tasks for n in ([f"{t.name}-shards"] if t.shards_param is not None else []) + [t.name]]
 
 
 # ------------------------------------------------------------------ parsing
@@ -58,12 +66,15 @@ def test_dag_files_parse_with_no_errors_and_follow_the_flows(monkeypatch, mode):
     kind = "KubernetesPodOperator" if mode == "cluster" else "PythonOperator"
     for name in FLOW_NAMES:
         dag, fl = bag.dags[name], flow(name)
-        assert [t.task_id for t in dag.tasks] == [s.name for s in fl.tasks]
+        assert [t.task_id for t in dag.tasks] == task_ids(fl)
         assert mode in dag.tags
         for spec in fl.tasks:
             task = dag.get_task(spec.name)
-            assert type(task).__name__ == kind
-            assert task.upstream_task_ids == set(spec.inputs.values())
+            mapped = type(task).__name__ == "MappedOperator"
+            assert (task.operator_class.__name__ if mapped else type(task).__name__) == kind
+            assert mapped == (spec.shards_param is not None)
+            lister = {f"{spec.name}-shards"} if mapped else set()
+            assert task.upstream_task_ids == set(spec.inputs.values()) | lister
         assert {k: dag.params[k] for k in dag.params} == {k: p.default for k, p in fl.params.items()}
 
 
@@ -221,7 +232,7 @@ def run_local(env: dict[str, str], name: str, tmp_path: Path, conf: dict | None 
     assert out.returncode == 0, log[-4000:]
     run = json.loads(result.read_text())
     assert run["state"] == "success", log[-4000:]
-    assert run["tasks"] == {s.name: "success" for s in flow(name).tasks}
+    assert run["tasks"] == {t: "success" for t in task_ids(flow(name))}
     run_dirs = list((Path(env["XPUFLOW_LOCAL_ROOT"]) / name).iterdir())
     assert len(run_dirs) == 1 and run_dirs[0].name == re.sub(r"[^A-Za-z0-9._-]", "_", run["run_id"])
     return run_dirs[0], log

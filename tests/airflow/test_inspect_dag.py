@@ -96,3 +96,38 @@ def test_xpuflows_own_dag_files_lint_clean(cluster, monkeypatch, capsys):
     assert main(["lint", str(path), "--cluster", cluster]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines() == [f"train_gpu_export_npu ({path}, 4 task(s)) on {cluster}: 0 error(s), 0 warning(s)"]
+
+
+MAPPED_DAG = '''
+from datetime import datetime
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG
+from kubernetes.client import models as k8s
+
+GPU = k8s.V1Toleration(key="nvidia.com/gpu", operator="Equal", value="present", effect="NoSchedule")
+RES = k8s.V1ResourceRequirements(requests={"cpu": "2", "memory": "8Gi"}, limits={"nvidia.com/gpu": "1"})
+
+with DAG("mapped", start_date=datetime(2026, 1, 1), schedule=None):
+    files = PythonOperator(task_id="files", python_callable=lambda: [["a"], ["b"]])
+    # a literal fan-out over two accelerators, one of which the cluster does not have
+    KubernetesPodOperator.partial(task_id="score", image="python:3.11", cmds=["true"], container_resources=RES,
+                                  tolerations=[GPU]).expand(node_selector=[
+        {"cloud.google.com/gke-accelerator": "nvidia-l4"}, {"cloud.google.com/gke-accelerator": "nvidia-h300"}])
+    # a fan-out over an upstream's list (known when the DAG runs): its pods are built from the partial arguments
+    KubernetesPodOperator.partial(task_id="embed", image="python:3.11", cmds=["true"], container_resources=RES,
+                                  node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}).expand(
+        arguments=files.output)
+'''
+
+
+def test_mapped_pod_tasks_are_linted_not_skipped(tmp_path):
+    path = tmp_path / "mapped.py"
+    path.write_text(MAPPED_DAG)
+    _, pods = read(path)
+    assert [p.task for p in pods] == ["score[0]", "score[1]", "embed"]
+    errors = {f.step: f.message for f in lint_pods(pods, Cluster.load("gke")) if f.level == "error"}
+    assert set(errors) == {"embed", "score[1]"}, errors
+    assert "nvidia-h300" in errors["score[1]"]  # the map index that can never schedule
+    assert "nvidia.com/gpu" in errors["embed"]  # selects the GPU pool without tolerating its taint

@@ -68,3 +68,63 @@ def test_local_mode_runs_rag_index_with_embed_in_two_shards(airflow_env, tmp_pat
     ref_ids, ref, _ = read_embeddings(str(tmp_path / "one"), "t")
     assert ids == ref_ids and np.abs(vectors - ref).max() <= 1e-5 and one["rows"] == len(ids)
     assert json.loads((run_dir / "index" / "index.json").read_text())["recall_at_5"] >= 0.9
+
+
+RUN_CONF = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+runs = {}
+for conf in json.loads(sys.argv[3]):
+    run = bag.get_dag("rag_conf").test(run_conf=conf)
+    states = {}
+    for ti in run.get_task_instances():
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    runs[json.dumps(conf)] = {"state": str(run.state), "tasks": states, "run_id": run.run_id}
+with open(sys.argv[2], "w") as out:
+    json.dump(runs, out)
+"""
+
+
+def test_cluster_mode_count_from_a_flow_parameter_is_listed_when_the_dag_runs(monkeypatch):
+    from xpuflow.airflow.fanout import shard_values
+
+    monkeypatch.setenv("XPUFLOW_CLUSTER", "gke")
+    dag = build_dag(load_flow("rag_index"), mode="cluster")  # shards is a parameter (default 1)
+    embed, lister = dag.get_task("embed"), dag.get_task("embed-shards")
+    assert type(embed).__name__ == "MappedOperator"
+    assert embed.upstream_task_ids == {"chunk", "embed-shards"}
+    base = lister.op_kwargs["base"]
+    assert "--shard" not in base and lister.op_kwargs["count"] == "{{ params['shards'] }}"
+    listed = shard_values("3", base, "shards", "embed")
+    assert [a[a.index("--shard") + 1] for a in listed] == ["0/3", "1/3", "2/3"]
+    assert shard_values("1", base, "shards", "embed") == [base]  # one process: no --shard at all
+    assert "processes (shards)" in dag.params.get_param("shards").description
+
+
+def test_a_trigger_conf_sets_the_fan_out_width_and_a_bad_count_fails_in_one_line(airflow_env, tmp_path):
+    from xpuflow.steps.rag.embed import read_embeddings
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "rag_conf.py").write_text(textwrap.dedent("""
+        from xpuflow.airflow import build_dag
+        dag = build_dag("rag_index", mode="local", dag_id="rag_conf")
+    """))
+    result = tmp_path / "result.json"
+    confs = [{"shards": 0}, {"shards": 3}]
+    out = subprocess.run([sys.executable, "-c", RUN_CONF, str(dags / "rag_conf.py"), str(result), json.dumps(confs)],
+                         env={**airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)},
+                         capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    runs = json.loads(result.read_text())
+    bad, good = runs[json.dumps(confs[0])], runs[json.dumps(confs[1])]
+    assert bad["state"] == "failed" and bad["tasks"]["embed-shards"] == ["failed"], bad
+    assert "task 'embed': parameter shards=0 is not valid: a whole number of shards from 1 to" in log
+    assert good["state"] == "success", log[-4000:]
+    assert good["tasks"]["embed"] == ["success"] * 3 and good["tasks"]["embed-shards"] == ["success"]
+    run_dir = Path(airflow_env["XPUFLOW_LOCAL_ROOT"]) / "rag_conf" / good["run_id"].replace(":", "_").replace("+", "_")
+    _, _, summary = read_embeddings(str(run_dir / "embed"), "t")
+    assert summary["processes"] == 3  # the run's conf, not the DAG's default (1), decided the width

@@ -19,6 +19,7 @@ from ..dsl.command import pod_root
 from ..dsl.step import FlowError
 from ..errors import XpuflowError, did_you_mean, invalid
 from ..dsl.local import shard_specs
+from .fanout import list_task
 from .local import LOCAL_ROOT_ENV, serialise
 
 if TYPE_CHECKING:
@@ -175,6 +176,7 @@ def _param_doc(fl: Flow, name: str) -> str:
 
     uses = [f"{t.name} --{k.replace('_', '-')}" for t in fl.tasks for k, v in t.args.items()
             if isinstance(v, FlowParam) and v.name == name]
+    uses += [f"{t.name}: processes (shards)" for t in fl.tasks if t.shards_param is not None and t.shards_param.name == name]
     return "xpuflow step option: " + (", ".join(uses) or "(unused)")
 
 
@@ -259,6 +261,9 @@ def _pod_task(dag: DAG | None, t: Task, placement: Placement, root: str, image: 
         **{k: v for k, v in pod.items() if v},
         **kwargs,
     )
+    if t.shards_param is not None:  # the count is a DAG param: the mapped pods' arguments listed when it runs
+        return KubernetesPodOperator.partial(**common).expand(
+            arguments=list_task(dag, t, step_arguments(t, root, _param)).output)
     if t.shards > 1:  # one mapped pod per shard; a failed one is retried alone
         return KubernetesPodOperator.partial(**common).expand(
             arguments=[step_arguments(t, root, _param, shard=s) for s in shard_specs(t)])
@@ -274,6 +279,8 @@ def _local_task(dag: DAG | None, t: Task, root: str | None) -> Any:
                   doc_md=f"`xpuflow step {t.step.ref}` in the worker's process (local mode; outputs under "
                   f"`${LOCAL_ROOT_ENV}` or `<tmp>/xpuflow-airflow`, passed on through XCom)")
     op_kwargs = {"step": t.step.pod_ref(), "arguments": serialise(t), "root": root}
+    if t.shards_param is not None:  # the count is a DAG param: the mapped tasks listed when it runs
+        return PythonOperator.partial(**common).expand(op_kwargs=list_task(dag, t, op_kwargs).output)
     if t.shards > 1:  # one mapped task per shard, each with --shard I/N; a failed one is retried alone
         return PythonOperator.partial(**common).expand(op_kwargs=[{**op_kwargs, "shard": s} for s in shard_specs(t)])
     return PythonOperator(op_kwargs=op_kwargs, **common)

@@ -285,9 +285,9 @@ class Flow:
         return out
 
     def with_shards(self, **counts: int) -> Flow:
-        """A copy of the flow with some tasks run in that many shards (``with_shards(embed=4)``): what Airflow
-        DAGs and Kubernetes manifests fan out to (they fix the count when built; KFP and local runs also read a
-        count given as a flow parameter when they run)."""
+        """A copy of the flow with some tasks run in that many shards (``with_shards(embed=4)``), fixed: what
+        Kubernetes manifests fan out to (they fix the count when rendered; KFP, Airflow and local runs also read
+        a count given as a flow parameter when they run)."""
         tasks = tuple(copy.copy(t) for t in self.tasks)
         for t in tasks:
             if t.name in counts:

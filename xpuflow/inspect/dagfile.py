@@ -2,13 +2,15 @@
 
 Each pod is built by the operator itself (``build_pod_request_obj(dry_run=True)``), so
 ``full_pod_spec``, ``pod_template_file`` and the typed arguments are merged as Airflow
-merges them. Tasks of other operators run on the worker, not in a pod of their own.
+merges them; a mapped pod task (``.partial().expand()``) is built as its map indexes would be.
+Tasks of other operators run on the worker, not in a pod of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -20,6 +22,7 @@ from .pod import TaskPod, from_pod_spec
 
 __all__ = ["read_dag_file", "is_dag_file"]
 
+MAX_MAPPED = 64  # map indexes of one mapped task built to lint them (distinct pods are kept)
 _IMPORTS_AIRFLOW = re.compile(r"^\s*(from|import)\s+(xpuflow\.)?airflow\b", re.MULTILINE)
 
 
@@ -71,13 +74,35 @@ def _read(where: str, dagbag: Any, operator: type, client: Any) -> tuple[str, li
     pods = []
     for dag_id, dag in sorted(bag.dags.items()):
         for task in dag.tasks:
-            if not isinstance(task, operator):
-                continue
             name = f"{dag_id}.{task.task_id}" if several else task.task_id
             try:
-                pod = client.sanitize_for_serialization(task.build_pod_request_obj(dry_run=True))
+                specs = [client.sanitize_for_serialization(op.build_pod_request_obj(dry_run=True)).get("spec") or {}
+                         for op in _operators(task, operator)]
             except Exception as e:  # noqa: BLE001 - the operator's own error, reported as a finding's cause
                 raise PipelineFileError(f"DAG file {where!r}: task {name!r}: KubernetesPodOperator cannot build its "
                                         f"pod: {type(e).__name__}: {str(e)[:200]}") from e
-            pods.append(from_pod_spec(name, pod.get("spec") or {}))
+            distinct = [spec for i, spec in enumerate(specs) if spec not in specs[:i]]
+            pods += [from_pod_spec(name if len(distinct) == 1 else f"{name}[{i}]", spec)
+                     for i, spec in enumerate(distinct)]
     return ", ".join(sorted(bag.dags)), pods
+
+
+def _operators(task: Any, operator: type) -> list[Any]:
+    """The pod operators a task stands for: itself, or a mapped task's (``.partial().expand()``) as its map
+    indexes would be built: one per combination of the values known when the file is parsed (up to
+    ``MAX_MAPPED``); values an upstream task returns at run time are left out (the partial arguments decide
+    the placement, which is what lint reads)."""
+    if isinstance(task, operator):
+        return [task]
+    if not (isinstance(getattr(task, "operator_class", None), type) and issubclass(task.operator_class, operator)):
+        return []  # another operator: runs on the worker, not in a pod of its own
+    value = getattr(task.expand_input, "value", None)
+    if isinstance(value, dict):  # .expand(**lists): every combination of the literal lists
+        known = {k: list(v) for k, v in value.items() if isinstance(v, (list, tuple))}
+        combos = [dict(zip(known, values)) for values in itertools.islice(itertools.product(*known.values()),
+                                                                          MAX_MAPPED)]
+    elif isinstance(value, (list, tuple)):  # .expand_kwargs([{...}, ...])
+        combos = [dict(v) for v in value[:MAX_MAPPED] if isinstance(v, dict)]
+    else:  # .expand_kwargs(an upstream's list): known when the DAG runs
+        combos = []
+    return [task.unmap(resolve) for resolve in combos or [{}]]
