@@ -190,3 +190,14 @@ def test_more_shards_than_units_and_bad_shard_values(tmp_path, monkeypatch):
                               text=True, env=env())
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "x").exists() and not parts_dir(tmp_path / "x").exists()
+
+
+def test_shards_never_import_pandas(csv_in, tmp_path):
+    """Like one process, a shard goes around pyarrow's pandas shim (~0.25 s of CPU at its first numpy conversion)."""
+    data, reference = csv_in
+    code = ("import sys; from xpuflow.steps.preprocess import preprocess; "
+            f"[preprocess(input={str(data)!r}, output={str(tmp_path / 'out')!r}, batch_rows=250, shard=f'{{i}}/2') "
+            "for i in (0, 1)]; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pandas'))")
+    done = subprocess.run([python("main"), "-c", code], capture_output=True, text=True, env=env(), timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout[-300:] + done.stderr[-3000:]
+    assert_same_output(tmp_path / "out", reference)

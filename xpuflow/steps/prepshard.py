@@ -210,13 +210,24 @@ class _Extremes:
 
 
 def _floats(col: Any) -> Any:
+    """A feature column as float64 numpy values, NaN where missing."""
     import numpy as np
+
+    from .arrownp import valid, values
+
+    x = values(_float64(col)).copy()
+    ok = valid(col)
+    if ok is not None:
+        x[~ok] = np.nan
+    return x
+
+
+def _float64(col: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if col.type != pa.float64():
-        col = pc.cast(col, pa.float64())
-    return pc.fill_null(col, np.nan).to_numpy(zero_copy_only=False)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return col if col.type == pa.float64() else pc.cast(col, pa.float64())
 
 
 def _changed(source: Any) -> StepError:
@@ -232,6 +243,7 @@ def _my_rows(source: Any, folder: Path, sh: Any, stats: dict[str, Any], unit_row
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from .arrownp import array, values
     from .preprocess import split_of
     from .prepscan import CODE, ROW
 
@@ -251,8 +263,7 @@ def _my_rows(source: Any, folder: Path, sh: Any, stats: dict[str, Any], unit_row
             owned = (rows // unit_rows) % sh.count == sh.index
             if not owned.any():
                 continue
-            keep = pa.array(np.flatnonzero(owned))
-            batch, rows = batch.take(keep), rows[owned]
+            batch, rows = batch.take(array(np.flatnonzero(owned))), rows[owned]
             y = batch.column(source.label)
             if not pa.types.is_dictionary(y.type):
                 y = pc.dictionary_encode(y if pa.types.is_string(y.type) else pc.cast(y, pa.string()))
@@ -260,11 +271,10 @@ def _my_rows(source: Any, folder: Path, sh: Any, stats: dict[str, Any], unit_row
                 lookup = np.array([classes[str(v)] for v in y.dictionary.to_pylist()], dtype=np.int32)
             except KeyError:
                 raise _changed(source) from None
-            codes = lookup[y.indices.to_numpy(zero_copy_only=False)]
+            codes = lookup[values(y.indices)]
             split = split_of(rows, seed, val_fraction, test_fraction)
-            columns = [c if (c := batch.column(f)).type == pa.float64() else pc.cast(c, pa.float64())
-                       for f in features]
-            table = pa.RecordBatch.from_arrays([*columns, pa.array(codes), pa.array(rows)], schema=schema)
+            columns = [_float64(batch.column(f)) for f in features]
+            table = pa.RecordBatch.from_arrays([*columns, array(codes), array(rows)], schema=schema)
             unit = rows // unit_rows
             for k in np.unique(unit):
                 in_unit = unit == k
@@ -275,7 +285,7 @@ def _my_rows(source: Any, folder: Path, sh: Any, stats: dict[str, Any], unit_row
             for s in range(3):
                 chosen = np.flatnonzero(split == s)
                 if len(chosen):
-                    writers[s].write_batch(table.take(pa.array(chosen)))
+                    writers[s].write_batch(table.take(array(chosen)))
     if offset != stats["rows"]["total"]:
         raise _changed(source)
     return spill, units
