@@ -1,5 +1,5 @@
 """preprocess in shards on Airflow: mapped tasks (``.expand()``), one per shard, in cluster mode (pods), and in local
-mode (``dag.test()`` on SQLite) a user's flow file whose splits equal one process's and whose train task reads them."""
+mode (``dag.test()`` on SQLite, 3 shards from the trigger's conf) a user's flow file whose splits equal one process's and whose train task reads them."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
 assert not bag.import_errors, bag.import_errors
-run = bag.get_dag("prep_sharded").test(run_conf={})
+run = bag.get_dag("prep_sharded").test(run_conf={"shards": 3})
 states = {}
 for ti in run.get_task_instances():
     states.setdefault(ti.task_id, []).append(str(ti.state))
@@ -52,7 +52,7 @@ def test_cluster_mode_maps_one_preprocess_pod_per_shard(monkeypatch, tmp_path):
     assert dag.get_task("train").upstream_task_ids == {"preprocess"}
 
 
-def test_local_mode_runs_preprocess_in_two_shards_then_train(airflow_env, tmp_path):
+def test_local_mode_runs_preprocess_in_the_shards_a_trigger_asks_then_train(airflow_env, tmp_path):
     from xpuflow.steps.preprocess import SPLITS, preprocess
 
     dags = tmp_path / "dags"
@@ -72,7 +72,7 @@ def test_local_mode_runs_preprocess_in_two_shards_then_train(airflow_env, tmp_pa
     assert out.returncode == 0, log[-4000:]
     run = json.loads(result.read_text())
     assert run["state"] == "success", log[-4000:]
-    assert run["tasks"] == {"preprocess": ["success", "success"], "train": ["success"]}
+    assert run["tasks"] == {"preprocess-shards": ["success"], "preprocess": ["success"] * 3, "train": ["success"]}
     (run_dir,) = (Path(airflow_env["XPUFLOW_LOCAL_ROOT"]) / "prep_sharded").iterdir()
     preprocess(output=str(tmp_path / "one"), batch_rows=300)
     assert (run_dir / "preprocess" / "stats.json").read_bytes() == (tmp_path / "one" / "stats.json").read_bytes()
