@@ -1,28 +1,28 @@
-"""``preprocess --shard I/N``: N processes share one statistics pass, each writes the splits of its units.
+"""``preprocess --shard I/N``: N processes share one statistics pass, each standardises and writes its units.
 
     xpuflow step preprocess --input big.csv --output out/data --shard 0/3    # three processes, pods or tasks,
     xpuflow step preprocess --input big.csv --output out/data --shard 1/3    # in any order, at once or not
     xpuflow step preprocess --input big.csv --output out/data --shard 2/3
 
-1. **Statistics, once per run key**: the first shard in takes a lock in the shards directory beside the output
-   (``.<output>.xpuflow-shards/``) and runs pass 1 over the whole input, exactly as one process does
-   (:func:`xpuflow.steps.preprocess.first_pass`: the checks, the training mean and std, the classes); under
-   ``non_finite="refuse"`` it also refuses a value beyond float32 once standardised (found from each column's
-   extremes, then named by its first row in file order, as one process names it). It writes
-   ``stats-<key>.json``; the other shards wait on the lock and read it, and so does a rerun. The key hashes the
-   input (a local file's path, size and modification time) and the options, so a changed input gets new
-   statistics.
-2. **Each shard's units**: unit k is the rows [k * batch_rows, (k + 1) * batch_rows) of the input; shard I reads
-   the input again, keeps the units with k % N == I, assigns their rows to splits by the same hash of (seed, global
-   row number), and standardises and writes them with the shared statistics through the same code as one process
-   (:func:`xpuflow.steps.preprocess._write_splits`) into its part (``train/validation/test.parquet``), recording
-   how many rows of each split every unit gave.
+1. **Pass 1, once per run key**: the first shard in takes a lock in the shards directory beside the output
+   (``.<output>.xpuflow-shards/``) and runs pass 1 over the whole input exactly as one process does
+   (:func:`xpuflow.steps.preprocess.first_pass`: the checks, the training mean and std, the classes, the rows
+   parsed and spilled by split); under ``non_finite="refuse"`` it also refuses a value beyond float32 once
+   standardised (found from each column's extremes, then named by its first row in file order, as one process
+   names it). It leaves ``stats-<key>/`` (the statistics and pass 1's rows, renamed in whole); the other shards
+   wait on the lock and use it, and so does a rerun. The key hashes the input (a local file's path, size and
+   modification time) and the options, so a changed input gets a new pass 1.
+2. **Each shard's units**: unit k is the input rows [k * batch_rows, (k + 1) * batch_rows); shard I reads pass 1's
+   rows (not the input), keeps the units with k % N == I, and standardises and writes them with the shared
+   statistics through one process's code (:func:`xpuflow.steps.preprocess._write_splits`) into its part
+   (``train/validation/test.parquet``), recording how many rows of each split every unit gave.
 3. **Publishing**: the last shard in merges the parts (:mod:`xpuflow.steps.shards`): each split's rows taken unit
    by unit from the part that owns the unit, so every split holds the same rows in the same order as one process's,
    with bit-identical values; ``stats.json`` is the shared statistics with the parts' imputed and non-finite counts
-   summed. The Parquet files are equal as tables, not byte for byte (row groups may be cut elsewhere).
+   summed, byte for byte one process's. The Parquet files are equal as tables, not byte for byte (row groups may
+   be cut elsewhere). The shards directory, pass 1's rows included, is removed once the output is published.
 
-Every source works (builtin, CSV, gzip CSV, Parquet, fsspec URLs): every shard reads the whole input, in order.
+Every source works (builtin, CSV, gzip CSV, Parquet, fsspec URLs): only pass 1 reads it.
 """
 
 from __future__ import annotations
@@ -42,39 +42,40 @@ __all__ = ["sharded"]
 
 log = logging.getLogger("xpuflow.preprocess")
 MARKER = "stats.json"
+SHARED = "shared.json"  # in stats-<key>/: the statistics, and the label codes of the rows beside it
+_ROWS = "rows-{}-{}.arrow"  # in stats-<key>/: split, then 0 (the rows pass 1 held in memory) and 1 (its spill)
 
 
 def sharded(source: Any, output: str, sh: Any, *, batch_rows: int, seed: int, val_fraction: float,
             test_fraction: float, non_finite: str) -> dict[str, Any]:
     """Shard ``sh`` of ``preprocess`` (see the module doc); the last one in returns the published stats."""
-    from .preprocess import _lean_runtime, _write_splits
-    from .prepscan import Scan
+    import numpy as np
+
+    from .preprocess import _FLOAT32_BEYOND, _lean_runtime, _write_splits
+    from .prepscan import value_error
     from .shards import assemble, finish_part, part, run_key
 
     options = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "non_finite": non_finite}
     base = run_key(input=_identity(source.name), label=source.label, unit_rows=batch_rows, **options)
     with _lean_runtime():
-        stats = _shared_stats(source, output, base, options)
+        shared = _shared_stats(source, output, base, options)
+        stats = shared["stats"]
         key = run_key(base=base, stats=_digest(stats))
         with part(output, sh, who="preprocess", key=key) as folder:
-            spill, units = _my_rows(source, folder, sh, stats, batch_rows, seed, val_fraction, test_fraction)
+            mine = _Mine(shared["rows"], source.features, sh, batch_rows)
             mean, std = (_vector(stats, name) for name in ("mean", "std"))
-            import numpy as np
-
-            mine = Scan(source.features, spill=spill)
-            missing, unbounded, beyond = _write_splits(mine, folder, mean, std, np.arange(len(stats["classes"])),
-                                                       non_finite, batch_rows)
-            if beyond is not None:  # the statistics pass found none: the input changed under the shards
-                raise _changed(source)
-            for path in spill.values():
-                path.unlink()
-            summary = {"shard": str(sh), "stats": stats, "units": units, "unit_rows": batch_rows,
+            missing, unbounded, beyond = _write_splits(mine, folder, mean, std, np.array(shared["codes"]), non_finite,
+                                                       batch_rows)
+            if beyond is not None:  # not reached: the statistics pass refused the first one (_Extremes)
+                row, j, value = beyond
+                raise value_error(source, source.features[j], value, row, _FLOAT32_BEYOND, comma=True)
+            summary = {"shard": str(sh), "stats": stats, "units": mine.units(), "unit_rows": batch_rows,
                        "imputed": missing.tolist(), "non_finite": unbounded.tolist()}
             finish_part(folder, sh, key, summary, who="preprocess", markers=(MARKER,), merge=merge)
-    rows = sum(sum(u[1:]) for u in units)
-    log.info("preprocess: shard %s: %d rows in %d units written", sh, rows, len(units))
+    rows = sum(sum(u[1:]) for u in summary["units"])
+    log.info("preprocess: shard %s: %d rows in %d units written", sh, rows, len(summary["units"]))
     return assemble(output, sh, who="preprocess", key=key, markers=(MARKER,), merge=merge) or \
-        {"shard": str(sh), "rows": rows, "units": len(units), "published": False}
+        {"shard": str(sh), "rows": rows, "units": len(summary["units"]), "published": False}
 
 
 def _identity(uri: str) -> Any:
@@ -97,17 +98,20 @@ def _vector(stats: dict[str, Any], name: str) -> Any:
 
 
 def _shared_stats(source: Any, output: str, base: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The statistics of the whole input: read from the shards directory, or computed there under its lock.
+    """Pass 1 over the whole input, once for all shards: read from the shards directory, or run there under its
+    lock. Returns ``stats`` (``stats.json`` but for pass 2's counts), ``codes`` (provisional label code -> class)
+    and ``rows`` (the folder of pass 1's rows, by split, which the shards read instead of the input).
 
     A refused input leaves no shards directory behind (unless parts are in it)."""
     from .preprocess import first_pass
+    from .prepscan import SPILL
     from .shards import parts_dir
 
     parts = parts_dir(output)
-    path = parts / f"stats-{base}.json"
+    done = parts / f"stats-{base}"
     with _stats_lock(parts, output) as lock:
         with contextlib.suppress(OSError, ValueError):
-            return json.loads(path.read_text())
+            return {**json.loads((done / SHARED).read_text()), "rows": done}
         scratch = parts / f".stats-{base}.tmp"
         shutil.rmtree(scratch, ignore_errors=True)  # left by a killed shard
         scratch.mkdir()
@@ -116,6 +120,11 @@ def _shared_stats(source: Any, output: str, base: str, options: dict[str, Any]) 
             first = first_pass(extremes.source if extremes else source, scratch, **options)
             if extremes is not None:
                 extremes.check(first.mean, first.std)
+            for split, held in first.found.held.items():  # the first rows, kept in memory: to disk for the others
+                os.rename(scratch / SPILL.format(split), scratch / _ROWS.format(split, 1))
+                _write_batches(scratch / _ROWS.format(split, 0), held, scratch / _ROWS.format(split, 1))
+            write_json(scratch / SHARED, {"stats": first.stats, "codes": first.final.tolist()})
+            os.rename(scratch, done)  # whole or absent
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             if [p.name for p in parts.iterdir()] == [lock.name]:  # nothing else there: leave no litter
@@ -123,10 +132,18 @@ def _shared_stats(source: Any, output: str, base: str, options: dict[str, Any]) 
                     lock.unlink()
                     parts.rmdir()
             raise
-        shutil.rmtree(scratch, ignore_errors=True)
-        write_json(path, first.stats)  # whole or absent (written aside, then renamed)
         log.info("preprocess: statistics of %d rows written for the shards", first.stats["rows"]["total"])
-    return first.stats
+    return {"stats": first.stats, "codes": first.final.tolist(), "rows": done}
+
+
+def _write_batches(path: Path, batches: list[Any], like: Path) -> None:
+    import pyarrow as pa
+
+    with pa.OSFile(str(like)) as f:
+        schema = pa.ipc.open_file(f).schema
+    with pa.ipc.new_file(str(path), schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
 
 
 @contextlib.contextmanager
@@ -212,83 +229,48 @@ class _Extremes:
 def _floats(col: Any) -> Any:
     """A feature column as float64 numpy values, NaN where missing."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     from .arrownp import valid, values
 
-    x = values(_float64(col)).copy()
+    x = values(col if col.type == pa.float64() else pc.cast(col, pa.float64())).copy()
     ok = valid(col)
     if ok is not None:
         x[~ok] = np.nan
     return x
 
 
-def _float64(col: Any) -> Any:
-    import pyarrow as pa
-    import pyarrow.compute as pc
+class _Mine:
+    """This shard's rows of pass 1's (shared) rows, by split and in input order, as :func:`_write_splits` reads
+    them: the rows of units k with k % N == I; counts each unit's rows per split as they are read."""
 
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    return col if col.type == pa.float64() else pc.cast(col, pa.float64())
+    def __init__(self, folder: Path, features: tuple[str, ...], sh: Any, unit_rows: int) -> None:
+        self.folder, self.features, self.sh, self.unit_rows = folder, features, sh, unit_rows
+        self.counts: list[dict[int, int]] = [{}, {}, {}]  # per split: unit -> rows (one thread per split)
 
+    def batches(self, split: int) -> Any:
+        import numpy as np
 
-def _changed(source: Any) -> StepError:
-    return StepError(f"preprocess: {source.name} changed while its shards ran (its rows no longer match the shared "
-                     "statistics). Fix: keep the input unchanged until every shard is done, then rerun them all.")
+        from .arrownp import array, values
+        from .prepscan import ROW, _file_batches
 
+        counts = self.counts[split]
+        for name in (_ROWS.format(split, 0), _ROWS.format(split, 1)):
+            for batch in _file_batches(self.folder / name):
+                unit = values(batch.column(ROW)) // self.unit_rows
+                owned = unit % self.sh.count == self.sh.index
+                if not owned.any():
+                    continue
+                if not owned.all():
+                    batch = batch.take(array(np.flatnonzero(owned)))
+                for k, n in zip(*np.unique(unit[owned], return_counts=True)):
+                    counts[int(k)] = counts.get(int(k), 0) + int(n)
+                yield batch
 
-def _my_rows(source: Any, folder: Path, sh: Any, stats: dict[str, Any], unit_rows: int, seed: int,
-             val_fraction: float, test_fraction: float) -> tuple[dict[int, Path], list[list[int]]]:
-    """Read the input, keep the units this shard owns, and spill their rows by split (as pass 1 spills them) into
-    ``folder``; returns the spill files and, per unit, ``[unit, train rows, validation rows, test rows]``."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from .arrownp import array, values
-    from .preprocess import split_of
-    from .prepscan import CODE, ROW
-
-    features = source.features
-    schema = pa.schema([*(pa.field(f, pa.float64()) for f in features), pa.field(CODE, pa.int32()),
-                        pa.field(ROW, pa.int64())])
-    classes = {c: i for i, c in enumerate(stats["classes"])}
-    spill = {s: folder / f".rows-{s}.arrow" for s in range(3)}
-    units: list[list[int]] = []
-    offset = 0
-    with contextlib.ExitStack() as stack:
-        writers = {s: stack.enter_context(pa.ipc.new_file(str(path), schema)) for s, path in spill.items()}
-        for batch in source.batches():
-            n, start = batch.num_rows, offset
-            offset += n
-            rows = np.arange(start, start + n)
-            owned = (rows // unit_rows) % sh.count == sh.index
-            if not owned.any():
-                continue
-            batch, rows = batch.take(array(np.flatnonzero(owned))), rows[owned]
-            y = batch.column(source.label)
-            if not pa.types.is_dictionary(y.type):
-                y = pc.dictionary_encode(y if pa.types.is_string(y.type) else pc.cast(y, pa.string()))
-            try:
-                lookup = np.array([classes[str(v)] for v in y.dictionary.to_pylist()], dtype=np.int32)
-            except KeyError:
-                raise _changed(source) from None
-            codes = lookup[values(y.indices)]
-            split = split_of(rows, seed, val_fraction, test_fraction)
-            columns = [_float64(batch.column(f)) for f in features]
-            table = pa.RecordBatch.from_arrays([*columns, array(codes), array(rows)], schema=schema)
-            unit = rows // unit_rows
-            for k in np.unique(unit):
-                in_unit = unit == k
-                if not units or units[-1][0] != k:
-                    units.append([int(k), 0, 0, 0])
-                for s in range(3):
-                    units[-1][1 + s] += int(np.count_nonzero(in_unit & (split == s)))
-            for s in range(3):
-                chosen = np.flatnonzero(split == s)
-                if len(chosen):
-                    writers[s].write_batch(table.take(array(chosen)))
-    if offset != stats["rows"]["total"]:
-        raise _changed(source)
-    return spill, units
+    def units(self) -> list[list[int]]:
+        """``[unit, train rows, validation rows, test rows]`` of each unit this shard wrote, in input order."""
+        return [[k, *(c.get(k, 0) for c in self.counts)] for k in sorted(set().union(*self.counts))]
 
 
 def merge(parts: list[tuple[Path, dict[str, Any]]], staging: Path) -> dict[str, Any]:
