@@ -22,7 +22,7 @@ Reported (medians over the repetitions, after one untimed warm-up round):
 - wall time of the whole call (data loading, model build, evaluation, outputs);
 - checkpoint write time (each ``Checkpointer.save`` call, timed by a wrapper): since checkpoints
   are asynchronous this runs on a background thread; the training thread's own time per
-  checkpoint (snapshot to host memory + waiting for a previous write) is the step's
+  checkpoint (waiting for a previous write + packing the state into host memory) is the step's
   ``checkpoint_stall_seconds_max``.
 
 The per-epoch training losses of the step and the bare loop are compared: the same
@@ -245,7 +245,7 @@ def main() -> None:
         c = summary["checkpoint"]
         print(f"checkpoint write (Checkpointer.save, background thread): {per_run} per run, median "
               f"{c['median_seconds'] * 1000:.1f} ms, max {c['max_seconds'] * 1000:.1f} ms, {c['share_of_loop']:.1%} of "
-              f"the training-loop time; training thread per checkpoint (snapshot + wait): max "
+              f"the training-loop time; training thread per checkpoint (wait + pack): max "
               f"{c['stall_max_seconds_median'] * 1000:.2f} ms (median of runs)")
     dl = med("bare+dl", "samples_per_second") / bare_sps
     summary["bare+dl"]["ratio_samples_per_second"] = dl

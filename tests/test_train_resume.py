@@ -7,8 +7,8 @@ write, and checks what the user sees and what is kept.
 
 from __future__ import annotations
 
-import io
 import json
+import math
 import os
 import random
 import shutil
@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -180,16 +179,13 @@ def test_same_run_still_resumes(data, finished, tmp_path, caplog):
 
 
 def _flip_a_bit_in_tensor_data(path: Path) -> None:
-    """Flip one bit in the middle of the largest tensor's bytes (not the header, not the zip metadata)."""
+    """Flip one bit in the middle of the largest tensor's bytes (not the header, not the state line)."""
     blob = bytearray(path.read_bytes())
     header, payload = decode_header(bytes(blob))
-    start = len(blob) - len(payload)
-    archive = zipfile.ZipFile(io.BytesIO(bytes(payload)))
-    entry = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-    name_len, extra_len = int.from_bytes(payload[entry.header_offset + 26:entry.header_offset + 28], "little"), \
-        int.from_bytes(payload[entry.header_offset + 28:entry.header_offset + 30], "little")
-    data_at = start + entry.header_offset + 30 + name_len + extra_len
-    blob[data_at + entry.file_size // 2] ^= 0x10
+    state_line = bytes(payload).split(b"\n", 1)[0]
+    data_at = len(blob) - len(payload) + len(state_line) + 1
+    dtype, shape, offset = max(json.loads(state_line)["tensors"], key=lambda t: math.prod(t[1]))
+    blob[data_at + offset + math.prod(shape) * getattr(torch, dtype).itemsize // 2] ^= 0x10
     path.write_bytes(bytes(blob))
 
 

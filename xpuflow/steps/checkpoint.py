@@ -1,7 +1,8 @@
 """Preemption-safe checkpoints that know their run: atomic, checksummed, verified on load.
 
 File ``ckpt-<step>.pt``: a magic line, a one-line JSON header (step, the run's
-identity, SHA-256, payload size), then the payload (``torch.save`` of the state).
+identity, SHA-256, payload size), then the payload: the state as one JSON line and
+its tensors' bytes after it (:mod:`~xpuflow.steps.checkpoint_flat`).
 The checksum covers the step, the identity and the payload, so a flipped bit
 anywhere is found; such a checkpoint is skipped with one WARNING line and the
 previous one is used. A checkpoint is resumed only when its identity equals this
@@ -15,14 +16,15 @@ directory fsynced too). Object storage (any fsspec URL): written locally,
 uploaded, then marked complete with ``ckpt-<step>.pt.complete``; a checkpoint
 without its marker is never taken. Leftovers of a killed writer (local ``.tmp``
 files, remote files without a marker) are removed when the next run starts.
-Payloads load with ``torch.load(weights_only=True)``.
+Payloads are parsed (JSON and raw tensor bytes), never unpickled. A checkpoint of
+an earlier format (``xpuflow.checkpoint/2``: a ``torch.save`` payload) counts as
+another run's: its identity names the other format.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -33,12 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .checkpoint_flat import Packed, pack, unpack
 from .io import StepError, atomic_file, is_url
 
 __all__ = ["Checkpointer", "FORMAT", "ON_MISMATCH", "rng_state", "restore_rng"]
 
 log = logging.getLogger("xpuflow.checkpoint")
-FORMAT = "xpuflow.checkpoint/2"
+FORMAT = "xpuflow.checkpoint/3"
 MAGIC = b"XPUFLOW-CHECKPOINT\n"
 ON_MISMATCH = ("fresh", "refuse")
 _NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
@@ -53,22 +56,19 @@ class Unidentified(Exception):
     """A checkpoint of the first format: intact perhaps, but of no known run."""
 
 
-def _digest(step: int, identity: dict[str, Any], payload: Any) -> str:
+def _digest(step: int, identity: dict[str, Any], *payload: Any) -> str:
     h = hashlib.sha256(json.dumps([step, identity], sort_keys=True).encode())
-    h.update(payload)
+    for part in payload:
+        h.update(part)  # hashlib releases the GIL on large buffers
     return h.hexdigest()
 
 
-def encode(step: int, identity: dict[str, Any], state: dict[str, Any]) -> tuple[bytes, memoryview]:
-    """The header line and the payload of checkpoint ``step``."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getbuffer()
-    header = {"format": FORMAT, "step": step, "identity": identity, "bytes": len(payload),
-              "sha256": _digest(step, identity, payload)}
-    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n", payload
+def encode(step: int, identity: dict[str, Any], state: dict[str, Any] | Packed) -> tuple[bytes, Packed]:
+    """The header line and the payload (a :class:`Packed` state) of checkpoint ``step``."""
+    packed = state if isinstance(state, Packed) else pack(state)
+    header = {"format": FORMAT, "step": step, "identity": identity, "bytes": packed.nbytes,
+              "sha256": _digest(step, identity, packed.tree, packed.data)}
+    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n", packed
 
 
 def decode_header(blob: bytes) -> tuple[dict[str, Any], memoryview]:
@@ -139,24 +139,24 @@ class Checkpointer:
         return f"{self.root}/ckpt-{step:08d}.pt"
 
     # ----------------------------------------------------------------- write
-    def save(self, step: int, state: dict[str, Any]) -> float:
-        """Write checkpoint ``step`` durably (checksummed); returns the seconds it took."""
+    def save(self, step: int, state: dict[str, Any] | Packed) -> float:
+        """Write checkpoint ``step`` durably (checksummed); returns the seconds it took.
+
+        ``state``: a state dict, or one packed already (:class:`~xpuflow.steps.checkpoint_flat.Packer`).
+        """
         start = time.perf_counter()
-        header, payload = encode(step, self.identity, state)
+        header, packed = encode(step, self.identity, state)
         if self.remote:
             with tempfile.TemporaryDirectory() as tmp:
                 local = os.path.join(tmp, "ckpt")
                 with open(local, "wb") as handle:
-                    handle.write(header)
-                    handle.write(payload)
+                    handle.writelines((header, packed.tree, packed.data))
                 self.fs.put_file(local, self._path(step))
             self.fs.pipe_file(f"{self._path(step)}.complete", b"")  # last: marks the upload complete
         else:
             with atomic_file(self._path(step)) as handle:
-                handle.write(header)
-                handle.write(payload)
+                handle.writelines((header, packed.tree, packed.data))
             _fsync_dir(self.root)
-        payload.release()
         self._prune()
         return time.perf_counter() - start
 
@@ -208,8 +208,6 @@ class Checkpointer:
         belongs to another run: ``refuse`` raises a one-line :class:`StepError`; ``fresh``
         says so in one WARNING line and (when ``remove``) removes the checkpoints found.
         """
-        import torch
-
         for step in self.steps():
             name = f"ckpt-{step:08d}.pt"
             try:
@@ -218,7 +216,7 @@ class Checkpointer:
                     raise Damaged(f"it holds step {header['step']}")
                 differ = differences(self.identity, header["identity"])
                 if not differ:
-                    state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+                    state = unpack(payload, map_location)
                     if not isinstance(state, dict) or state.get("step") != step:
                         raise Damaged(f"its state does not hold step {step}")
                     return step, state
@@ -227,7 +225,7 @@ class Checkpointer:
             except Damaged as e:
                 log.warning("%s: checkpoint %s is damaged (%s); falling back to the previous one", self.who, name, e)
                 continue
-            except Exception as e:  # a payload torch cannot read despite its checksum (written by a bug)
+            except Exception as e:  # a payload that does not parse despite its checksum (written by a bug)
                 log.warning("%s: checkpoint %s is damaged (%s: %s); falling back to the previous one",
                             self.who, name, type(e).__name__, str(e)[:200])
                 continue
@@ -259,16 +257,20 @@ def _fsync_dir(path: str) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG the loop touches, in a form ``torch.load(weights_only=True)`` accepts."""
+    """Every RNG the loop touches, in a form a checkpoint holds (tensors, numbers, tuples)."""
+    import array
     import random
 
     import numpy as np
     import torch
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, words, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "python": random.getstate(),
+        # Mersenne Twister words as one tensor: 625 numbers would be most of a checkpoint's JSON line
+        "python": {"version": version, "words": torch.frombuffer(array.array("q", words), dtype=torch.int64),
+                   "gauss": gauss},
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
     }
@@ -288,7 +290,8 @@ def restore_rng(state: dict[str, Any]) -> None:
     import torch
 
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["words"].tolist()), py["gauss"]))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():

@@ -1,11 +1,14 @@
-"""Asynchronous checkpoints: snapshot on the training thread, write in the background.
+"""Asynchronous checkpoints: packed on the training thread, written in the background.
 
-:meth:`BackgroundSaver.submit` copies the state to host memory (every tensor
-cloned onto the CPU, every container copied) on the calling thread, so the
-training can change its weights at once; a background thread then encodes,
-checksums, writes, fsyncs and renames it (:meth:`Checkpointer.save`). Never two
-writes in flight: a new submit first waits for the previous write (one writer thread,
-started at the first checkpoint and stopped by :meth:`close`). :meth:`wait`
+:meth:`BackgroundSaver.submit` packs the state on the calling thread: every tensor's
+bytes copied into one host buffer, reused from one checkpoint to the next, the rest
+encoded as JSON (:class:`~xpuflow.steps.checkpoint_flat.Packer`), so the training can
+change its weights at once; a background thread then checksums, writes, fsyncs and
+renames it (:meth:`Checkpointer.save`): system calls and hashing that release the GIL,
+so the writer barely holds up a Python-bound training loop. Never two writes in flight:
+a new submit first waits for the previous write, which also frees the buffer for
+the new state (one writer thread, started at the first checkpoint and stopped by
+:meth:`close`). :meth:`wait`
 (SIGTERM, the end of training) blocks until the write is durable. A failed write
 is raised on the training thread at the next submit or wait, as one line.
 
@@ -23,24 +26,12 @@ import time
 from typing import Any
 
 from .checkpoint import Checkpointer
+from .checkpoint_flat import Packed, Packer
 from .io import StepError
 
-__all__ = ["BackgroundSaver", "snapshot"]
+__all__ = ["BackgroundSaver"]
 
 log = logging.getLogger("xpuflow.checkpoint")
-
-
-def snapshot(obj: Any) -> Any:
-    """A copy of ``obj`` that training cannot change: tensors cloned to the CPU, containers copied."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(snapshot(v) for v in obj)
-    return obj  # numbers, strings, None: immutable
 
 
 class BackgroundSaver:
@@ -49,30 +40,36 @@ class BackgroundSaver:
     def __init__(self, ckpt: Checkpointer) -> None:
         self.ckpt = ckpt
         self.write_seconds: list[float] = []  # each write, start to durable (the background thread's time)
-        self.stall_seconds: list[float] = []  # the training thread's time per checkpoint (snapshot + waiting)
-        self._queue: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue(maxsize=1)
+        self.stall_seconds: list[float] = []  # the training thread's time per checkpoint (waiting + packing)
+        self._packer = Packer()
+        self._queue: queue.Queue[tuple[int, Packed] | None] = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
         self._failure: tuple[int, BaseException] | None = None
 
     def submit(self, step: int, state: dict[str, Any], started: float | None = None) -> None:
-        """Write ``state`` (already a :func:`snapshot`) as checkpoint ``step`` in the background."""
+        """Write ``state`` as checkpoint ``step`` in the background; ``state`` may change once this returns."""
         start = time.perf_counter() if started is None else started
-        self.wait()  # never two writes in flight
+        self.wait()  # never two writes in flight: the buffer is free again
+        try:
+            packed = self._packer.pack(state)
+        except TypeError as e:  # a user's module whose state_dict holds another kind of object
+            raise StepError(f"{self.ckpt.who}: checkpoint step {step} cannot be written: {e}. Fix: make the "
+                            "model's state_dict (get_extra_state) return only those.") from None
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="checkpoint-writer", daemon=True)
             self._thread.start()
-        self._queue.put((step, state))
+        self._queue.put((step, packed))
         self.stall_seconds.append(time.perf_counter() - start)
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            step, state = job
+            step, packed = job
             try:
-                self.write_seconds.append(self.ckpt.save(step, state))
+                self.write_seconds.append(self.ckpt.save(step, packed))
             except BaseException as e:  # raised on the training thread by wait()
                 self._failure = (step, e)
             finally:
-                del job, state  # the snapshot's memory goes before the next one is taken
+                del job, packed  # no reference to the buffer outlives the write
                 self._queue.task_done()
         self._queue.task_done()
 

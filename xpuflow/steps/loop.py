@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import ON_MISMATCH, Checkpointer, restore_rng, rng_state
-from .checkpoint_async import BackgroundSaver, snapshot
+from .checkpoint_async import BackgroundSaver
 from .io import StepError, is_url, local_path, write_json
 from .models import build_model, save_model
 from .preprocess import read_split
@@ -195,19 +195,18 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
     samples, train_seconds = 0, 0.0
 
     def checkpoint(epoch_loss: Any) -> None:
-        """Snapshot the state to host memory here; the write runs in the background (one at a time)."""
+        """Pack the state into host memory here; the write runs in the background (one at a time)."""
         begun = time.perf_counter()
         rngs = rt.gather(rng_state())  # every rank takes part
         if not rt.main:
             return
-        state = snapshot({
+        saver.submit(step, {
             "step": step, "model": net.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
             "history": history, "interruptions": interruptions, "save_times": save_times,
             "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch,
             "epoch_loss": float(epoch_loss) if step % steps_per_epoch else 0.0, "written_by": step_name,
-        })
-        saver.submit(step, state, started=begun)
+        }, started=begun)
 
     try:
         while step < total_steps:
@@ -312,7 +311,8 @@ def run_identity(o: Options, arrays: tuple[Any, ...], stats: dict[str, Any], net
     data = hashlib.sha256(json.dumps([stats["features"], stats["classes"]]).encode())
     for array in arrays:
         data.update(np.ascontiguousarray(array).data)
-    shapes = [[k, list(v.shape), str(v.dtype)] for k, v in net.state_dict().items()]
+    shapes = [[k, list(v.shape), str(v.dtype)] if hasattr(v, "dtype") else [k, type(v).__name__]  # extra state
+              for k, v in net.state_dict().items()]
     return {  # in the order a mismatch names them
         "features": len(stats["features"]), "classes": len(stats["classes"]), "model": o.model,
         "model_kwargs": json.dumps(o.model_kwargs, sort_keys=True),

@@ -5,7 +5,7 @@
 - mixed precision (bf16 where supported, else fp16 with a grad scaler), pinned
   memory, optional ``torch.compile``;
 - a checkpoint every ``checkpoint_every`` steps and on SIGTERM (model, optimizer,
-  scheduler, scaler, every RNG, data position), snapshotted on the training thread and
+  scheduler, scaler, every RNG, data position), packed on the training thread and
   written atomically in the background, checksummed and stamped with the run's identity;
   resumed from the newest intact one of the same run (``on_mismatch``: ``fresh`` or
   ``refuse`` for another run's); ``metrics.json`` records RPO (steps lost) and RTO
