@@ -10,10 +10,12 @@ quoted value holds a line break.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from .inorder import in_order
 
 __all__ = ["parallel_csv_batches", "worker_count"]
 
@@ -76,18 +78,13 @@ def parallel_csv_batches(path: str, columns: list[str], convert: Any, *, batch_r
                              convert_options=convert if words else plain)
 
     workers = threads or worker_count()
-    pending: collections.deque[Any] = collections.deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="xpuflow-csv") as pool:
-        try:
-            for i, piece in enumerate(_pieces(path, chunk_bytes)):
-                pending.append(pool.submit(parse, piece, i == 0))
-                while len(pending) > AHEAD * workers:
-                    yield from _slices(pending.popleft(), batch_rows, refuse, pa)
-            while pending:
-                yield from _slices(pending.popleft(), batch_rows, refuse, pa)
-        finally:
-            for future in pending:
-                future.cancel()
+        def submit(numbered: tuple[int, memoryview]) -> Any:
+            return pool.submit(parse, numbered[1], numbered[0] == 0)
+
+        with contextlib.closing(in_order(submit, enumerate(_pieces(path, chunk_bytes)), AHEAD * workers)) as jobs:
+            for job in jobs:
+                yield from _slices(job, batch_rows, refuse, pa)
 
 
 def _plain_options(convert: Any) -> Any:

@@ -30,6 +30,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ NON_FINITE = {  # --non-finite: what happens to inf, -inf and values beyond floa
     "ones and counted in non_finite",
 }
 _MASK = (1 << 64) - 1
+_WRITE_AHEAD = 1  # row groups of one split standardised ahead of the one being encoded
 _FLOAT32_BEYOND = "beyond float32 after standardising with the training statistics"
 
 
@@ -241,6 +243,10 @@ def _write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, no
                   batch_rows: int) -> tuple[Any, Any, tuple[int, int, float] | None]:
     """Pass 2: standardise, impute and write the three splits in parallel.
 
+    One thread per split encodes its Parquet file, row group after row group, while the next groups are
+    standardised on a pool of one thread per CPU: the training split (70 % of the rows by default) is not left to
+    one thread while the other two finish early.
+
     Returns the imputed (missing) and non-finite counts per column, and under non_finite="refuse" the
     first value in file order that is infinite once standardised and cast to float32, if any.
     """
@@ -248,64 +254,93 @@ def _write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, no
 
     import numpy as np
 
-    with ThreadPoolExecutor(len(SPLITS), thread_name_prefix="xpuflow-write") as pool:
-        jobs = [pool.submit(_write_split, found.batches(s), staging / f"{name}.parquet", found.features, mean, std,
-                            final, non_finite == "refuse", batch_rows) for s, name in enumerate(SPLITS)]
+    from .csvchunks import worker_count
+
+    scratch = threading.local()  # per standardising thread: fresh numpy buffers cost page faults every time
+    with ThreadPoolExecutor(worker_count(), thread_name_prefix="xpuflow-standardise") as work, \
+            ThreadPoolExecutor(len(SPLITS), thread_name_prefix="xpuflow-write") as pool:
+        def standardise(group: list[Any]) -> Any:
+            return work.submit(_standardise, group, found.features, mean, std, final, non_finite == "refuse", scratch)
+
+        jobs = [pool.submit(_write_split, found.batches(s), staging / f"{name}.parquet", found.features, standardise,
+                            batch_rows) for s, name in enumerate(SPLITS)]
         done = [job.result() for job in jobs]
     firsts = [first for _, first in done if first is not None]
     counts = np.sum([c for c, _ in done], axis=0)
     return counts[0], counts[1], min(firsts) if firsts else None
 
 
-def _write_split(spilled: Any, path: Path, features: tuple[str, ...], mean: Any, std: Any, final: Any,
-                 refuse: bool, batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
+def _write_split(spilled: Any, path: Path, features: tuple[str, ...], standardise: Any,
+                 batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
+    """Encode one split's row groups in order, each standardised (on the pool) while the one before is encoded."""
+    import contextlib
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .arrownp import array, valid, values
-    from .prepscan import CODE, ROW
+    from .inorder import in_order
 
     counts = np.zeros((2, len(features)), dtype=np.int64)
     schema = pa.schema([*(pa.field(f, pa.float32()) for f in features), pa.field("label", pa.int64())])
+    # one contiguous row group of ~batch_rows rows each
+    jobs = contextlib.closing(in_order(standardise, _groups(spilled, batch_rows), _WRITE_AHEAD))
     # dictionary encoding only for the label: float features are nearly unique, so dictionaries cost time and space
-    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["label"]) as writer:
-        z = nan = None  # scratch reused across groups: fresh numpy buffers cost page faults every time
-        for group in _groups(spilled, batch_rows):  # one contiguous row group of ~batch_rows rows each
-            table = pa.Table.from_batches(group).combine_chunks()
-            n = table.num_rows
-            if z is None or len(z) < n:
-                z, nan = np.empty(n), np.empty(n, dtype=bool)
-            zn, bad = z[:n], nan[:n]
-            out = np.empty((len(features), n), dtype=np.float32)
-            arrays, first = [], None
-            for j, name in enumerate(features):
-                col = table.column(name).chunk(0)
-                x, ok = values(col), valid(col)  # the slots of nulls hold anything: marked missing below
-                with np.errstate(over="ignore", invalid="ignore"):
-                    np.subtract(x, mean[j], out=zn)
-                    np.divide(zn, std[j], out=zn)
-                    np.isnan(zn, out=bad)
-                    if ok is not None:
-                        np.logical_or(bad, ~ok, out=bad)
-                    missing = np.count_nonzero(bad)
-                    if missing:
-                        counts[0, j] += missing
-                        zn[bad] = 0.0
-                    out[j] = zn
-                np.isinf(out[j], out=bad)  # inf in the input (imputed), or beyond float32 once standardised
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    if refuse:  # only values beyond float32 reach here (infinities were refused in pass 1)
-                        first = min(first or (1 << 63, j, 0.0), (int(table.column(ROW)[i].as_py()), j, float(x[i])))
-                    counts[1, j] += np.count_nonzero(bad)
-                    out[j][bad] = 0.0
-                arrays.append(array(out[j]))
+    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["label"]) as writer, jobs as groups:
+        for job in groups:
+            arrays, found, first = job.result()
+            counts += found
             if first is not None:
                 return counts, first
-            arrays.append(array(final[values(table.column(CODE).chunk(0))]))
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
     return counts, None
+
+
+def _standardise(group: list[Any], features: tuple[str, ...], mean: Any, std: Any, final: Any, refuse: bool,
+                 scratch: Any) -> tuple[list[Any], Any, tuple[int, int, float] | None]:
+    """One row group's columns standardised, imputed and cast to float32, the label as its class index.
+
+    Returns the arrays, the imputed and non-finite counts per column, and under ``refuse`` the first value (row,
+    column, value) beyond float32 once standardised (the arrays are then incomplete).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from .arrownp import array, valid, values
+    from .prepscan import CODE, ROW
+
+    table = pa.Table.from_batches(group).combine_chunks()
+    n = table.num_rows
+    if getattr(scratch, "z", None) is None or len(scratch.z) < n:
+        scratch.z, scratch.nan = np.empty(n), np.empty(n, dtype=bool)
+    zn, bad = scratch.z[:n], scratch.nan[:n]
+    counts = np.zeros((2, len(features)), dtype=np.int64)
+    out = np.empty((len(features), n), dtype=np.float32)
+    arrays, first = [], None
+    for j, name in enumerate(features):
+        col = table.column(name).chunk(0)
+        x, ok = values(col), valid(col)  # the slots of nulls hold anything: marked missing below
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.subtract(x, mean[j], out=zn)
+            np.divide(zn, std[j], out=zn)
+            np.isnan(zn, out=bad)
+            if ok is not None:
+                np.logical_or(bad, ~ok, out=bad)
+            missing = np.count_nonzero(bad)
+            if missing:
+                counts[0, j] += missing
+                zn[bad] = 0.0
+            out[j] = zn
+        np.isinf(out[j], out=bad)  # inf in the input (imputed), or beyond float32 once standardised
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            if refuse:  # only values beyond float32 reach here (infinities were refused in pass 1)
+                first = min(first or (1 << 63, j, 0.0), (int(table.column(ROW)[i].as_py()), j, float(x[i])))
+            counts[1, j] += np.count_nonzero(bad)
+            out[j][bad] = 0.0
+        arrays.append(array(out[j]))
+    arrays.append(array(final[values(table.column(CODE).chunk(0))]))
+    return arrays, counts, first
 
 
 def _check_classes(name: str, label: str, classes: list[str], rows: int) -> None:

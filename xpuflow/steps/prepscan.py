@@ -13,7 +13,7 @@ rows in extended precision.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import itertools
 import math
 import os
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .arrownp import array, finite, valid, values
+from .inorder import in_order
 from .io import StepError
 
 __all__ = ["Scan", "scan", "value_error", "SPILL", "ROW", "CODE"]
@@ -122,20 +123,16 @@ def scan(source: Any, spill_dir: Path, *, seed: int, val_fraction: float, test_f
             result.spill[s] = spill_dir / SPILL.format(s)
             sinks.append(pa.BufferedOutputStream(pa.OSFile(str(result.spill[s]), "wb"), buffer_size=4 << 20))
             writers[s] = pa.ipc.new_file(sinks[-1], schema)
-        pending: collections.deque[Any] = collections.deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="xpuflow-scan") as pool:
-            try:
-                for batch in source.batches():
-                    pending.append(pool.submit(_scan_batch, batch, result.rows, source, labels, schema,
-                                               (seed, val_fraction, test_fraction), non_finite))
-                    result.rows += batch.num_rows
-                    while len(pending) > AHEAD * workers:
-                        _merge(result, pending.popleft().result(), writers)
-                while pending:
-                    _merge(result, pending.popleft().result(), writers)
-            finally:
-                for future in pending:
-                    future.cancel()
+            def submit(batch: Any) -> Any:  # in file order: each batch's first global row number is known here
+                job = pool.submit(_scan_batch, batch, result.rows, source, labels, schema,
+                                  (seed, val_fraction, test_fraction), non_finite)
+                result.rows += batch.num_rows
+                return job
+
+            with contextlib.closing(in_order(submit, source.batches(), AHEAD * workers)) as jobs:
+                for job in jobs:
+                    _merge(result, job.result(), writers)
     finally:
         for w in writers.values():
             w.close()
@@ -170,17 +167,14 @@ def _scan_batch(batch: Any, offset: int, source: Any, labels: _Labels, schema: A
     else:
         encoded = pc.dictionary_encode(y if pa.types.is_string(y.type) else pc.cast(y, pa.string()))
     codes = labels.lookup(encoded.dictionary.to_pylist())[values(encoded.indices)]
-    nf = len(source.features)
-    present = np.zeros(nf, dtype=np.int64)
-    columns, first = [], None
-    for j, name in enumerate(source.features):
-        col = batch.column(name)
-        if col.type != pa.float64():  # e.g. float32 Parquet columns
-            col = pc.cast(col, pa.float64())
-        columns.append(col)
-        present[j] = len(col) - col.null_count
-        total = pc.sum(col).as_py() if present[j] else 0.0
-        if math.isfinite(total):
+    columns = [col if col.type == pa.float64() else pc.cast(col, pa.float64())  # e.g. float32 Parquet columns
+               for col in (batch.column(name) for name in source.features)]
+    present = np.array([len(col) - col.null_count for col in columns], dtype=np.int64)
+    # one sum over every column: finite unless a value is NaN or infinite (or the sum overflowed), then column by column
+    everything = pc.sum(pa.chunked_array(columns, type=pa.float64())).as_py()
+    first = None
+    for j, col in enumerate(columns):
+        if everything is None or math.isfinite(everything) or not present[j] or math.isfinite(pc.sum(col).as_py()):
             continue
         # NaN cells count as missing; infinities are refused here or imputed (and counted) in pass 2;
         # a sum that merely overflowed (values near 1e308) finds neither
