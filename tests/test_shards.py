@@ -120,12 +120,3 @@ def test_batch_infer_in_three_processes_equals_one(data, tmp_path):
     assert pq.read_table(out / "predictions.parquet").equals(pq.read_table(tmp_path / "one" / "predictions.parquet"))
     summary = json.loads((out / "predictions.json").read_text())
     assert (summary["rows"], summary["shards"], summary["imputed"]) == (one["rows"], 3, one["imputed"])
-
-
-def test_an_object_store_output_with_shards_is_refused_before_any_work(docs):
-    from xpuflow.steps import run as run_step
-
-    with pytest.raises(StepError, match=r"^embed: --shard with output='memory://bucket/emb', an object-store URL: the "
-                                        r"shards' parts must meet on one file system\. Fix: ") as e:
-        run_step("embed", ["--data", str(docs), "--output", "memory://bucket/emb", "--shard", "0/2"])
-    assert "\n" not in str(e.value)

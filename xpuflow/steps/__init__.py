@@ -122,23 +122,30 @@ def run(ref: Step | str, argv: list[str]) -> Any:
 
     step = load_step(ref) if isinstance(ref, str) else ref
     args = vars(build_parser(step).parse_args(argv))
+    from .shards import DOWNLOADED
+
     uploads: dict[str, str] = {}
+    downloaded: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix=f"xpuflow-{step.name}-") as tmp:
         for key in step.inputs:
             if _remote(args[key]):
-                args[key] = _download(args[key], os.path.join(tmp, key))
+                url, args[key] = args[key], _download(args[key], os.path.join(tmp, key))
+                downloaded[args[key]] = url
         for key in step.outputs:
             if _remote(args[key]):
-                if args.get("shard"):  # the parts of N processes meet on one file system (docs/scale-out.md)
-                    from .io import StepError
-
-                    raise StepError(f"{step.name}: --shard with output={args[key]!r}, an object-store URL: the shards' "
-                                    "parts must meet on one file system. Fix: write to a volume every shard mounts "
-                                    "(a ReadWriteMany PVC), or run one process.")
                 uploads[key], args[key] = args[key], os.path.join(tmp, "out", key)
-        result = step.fn(**args)
+        token = DOWNLOADED.set(downloaded)
+        try:
+            result = step.fn(**args)
+        finally:
+            DOWNLOADED.reset(token)
         for key, url in uploads.items():
-            _upload(args[key], url)
+            if args.get("shard"):  # the parts of N processes meet in the store (docs/scale-out.md)
+                from .shards_store import publish_part
+
+                publish_part(args[key], url, who=step.name)
+            else:
+                _upload(args[key], url)
     return result
 
 

@@ -20,6 +20,7 @@ refused in one line naming the missing shards (:func:`incomplete`, called by ``r
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import hashlib
 import json
@@ -89,8 +90,15 @@ def parse(spec: str, who: str) -> Shard | None:
     return Shard(index, count)
 
 
+# local copy -> URL of the inputs :func:`xpuflow.steps.run` downloaded: each shard's copy is in its own temporary
+# directory, so the key names the URL, which all shards share
+DOWNLOADED: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("xpuflow_downloaded", default={})
+
+
 def run_key(**what: Any) -> str:
     """What makes N parts one result: a hash of the step's inputs and parameters (JSON-able values)."""
+    sources = DOWNLOADED.get()
+    what = {k: sources.get(v, v) if isinstance(v, str) else v for k, v in what.items()}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

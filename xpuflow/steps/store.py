@@ -30,7 +30,7 @@ __all__ = ["upload", "download", "POINTER", "VERSIONS", "FORMAT"]
 
 VERSIONS = "_versions"
 FORMAT = "xpuflow.output/1"
-_VERSION = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")
+_VERSION = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}|shards-[0-9a-f]{32}")  # an upload's, or a sharded run's
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -44,15 +44,16 @@ def _fs(url: str) -> tuple[Any, str]:
     return fs, root.rstrip("/")
 
 
-def upload(local: str | os.PathLike[str], url: str) -> None:
-    """Publish the local output directory ``local`` at ``url`` as a new version; the pointer is written last."""
+def upload(local: str | os.PathLike[str], url: str, version: str | None = None) -> None:
+    """Publish the local output directory ``local`` at ``url`` as a new version; the pointer is written last.
+    ``version``: its name, when every shard of a run publishes the same one (:mod:`xpuflow.steps.shards_store`)."""
     fs, root = _fs(url)
     source = Path(local)
     if not source.is_dir():  # the step returned without writing it: publishing nothing would replace the output
         raise StepError(f"{url}: the step wrote no output directory to upload; the previous output there is kept as "
                         "it was. Fix: make the step write its Output directory (os.makedirs(output, exist_ok=True)).")
     files = {p.relative_to(source).as_posix(): p.stat().st_size for p in sorted(source.rglob("*")) if p.is_file()}
-    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:12]
+    version = version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:12]
     prefix = f"{root}/{VERSIONS}/{version}"
     try:
         for name in files:
@@ -75,6 +76,11 @@ def download(url: str, local: str) -> str:
         return url
     pointer = _read_pointer(fs, root)
     if pointer is None:
+        from .shards_store import incomplete
+
+        missing = incomplete(fs, root, url)
+        if missing:
+            raise StepError(f"{url}: {missing}")
         raise StepError(f"{url}: no {POINTER} marker, so not a finished step output (a failed or running upstream "
                         "step). Fix: rerun the upstream step.")
     if pointer == {}:  # written by an older xpuflow: the files at the top
