@@ -103,3 +103,16 @@ def test_a_shard_killed_mid_way_reruns_alone_and_the_store_output_is_unchanged(s
     ids, vectors, summary = read(out, tmp_path / "got")
     ref_ids, ref_vectors, _ = read_embeddings(str(ref), "t")
     assert ids == ref_ids and np.abs(vectors - ref_vectors).max() <= 1e-5 and summary["processes"] == 2
+
+
+def test_preprocess_in_two_shards_to_the_store_equals_one_process(data, tmp_path):
+    from xpuflow.steps.preprocess import read_split
+
+    url = f"local://{tmp_path}/bucket/prep"
+    procs = [subprocess.Popen([python("main"), "-m", "xpuflow", "step", "preprocess", "--output", url, "--shard",
+                               f"{i}/2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env()) for i in (1, 0)]
+    finish(*procs)
+    got = download(url, str(tmp_path / "got"))
+    for split in ("train", "validation", "test"):
+        (x, y, stats), (rx, ry, rstats) = read_split(got, split), read_split(str(data), split)
+        assert np.array_equal(x, rx) and np.array_equal(y, ry) and stats == rstats
