@@ -143,3 +143,21 @@ def test_a_refused_connection_names_the_server_but_not_the_password():
                                         r"Fix: check the host") as info:
         connect("postgresql://indexer:s3cret-pw@127.0.0.1:1/db?connect_timeout=2", who="search")
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_an_index_output_whose_table_another_run_replaced_is_refused_not_answered(pg, vectors, tmp_path):
+    # two runs into one table: the first run's output now describes a table holding the second run's index (the
+    # state a run killed between switching the table and its output leaves, too)
+    first = index(data=str(vectors), output=str(tmp_path / "first"), engine="pgvector", dsn=pg, table="rag_gen")
+    assert search(str(tmp_path / "first"), QUESTIONS[:1], dsn=pg)[0]  # its own table: answered
+    second = index(data=str(vectors), output=str(tmp_path / "second"), engine="pgvector", dsn=pg, table="rag_gen",
+                   kind="hnsw")
+    assert first["params"]["generation"] != second["params"]["generation"]
+    assert search(str(tmp_path / "second"), QUESTIONS[:1], dsn=pg)[0]
+    with pytest.raises(StepError) as e:
+        search(str(tmp_path / "first"), QUESTIONS[:1], dsn=pg)
+    message = str(e.value)
+    assert message.startswith("search: table 'rag_gen' in ") and "is from another index run (generation " \
+        f"{second['params']['generation']}) than this index output (generation {first['params']['generation']})" \
+        in message and "Fix: rerun the index step" in message
+    assert "\n" not in message and "password" not in message.lower()

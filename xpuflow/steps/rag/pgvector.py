@@ -6,7 +6,10 @@ then publishes it: in one transaction the previous table is dropped and the stag
 its index) renamed into place. Readers see the old index or the new one, never a half-loaded
 table; a failed gate or a crash leaves the published table as it was (the staging table is
 dropped, or by the next run). A session advisory lock keyed on the table name stops two runs from
-publishing the same table at once.
+publishing the same table at once. The table and the step's output directory are switched one
+after the other, so each publish stamps the table (its comment) with a new generation, also recorded
+in ``index.json``; :func:`nearest` refuses a table whose generation is not its output's (a later run
+replaced the table, or a run was killed between the two switches).
 
 Table ``<table>``: ``row`` (bigint, primary key: the position in the embed output), ``chunk_id``
 (unique), ``doc_id``, ``n``, ``start``, ``end``, ``text``, ``source``, ``embedding vector(dim)``.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import uuid
 from typing import Any
 
 from ...errors import invalid
@@ -33,6 +37,7 @@ __all__ = ["DSN_ENV", "PgvectorIndex", "connect", "redact", "check_table", "near
 
 log = logging.getLogger("xpuflow.index")
 DSN_ENV = "XPUFLOW_PGVECTOR_DSN"
+GENERATION = "xpuflow index run "  # the published table's comment: this, then the run's generation
 _TABLE = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,40}")
 _COLUMNS = ("chunk_id", "doc_id", "n", "start", "end", "text", "source")
 
@@ -175,12 +180,16 @@ class PgvectorIndex:
         index, and holds ``chunks``)."""
         from psycopg import sql
 
+        generation = uuid.uuid4().hex  # also in the index output: a reader checks both name the same run
         with self.conn.transaction():
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.final))
             self.conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.staging, sql.Identifier(self.name)))
             if self.kind in ("hnsw", "ivf"):
                 old = sql.Identifier(*(p for p in (self.schema, self.staging_index) if p))
                 self.conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(old, sql.Identifier(self.index_name)))
+            self.conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(self.final,
+                                                                         sql.Literal(GENERATION + generation)))
+        self.params["generation"] = generation
         log.info("index: published table %s in %s", self.table, self.dsn)
         return {}
 
@@ -209,9 +218,25 @@ def nearest(dsn: str, table: str, params: dict[str, Any], vectors: Any, k: int) 
     conn = connect(dsn, who="search")
     try:
         with conn.transaction(), conn.cursor() as cur:
+            _check_generation(cur, table, params.get("generation"), redact(dsn or os.environ.get(DSN_ENV, "")))
             _settings(cur, params)
             return [[{"chunk_id": c, "doc_id": d, "text": t, "score": float(score)}
                      for c, d, t, score in cur.execute(statement, (v, v, k), prepare=True).fetchall()]
                     for v in vectors]
     finally:
         conn.close()
+
+
+def _check_generation(cur: Any, table: str, expected: str | None, where: str) -> None:
+    """Refuse a table that another index run replaced since this index output was written (the output and the
+    table are switched one after the other, so a run killed between them, or a later run into the same table,
+    leaves an output describing another table's content)."""
+    if expected is None:  # an index output written before generations were recorded
+        return
+    found = cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (table,)).fetchone()[0] or ""
+    if found != GENERATION + expected:
+        now = found.removeprefix(GENERATION) if found.startswith(GENERATION) else "none"
+        raise StepError(f"search: table {table!r} in {where} is from another index run (generation {now}) than this "
+                        f"index output (generation {expected}): a later run replaced the table, or a run was stopped "
+                        "between switching the table and its output. Fix: rerun the index step, or search the output "
+                        "of the run that wrote the table.")
