@@ -3,6 +3,7 @@ kfp-kubernetes), compiled with the real compiler, read back and held against the
 
 # no `from __future__ import annotations`: KFP reads real annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,12 +153,13 @@ def test_cli_lint_and_plan_on_a_compiled_pipeline(tmp_path, capsys):
 
 
 BAD_FILES = [
-    ("missing.yaml", None, r"cannot read it: No such file"),
+    ("missing.yaml", None, r"^pipeline file '.*missing\.yaml': cannot read the file: No such file"),
     ("notyaml.yaml", "a: [1,\n", r"not valid YAML/JSON \(line \d\)"),
     ("other.yaml", "apiVersion: v1\nkind: Pod\n", r"not a compiled KFP pipeline \(no root, deploymentSpec, components\)"),
     ("argo.yaml", "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\n", r"an Argo Workflow .* not the compiled pipeline"),
-    ("latin1.yaml", b"name: caf\xe9\n", r"not UTF-8 text"),
-    ("dir.yaml", "DIR", r"is not a regular file"),
+    ("latin1.yaml", b"name: caf\xe9\n", r"is not UTF-8 text \(byte 0xe9 at offset 9\)"),
+    ("dir.yaml", "DIR", r"is a directory\. Fix: give the path of a YAML file"),
+    ("fifo.yaml", "FIFO", r"is not a regular file \(a device, FIFO or socket\)"),
 ]
 
 
@@ -166,6 +168,8 @@ def test_a_file_that_is_not_a_compiled_pipeline_is_refused_in_one_line(tmp_path,
     path = tmp_path / name
     if text == "DIR":
         path.mkdir()
+    elif text == "FIFO":  # opened without waiting for a writer, then refused
+        os.mkfifo(path)
     elif isinstance(text, bytes):
         path.write_bytes(text)
     elif text is not None:
@@ -263,3 +267,12 @@ def test_a_dag_file_where_airflow_is_not_installed_is_refused_in_one_line(tmp_pa
     err = capsys.readouterr().err
     assert "needs Apache Airflow and its cncf-kubernetes provider (cannot import airflow" in err
     assert err.count("\n") == 1
+
+
+def test_a_pipeline_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as f:  # sparse: no disk used, and nothing of it is read
+        f.truncate((64 << 20) + 1)
+    with pytest.raises(PipelineFileError, match=r"huge\.yaml': is larger than 65536 KiB, too large for a pipeline "
+                                                r"file\. Fix: pass the compiled pipeline YAML"):
+        read(path)

@@ -29,8 +29,10 @@ MAX_DEPTH = 64  # nesting of mappings and lists
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-def read_text(path: str | os.PathLike[str], *, what: str, error: type[XpuflowError] = ClusterFileError) -> str:
-    """The UTF-8 text of the regular file at ``path``, at most ``MAX_BYTES``; ``error`` otherwise."""
+def read_text(path: str | os.PathLike[str], *, what: str, error: type[XpuflowError] = ClusterFileError,
+              limit: int = MAX_BYTES, fix: str = "check the path; a profile is a few KB") -> str:
+    """The UTF-8 text of the regular file at ``path``, at most ``limit`` bytes; ``error`` otherwise (``fix``: the
+    advice when the file is too large)."""
     where = f"{what} {shown(os.fspath(path))}"
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
@@ -42,19 +44,22 @@ def read_text(path: str | os.PathLike[str], *, what: str, error: type[XpuflowErr
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, FIFO or socket)"
             raise error(f"{where}: is {kind}. Fix: give the path of a YAML file.")
-        data = b""
-        while len(data) <= MAX_BYTES:
-            chunk = os.read(fd, MAX_BYTES + 1 - len(data))
+        if info.st_size > limit:  # refused before reading (the loop below bounds a file that grows meanwhile)
+            raise error(f"{where}: is larger than {limit // 1024} KiB, too large for a {what}. Fix: {fix}.")
+        chunks, held = [], 0
+        while held <= limit:
+            chunk = os.read(fd, min(limit + 1 - held, 1 << 24))
             if not chunk:
                 break
-            data += chunk
+            chunks.append(chunk)
+            held += len(chunk)
+        data = b"".join(chunks)
     except OSError as e:
         raise error(f"{where}: cannot read the file: {e.strerror}. Fix: check the path.") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_BYTES:
-        raise error(f"{where}: is larger than {MAX_BYTES // 1024} KiB, too large for a {what}. "
-                    "Fix: check the path; a profile is a few KB.")
+    if len(data) > limit:
+        raise error(f"{where}: is larger than {limit // 1024} KiB, too large for a {what}. Fix: {fix}.")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

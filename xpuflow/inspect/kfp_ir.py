@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,22 +46,13 @@ def read_ir(path: str | os.PathLike[str]) -> tuple[str, list[TaskPod]]:
 def _documents(where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     import yaml  # lazily: keeps `import xpuflow` cheap
 
-    try:
-        info = os.stat(where)
-    except OSError as e:
-        raise PipelineFileError(f"pipeline file {where!r}: cannot read it: {e.strerror}. Fix: check the path.") from e
-    if not stat.S_ISREG(info.st_mode):
-        raise PipelineFileError(f"pipeline file {where!r}: is not a regular file. Fix: pass the compiled YAML file.")
-    if info.st_size > MAX_BYTES:
-        raise PipelineFileError(f"pipeline file {where!r}: larger than {MAX_BYTES >> 20} MiB. {_FIX}")
+    from ..safe_yaml import read_text
+
+    text = read_text(where, what="pipeline file", error=PipelineFileError, limit=MAX_BYTES,
+                     fix="pass the compiled pipeline YAML; the largest real ones are a few MB")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        with open(where, encoding="utf-8") as handle:
-            docs = [d for d in yaml.load_all(handle, Loader=loader) if d is not None]  # noqa: S506 - a SafeLoader
-    except OSError as e:
-        raise PipelineFileError(f"pipeline file {where!r}: cannot read it: {e.strerror}. Fix: check the path.") from e
-    except UnicodeDecodeError as e:
-        raise PipelineFileError(f"pipeline file {where!r}: not UTF-8 text (byte offset {e.start}). {_FIX}") from e
+        docs = [d for d in yaml.load_all(text, Loader=loader) if d is not None]  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
