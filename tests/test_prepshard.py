@@ -201,3 +201,39 @@ def test_shards_never_import_pandas(csv_in, tmp_path):
     done = subprocess.run([python("main"), "-c", code], capture_output=True, text=True, env=env(), timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout[-300:] + done.stderr[-3000:]
     assert_same_output(tmp_path / "out", reference)
+
+
+def test_parts_that_do_not_add_up_are_refused_by_the_merge(tmp_path):
+    """A part whose record of its units was altered (a unit left out): the last shard refuses to merge."""
+    for i in (0, 1):
+        preprocess(output=str(tmp_path / "data"), batch_rows=200, shard=f"{i}/3")
+    meta = parts_dir(tmp_path / "data") / "part-00001-of-00003" / "part.json"
+    record = json.loads(meta.read_text())
+    record["summary"]["units"] = record["summary"]["units"][1:]
+    meta.write_text(json.dumps(record))
+    with pytest.raises(StepError) as e:
+        preprocess(output=str(tmp_path / "data"), batch_rows=200, shard="2/3")
+    assert str(e.value) == ("preprocess: the shards' parts do not add up to the input's rows (a part was written with "
+                            "other options). Fix: rerun every shard with the same options.")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_join_of_iterations_with_other_statistics_is_refused(tmp_path):
+    """KFP: each ParallelFor iteration writes beside its own output and runs pass 1 itself; the join publishes only
+    parts of one pass 1, so an iteration that read another input is refused, and a full set is equal to one process."""
+    from xpuflow.steps.shards import join
+
+    data = table_csv(tmp_path / "in.csv", 700)
+    outs = [tmp_path / f"iteration-{i}" / "output" for i in range(3)]
+    for i in (0, 1):
+        preprocess(input=str(data), output=str(outs[i]), batch_rows=100, shard=f"{i}/3")
+    table_csv(tmp_path / "other.csv", 700, seed=3)
+    preprocess(input=str(tmp_path / "other.csv"), output=str(outs[2]), batch_rows=100, shard="2/3")
+    with pytest.raises(StepError) as e:
+        join(outs, tmp_path / "joined")
+    assert str(e.value).startswith("join: only 2 of 3 shards wrote their part (missing 2/3), so the output is not "
+                                   "published.") and not (tmp_path / "joined").exists()
+    preprocess(input=str(data), output=str(outs[2]), batch_rows=100, shard="2/3")
+    join(outs, tmp_path / "joined")
+    preprocess(input=str(data), output=str(tmp_path / "one"), batch_rows=100)
+    assert_same_output(tmp_path / "joined", tmp_path / "one")
