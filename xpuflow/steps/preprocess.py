@@ -5,8 +5,9 @@
    (seed, row number), so the split is deterministic and independent of batch size and threads; the
    training rows' mean and std, the label counts and the value checks are gathered, and the rows are
    spilled, grouped by split, to Arrow IPC files in the staging directory.
-2. **Write**: the three splits are standardised with the training mean/std, imputed, cast to
-   float32 and written as zstd Parquet, one thread per split, from the spill (not from the input).
+2. **Write** (:mod:`xpuflow.steps.prepwrite`): the three splits are standardised with the training mean/std,
+   imputed, cast to float32 and written as zstd Parquet, from the spill (not from the input): one thread per
+   split encodes while a pool standardises the next row groups.
 
 Peak memory does not grow with the input: a bounded number of batches is in flight; the first rows
 of the spill stay in memory up to a budget (``XPUFLOW_PREPROCESS_MEMORY_MIB``, default 256), the rest
@@ -30,7 +31,6 @@ import contextlib
 import gc
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,6 @@ NON_FINITE = {  # --non-finite: what happens to inf, -inf and values beyond floa
     "ones and counted in non_finite",
 }
 _MASK = (1 << 64) - 1
-_WRITE_AHEAD = 1  # row groups of one split standardised ahead of the one being encoded
 _FLOAT32_BEYOND = "beyond float32 after standardising with the training statistics"
 
 
@@ -100,6 +99,7 @@ def preprocess(
     is published when all N are done (:mod:`xpuflow.steps.prepshard`).
     """
     from .prepscan import value_error
+    from .prepwrite import write_splits
     from .publish import publish
 
     _check_fractions(val_fraction, test_fraction)
@@ -118,8 +118,8 @@ def preprocess(
         return sharded(source, output, sh, batch_rows=batch_rows, **options)
     with publish(output, who="preprocess", markers=("stats.json",)) as staging, _lean_runtime():
         first = first_pass(source, staging, **options)
-        missing, unbounded, beyond = _write_splits(first.found, staging, first.mean, first.std, first.final,
-                                                   non_finite, batch_rows)
+        missing, unbounded, beyond = write_splits(first.found, staging, first.mean, first.std, first.final,
+                                                  non_finite, batch_rows)
         if beyond is not None:  # non_finite="refuse": the first value (in file order) beyond float32
             row, j, value = beyond
             raise value_error(source, source.features[j], value, row, _FLOAT32_BEYOND, comma=True)
@@ -224,123 +224,6 @@ def _lean_runtime() -> Any:
         pa.set_memory_pool(pool)
         if enabled:
             gc.enable()
-
-
-def _groups(batches: Any, rows: int) -> Any:
-    """Consecutive record batches gathered into lists of at least ``rows`` rows (the last one may hold fewer)."""
-    group, held = [], 0
-    for batch in batches:
-        group.append(batch)
-        held += batch.num_rows
-        if held >= rows:
-            yield group
-            group, held = [], 0
-    if group:
-        yield group
-
-
-def _write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, non_finite: str,
-                  batch_rows: int) -> tuple[Any, Any, tuple[int, int, float] | None]:
-    """Pass 2: standardise, impute and write the three splits in parallel.
-
-    One thread per split encodes its Parquet file, row group after row group, while the next groups are
-    standardised on a pool of one thread per CPU: the training split (70 % of the rows by default) is not left to
-    one thread while the other two finish early.
-
-    Returns the imputed (missing) and non-finite counts per column, and under non_finite="refuse" the
-    first value in file order that is infinite once standardised and cast to float32, if any.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    from .csvchunks import worker_count
-
-    scratch = threading.local()  # per standardising thread: fresh numpy buffers cost page faults every time
-    with ThreadPoolExecutor(worker_count(), thread_name_prefix="xpuflow-standardise") as work, \
-            ThreadPoolExecutor(len(SPLITS), thread_name_prefix="xpuflow-write") as pool:
-        def standardise(group: list[Any]) -> Any:
-            return work.submit(_standardise, group, found.features, mean, std, final, non_finite == "refuse", scratch)
-
-        jobs = [pool.submit(_write_split, found.batches(s), staging / f"{name}.parquet", found.features, standardise,
-                            batch_rows) for s, name in enumerate(SPLITS)]
-        done = [job.result() for job in jobs]
-    firsts = [first for _, first in done if first is not None]
-    counts = np.sum([c for c, _ in done], axis=0)
-    return counts[0], counts[1], min(firsts) if firsts else None
-
-
-def _write_split(spilled: Any, path: Path, features: tuple[str, ...], standardise: Any,
-                 batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
-    """Encode one split's row groups in order, each standardised (on the pool) while the one before is encoded."""
-    import contextlib
-
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .inorder import in_order
-
-    counts = np.zeros((2, len(features)), dtype=np.int64)
-    schema = pa.schema([*(pa.field(f, pa.float32()) for f in features), pa.field("label", pa.int64())])
-    # one contiguous row group of ~batch_rows rows each
-    jobs = contextlib.closing(in_order(standardise, _groups(spilled, batch_rows), _WRITE_AHEAD))
-    # dictionary encoding only for the label: float features are nearly unique, so dictionaries cost time and space
-    with pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["label"]) as writer, jobs as groups:
-        for job in groups:
-            arrays, found, first = job.result()
-            counts += found
-            if first is not None:
-                return counts, first
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-    return counts, None
-
-
-def _standardise(group: list[Any], features: tuple[str, ...], mean: Any, std: Any, final: Any, refuse: bool,
-                 scratch: Any) -> tuple[list[Any], Any, tuple[int, int, float] | None]:
-    """One row group's columns standardised, imputed and cast to float32, the label as its class index.
-
-    Returns the arrays, the imputed and non-finite counts per column, and under ``refuse`` the first value (row,
-    column, value) beyond float32 once standardised (the arrays are then incomplete).
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    from .arrownp import array, valid, values
-    from .prepscan import CODE, ROW
-
-    table = pa.Table.from_batches(group).combine_chunks()
-    n = table.num_rows
-    if getattr(scratch, "z", None) is None or len(scratch.z) < n:
-        scratch.z, scratch.nan = np.empty(n), np.empty(n, dtype=bool)
-    zn, bad = scratch.z[:n], scratch.nan[:n]
-    counts = np.zeros((2, len(features)), dtype=np.int64)
-    out = np.empty((len(features), n), dtype=np.float32)
-    arrays, first = [], None
-    for j, name in enumerate(features):
-        col = table.column(name).chunk(0)
-        x, ok = values(col), valid(col)  # the slots of nulls hold anything: marked missing below
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.subtract(x, mean[j], out=zn)
-            np.divide(zn, std[j], out=zn)
-            np.isnan(zn, out=bad)
-            if ok is not None:
-                np.logical_or(bad, ~ok, out=bad)
-            missing = np.count_nonzero(bad)
-            if missing:
-                counts[0, j] += missing
-                zn[bad] = 0.0
-            out[j] = zn
-        np.isinf(out[j], out=bad)  # inf in the input (imputed), or beyond float32 once standardised
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            if refuse:  # only values beyond float32 reach here (infinities were refused in pass 1)
-                first = min(first or (1 << 63, j, 0.0), (int(table.column(ROW)[i].as_py()), j, float(x[i])))
-            counts[1, j] += np.count_nonzero(bad)
-            out[j][bad] = 0.0
-        arrays.append(array(out[j]))
-    arrays.append(array(final[values(table.column(CODE).chunk(0))]))
-    return arrays, counts, first
 
 
 def _check_classes(name: str, label: str, classes: list[str], rows: int) -> None:

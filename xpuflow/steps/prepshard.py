@@ -14,7 +14,7 @@
    modification time) and the options, so a changed input gets a new pass 1.
 2. **Each shard's units**: unit k is the input rows [k * batch_rows, (k + 1) * batch_rows); shard I reads pass 1's
    rows (not the input), keeps the units with k % N == I, and standardises and writes them with the shared
-   statistics through one process's code (:func:`xpuflow.steps.preprocess._write_splits`) into its part
+   statistics through one process's code (:func:`xpuflow.steps.prepwrite.write_splits`) into its part
    (``train/validation/test.parquet``), recording how many rows of each split every unit gave.
 3. **Publishing**: the last shard in merges the parts (:mod:`xpuflow.steps.shards`): each split's rows taken unit
    by unit from the part that owns the unit, so every split holds the same rows in the same order as one process's,
@@ -51,8 +51,9 @@ def sharded(source: Any, output: str, sh: Any, *, batch_rows: int, seed: int, va
     """Shard ``sh`` of ``preprocess`` (see the module doc); the last one in returns the published stats."""
     import numpy as np
 
-    from .preprocess import _FLOAT32_BEYOND, _lean_runtime, _write_splits
+    from .preprocess import _FLOAT32_BEYOND, _lean_runtime
     from .prepscan import value_error
+    from .prepwrite import write_splits
     from .shards import assemble, finish_part, part, run_key
 
     options = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "non_finite": non_finite}
@@ -64,8 +65,8 @@ def sharded(source: Any, output: str, sh: Any, *, batch_rows: int, seed: int, va
         with part(output, sh, who="preprocess", key=key) as folder:
             mine = _Mine(shared["rows"], source.features, sh, batch_rows)
             mean, std = (_vector(stats, name) for name in ("mean", "std"))
-            missing, unbounded, beyond = _write_splits(mine, folder, mean, std, np.array(shared["codes"]), non_finite,
-                                                       batch_rows)
+            missing, unbounded, beyond = write_splits(mine, folder, mean, std, np.array(shared["codes"]), non_finite,
+                                                      batch_rows)
             if beyond is not None:  # not reached: the statistics pass refused the first one (_Extremes)
                 row, j, value = beyond
                 raise value_error(source, source.features[j], value, row, _FLOAT32_BEYOND, comma=True)
@@ -242,8 +243,9 @@ def _floats(col: Any) -> Any:
 
 
 class _Mine:
-    """This shard's rows of pass 1's (shared) rows, by split and in input order, as :func:`_write_splits` reads
-    them: the rows of units k with k % N == I; counts each unit's rows per split as they are read."""
+    """This shard's rows of pass 1's (shared) rows, by split and in input order, as
+    :func:`xpuflow.steps.prepwrite.write_splits` reads them: the rows of units k with k % N == I; counts each
+    unit's rows per split as they are read."""
 
     def __init__(self, folder: Path, features: tuple[str, ...], sh: Any, unit_rows: int) -> None:
         self.folder, self.features, self.sh, self.unit_rows = folder, features, sh, unit_rows
