@@ -183,6 +183,8 @@ def test_more_shards_than_units_and_bad_shard_values(tmp_path, monkeypatch):
         preprocess(output=str(tmp_path / "three"), batch_rows=1000, shard=f"{i}/3")
     assert_same_output(tmp_path / "three", tmp_path / "one")
     assert json.loads((tmp_path / "three" / "stats.json").read_text()) == one
+    assert preprocess(output=str(tmp_path / "alone"), batch_rows=1000, shard="0/1") == one  # one shard publishes
+    assert_same_output(tmp_path / "alone", tmp_path / "one")
     monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
     for bad, message in (("3/3", "shard='3/3' is not valid: I/N with 0 <= I < N"),
                          ("3", "shard='3' gives the count but no index, and JOB_COMPLETION_INDEX is not set")):
