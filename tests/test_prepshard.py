@@ -133,7 +133,7 @@ def test_parts_of_other_statistics_are_not_merged(tmp_path):
     assert_same_output(tmp_path / "data", tmp_path / "one")
 
 
-def test_a_refused_sharded_rerun_leaves_the_published_output_untouched(csv_in, tmp_path):
+def test_a_refused_or_unfinished_sharded_rerun_leaves_the_published_output_untouched(csv_in, tmp_path):
     data, reference = csv_in
     out = tmp_path / "data"
     for i in range(3):
@@ -150,6 +150,10 @@ def test_a_refused_sharded_rerun_leaves_the_published_output_untouched(csv_in, t
         assert proc.returncode == 2 and proc.stderr.strip() == f"xpuflow step: error: {one.value}", proc.stderr[-3000:]
     assert snapshot(out) == before and not list(parts_dir(out).glob("*part*"))
     assert_same_output(out, reference)
+    other = table_csv(tmp_path / "other.csv", 3000, seed=2)  # a good input, 2 of 3 shards: not published yet
+    for i in (0, 2):
+        preprocess(input=str(other), output=str(out), batch_rows=250, shard=f"{i}/3")
+    assert snapshot(out) == before and read_split(out, "test")[2]["rows"]["total"] == 6000  # the old output is read
 
 
 @pytest.mark.parametrize("source", ["builtin", "parquet", "gzip"])
