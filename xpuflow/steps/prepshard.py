@@ -105,7 +105,6 @@ def _shared_stats(source: Any, output: str, base: str, options: dict[str, Any]) 
 
     A refused input leaves no shards directory behind (unless parts are in it)."""
     from .preprocess import first_pass
-    from .prepscan import SPILL
     from .shards import parts_dir
 
     parts = parts_dir(output)
@@ -122,7 +121,7 @@ def _shared_stats(source: Any, output: str, base: str, options: dict[str, Any]) 
             if extremes is not None:
                 extremes.check(first.mean, first.std)
             for split, held in first.found.held.items():  # the first rows, kept in memory: to disk for the others
-                os.rename(scratch / SPILL.format(split), scratch / _ROWS.format(split, 1))
+                os.rename(first.found.spill[split], scratch / _ROWS.format(split, 1))
                 _write_batches(scratch / _ROWS.format(split, 0), held, scratch / _ROWS.format(split, 1))
             write_json(scratch / SHARED, {"stats": first.stats, "codes": first.final.tolist()})
             os.rename(scratch, done)  # whole or absent
