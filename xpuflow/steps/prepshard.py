@@ -15,7 +15,8 @@
 2. **Each shard's units**: unit k is the input rows [k * batch_rows, (k + 1) * batch_rows); shard I reads pass 1's
    rows (not the input), keeps the units with k % N == I, and standardises and writes them with the shared
    statistics through one process's code (:func:`xpuflow.steps.prepwrite.write_splits`) into its part
-   (``train/validation/test.parquet``), recording how many rows of each split every unit gave.
+   (``train/validation/test.parquet``, uncompressed: the merge encodes them once), recording how many rows of
+   each split every unit gave.
 3. **Publishing**: the last shard in merges the parts (:mod:`xpuflow.steps.shards`): each split's rows taken unit
    by unit from the part that owns the unit, so every split holds the same rows in the same order as one process's,
    with bit-identical values; ``stats.json`` is the shared statistics with the parts' imputed and non-finite counts
@@ -66,7 +67,7 @@ def sharded(source: Any, output: str, sh: Any, *, batch_rows: int, seed: int, va
             mine = _Mine(shared["rows"], source.features, sh, batch_rows)
             mean, std = (_vector(stats, name) for name in ("mean", "std"))
             missing, unbounded, beyond = write_splits(mine, folder, mean, std, np.array(shared["codes"]), non_finite,
-                                                      batch_rows)
+                                                      batch_rows, compression="none")  # encoded once, by the merge
             if beyond is not None:  # not reached: the statistics pass refused the first one (_Extremes)
                 row, j, value = beyond
                 raise value_error(source, source.features[j], value, row, _FLOAT32_BEYOND, comma=True)

@@ -35,8 +35,9 @@ def _groups(batches: Any, rows: int) -> Any:
 
 
 def write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, non_finite: str,
-                 batch_rows: int) -> tuple[Any, Any, tuple[int, int, float] | None]:
+                 batch_rows: int, compression: str = "zstd") -> tuple[Any, Any, tuple[int, int, float] | None]:
     """Pass 2 (see the module doc) into ``staging``: ``found.batches(split)`` gives each split's rows in file order.
+    ``compression``: the Parquet codec (a shard's part, merged into the output later, is written uncompressed).
 
     Returns the imputed (missing) and non-finite counts per column, and under non_finite="refuse" the
     first value in file order that is infinite once standardised and cast to float32, if any.
@@ -54,7 +55,7 @@ def write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, non
             return work.submit(_standardise, group, found.features, mean, std, final, non_finite == "refuse", scratch)
 
         jobs = [pool.submit(_write_split, found.batches(s), staging / f"{name}.parquet", found.features, standardise,
-                            _Flush(flusher), batch_rows) for s, name in enumerate(SPLITS)]
+                            _Flush(flusher), batch_rows, compression) for s, name in enumerate(SPLITS)]
         done = [job.result() for job in jobs]
     firsts = [first for _, first in done if first is not None]
     counts = np.sum([c for c, _ in done], axis=0)
@@ -62,7 +63,7 @@ def write_splits(found: Any, staging: Path, mean: Any, std: Any, final: Any, non
 
 
 def _write_split(spilled: Any, path: Path, features: tuple[str, ...], standardise: Any, flush: _Flush,
-                 batch_rows: int) -> tuple[Any, tuple[int, int, float] | None]:
+                 batch_rows: int, compression: str) -> tuple[Any, tuple[int, int, float] | None]:
     """Encode one split's row groups in order, each standardised (on the pool) while the one before is encoded."""
     import numpy as np
     import pyarrow as pa
@@ -77,7 +78,8 @@ def _write_split(spilled: Any, path: Path, features: tuple[str, ...], standardis
     with pa.OSFile(str(path), "wb") as sink:
         try:
             # dictionary encoding only for the label: float features are nearly unique (dictionaries cost time, space)
-            with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=["label"]) as writer, jobs as groups:
+            with pq.ParquetWriter(sink, schema, compression=compression, use_dictionary=["label"]) as writer, \
+                    jobs as groups:
                 for job in groups:
                     arrays, found, first = job.result()
                     counts += found
