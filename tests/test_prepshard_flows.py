@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 import pss
+from fanout import parallel_for
 
 from xpuflow.dsl.load import load_flow
 from xpuflow.steps.preprocess import SPLITS
@@ -82,13 +83,7 @@ def test_compiled_kfp_fans_preprocess_out_and_train_reads_the_join(flow_file, tm
     out = tmp_path / "p.yaml"
     proc = xpuflow("compile", str(flow_file), "--backend", "kfp", "--cluster", "gke", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
-    spec = next(yaml.safe_load_all(out.read_text()))
-    tasks = spec["root"]["dag"]["tasks"]
-    name, loop = next((n, t) for n, t in tasks.items() if "parameterIterator" in t)
-    assert loop["parameterIterator"]["items"]["inputParameter"].startswith("pipelinechannel--shard-list")
-    inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(inner) == ["preprocess"] and "shard" in inner["preprocess"]["inputs"]["parameters"]
-    assert tasks["join-shards"]["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]["producerTask"] == name
+    _, tasks = parallel_for(out, "preprocess")
     assert tasks["train"]["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"] == "join-shards"
     assert tasks["shard-list"]["inputs"]["parameters"]["count"]["componentInputParameter"] == "shards"
 

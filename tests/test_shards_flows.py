@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import pss
+from fanout import parallel_for
 
 from xpuflow import Compute, flow
 from xpuflow.dsl.step import FlowError
@@ -100,14 +101,7 @@ def test_compiled_kfp_fans_out_with_parallel_for(flow_file, tmp_path):
     out = tmp_path / "p.yaml"
     proc = xpuflow("compile", str(flow_file), "--backend", "kfp", "--cluster", "gke", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
-    spec = next(yaml.safe_load_all(out.read_text()))
-    tasks = spec["root"]["dag"]["tasks"]
-    name, loop = next((n, t) for n, t in tasks.items() if "parameterIterator" in t)
-    assert loop["parameterIterator"]["items"]["inputParameter"].startswith("pipelinechannel--shard-list")
-    inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(inner) == ["embed"] and "shard" in inner["embed"]["inputs"]["parameters"]
-    join = tasks["join-shards"]
-    assert join["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]["producerTask"] == name
+    _, tasks = parallel_for(out, "embed")
     assert tasks["shard-list"]["inputs"]["parameters"]["count"]["runtimeValue"]["constant"] == 3
 
 

@@ -1,15 +1,14 @@
 """preprocess in shards on Airflow: mapped tasks (``.expand()``), one per shard, in cluster mode (pods), and in local
-mode (``dag.test()`` on SQLite, 3 shards from the trigger's conf) a user's flow file whose splits equal one process's and whose train task reads them."""
+mode (``dag.test()`` on SQLite, 3 shards from the trigger's conf) a user's flow file whose splits equal one
+process's and whose train task reads them."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from dagruns import dag_test
 
 from xpuflow.airflow import build_dag
 from xpuflow.dsl.load import load_flow
@@ -26,19 +25,6 @@ def big_table(shards: int = 2):
     data = preprocess(batch_rows=300).with_shards(shards)
     train(data=data.output, epochs=1, batch_size=256)
 '''
-
-RUN = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-run = bag.get_dag("prep_sharded").test(run_conf={"shards": 3})
-states = {}
-for ti in run.get_task_instances():
-    states.setdefault(ti.task_id, []).append(str(ti.state))
-with open(sys.argv[2], "w") as out:
-    json.dump({"state": str(run.state), "tasks": states}, out)
-"""
 
 
 def test_cluster_mode_maps_one_preprocess_pod_per_shard(monkeypatch, tmp_path):
@@ -64,13 +50,7 @@ def test_local_mode_runs_preprocess_in_the_shards_a_trigger_asks_then_train(airf
 
         dag = build_dag(load_flow({str(tmp_path / 'big_table.py:big_table')!r}), mode="local", dag_id="prep_sharded")
     """))
-    result = tmp_path / "result.json"
-    out = subprocess.run([sys.executable, "-c", RUN, str(dags / "prep_sharded.py"), str(result)],
-                         env={**airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)},
-                         capture_output=True, text=True, timeout=600)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-4000:]
-    run = json.loads(result.read_text())
+    (run,), log = dag_test(dags / "prep_sharded.py", "prep_sharded", [{"shards": 3}], airflow_env)
     assert run["state"] == "success", log[-4000:]
     assert run["tasks"] == {"preprocess-shards": ["success"], "preprocess": ["success"] * 3, "train": ["success"]}
     (run_dir,) = (Path(airflow_env["XPUFLOW_LOCAL_ROOT"]) / "prep_sharded").iterdir()

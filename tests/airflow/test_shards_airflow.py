@@ -4,28 +4,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
+from dagruns import dag_test
 
 from xpuflow.airflow import build_dag
 from xpuflow.dsl.load import load_flow
-
-RUN = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-run = bag.get_dag("rag_sharded").test(run_conf={})
-states = {}
-for ti in run.get_task_instances():
-    states.setdefault(ti.task_id, []).append(str(ti.state))
-with open(sys.argv[2], "w") as out:
-    json.dump({"state": str(run.state), "tasks": states}, out)
-"""
 
 
 def test_cluster_mode_maps_one_pod_per_shard(monkeypatch):
@@ -50,13 +36,7 @@ def test_local_mode_runs_rag_index_with_embed_in_two_shards(airflow_env, tmp_pat
 
         dag = build_dag(load_flow("rag_index").with_shards(embed=2), mode="local", dag_id="rag_sharded")
     """))
-    result = tmp_path / "result.json"
-    out = subprocess.run([sys.executable, "-c", RUN, str(dags / "rag_sharded.py"), str(result)],
-                         env={**airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)},
-                         capture_output=True, text=True, timeout=600)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-4000:]
-    run = json.loads(result.read_text())
+    (run,), log = dag_test(dags / "rag_sharded.py", "rag_sharded", [{}], airflow_env)
     assert run["state"] == "success", log[-4000:]
     assert run["tasks"] == {"chunk": ["success"], "embed": ["success", "success"], "index": ["success"]}
     (run_dir,) = (Path(airflow_env["XPUFLOW_LOCAL_ROOT"]) / "rag_sharded").iterdir()
@@ -68,23 +48,6 @@ def test_local_mode_runs_rag_index_with_embed_in_two_shards(airflow_env, tmp_pat
     ref_ids, ref, _ = read_embeddings(str(tmp_path / "one"), "t")
     assert ids == ref_ids and np.abs(vectors - ref).max() <= 1e-5 and one["rows"] == len(ids)
     assert json.loads((run_dir / "index" / "index.json").read_text())["recall_at_5"] >= 0.9
-
-
-RUN_CONF = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-runs = {}
-for conf in json.loads(sys.argv[3]):
-    run = bag.get_dag("rag_conf").test(run_conf=conf)
-    states = {}
-    for ti in run.get_task_instances():
-        states.setdefault(ti.task_id, []).append(str(ti.state))
-    runs[json.dumps(conf)] = {"state": str(run.state), "tasks": states, "run_id": run.run_id}
-with open(sys.argv[2], "w") as out:
-    json.dump(runs, out)
-"""
 
 
 def test_cluster_mode_count_from_a_flow_parameter_is_listed_when_the_dag_runs(monkeypatch):
@@ -112,15 +75,7 @@ def test_a_trigger_conf_sets_the_fan_out_width_and_a_bad_count_fails_in_one_line
         from xpuflow.airflow import build_dag
         dag = build_dag("rag_index", mode="local", dag_id="rag_conf")
     """))
-    result = tmp_path / "result.json"
-    confs = [{"shards": 0}, {"shards": 3}]
-    out = subprocess.run([sys.executable, "-c", RUN_CONF, str(dags / "rag_conf.py"), str(result), json.dumps(confs)],
-                         env={**airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags)},
-                         capture_output=True, text=True, timeout=600)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-4000:]
-    runs = json.loads(result.read_text())
-    bad, good = runs[json.dumps(confs[0])], runs[json.dumps(confs[1])]
+    (bad, good), log = dag_test(dags / "rag_conf.py", "rag_conf", [{"shards": 0}, {"shards": 3}], airflow_env)
     assert bad["state"] == "failed" and bad["tasks"]["embed-shards"] == ["failed"], bad
     assert "task 'embed': parameter shards=0 is not valid: a whole number of shards from 1 to" in log
     assert good["state"] == "success", log[-4000:]
