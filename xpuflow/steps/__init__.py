@@ -129,8 +129,10 @@ def run(ref: Step | str, argv: list[str]) -> Any:
     with tempfile.TemporaryDirectory(prefix=f"xpuflow-{step.name}-") as tmp:
         for key in step.inputs:
             if _remote(args[key]):
-                url, args[key] = args[key], _download(args[key], os.path.join(tmp, key))
-                downloaded[args[key]] = url
+                from .store import fetch
+
+                copy, source = fetch(args[key], os.path.join(tmp, key))
+                args[key], downloaded[copy] = copy, source  # a run key names the URL and version read, not the copy
         for key in step.outputs:
             if _remote(args[key]):
                 uploads[key], args[key] = args[key], os.path.join(tmp, "out", key)

@@ -90,8 +90,9 @@ def parse(spec: str, who: str) -> Shard | None:
     return Shard(index, count)
 
 
-# local copy -> URL of the inputs :func:`xpuflow.steps.run` downloaded: each shard's copy is in its own temporary
-# directory, so the key names the URL, which all shards share
+# local copy -> "URL#version" of the inputs :func:`xpuflow.steps.run` downloaded: each shard's copy is in its own
+# temporary directory, so the key names the URL, which all shards share, and the version read (a new upstream output
+# under the same URL is another run, never "already published")
 DOWNLOADED: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("xpuflow_downloaded", default={})
 
 

@@ -10,8 +10,10 @@ and the shard lists the parts there. When all N parts of its run key are in, it 
 them as the shards of a file system do (:func:`xpuflow.steps.shards.join`), and uploads the output as the
 version ``shards-<key>``. Object stores have no lock, so two shards finishing together may both do it: they
 write the same files under the same version and the same pointer, so neither can leave a mixed or missing
-version, and a shard that finds the pointer already naming that version stops there. The parts are removed
-once the output is published (best effort; a part uploaded later is removed by the next publish).
+version, and a shard that finds the pointer already naming that version stops there. The parts of the run are
+removed once its output is published (best effort); another run's parts stay (a rerun with other parameters may be
+under way, and publishes when its last part is in). The run key names each input by URL and version read, so a new
+upstream output under the same URL is a new run, never "already published".
 
 A reader of the URL before then is refused in one line naming the missing shards (:func:`incomplete`).
 """
@@ -24,8 +26,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..errors import redacted
 from .io import StepError
-from .shards import PART_META, Shard, parts_dir
+from .shards import MAX_SHARDS, PART_META, Shard, parts_dir
 
 __all__ = ["PARTS", "publish_part", "incomplete", "version_of"]
 
@@ -54,6 +57,7 @@ def publish_part(local_output: str, url: str, who: str) -> None:
     upload(str(folder), f"{url.rstrip('/')}/{PARTS}/{folder.name}")
     if _published(fs, root, key, _read_pointer):
         log.info("%s: shard %d/%d: the output of this run is already published", who, meta["index"], count)
+        _remove_parts(fs, root, url, key)
         return
     found = _parts(fs, root, url, key, count)
     if len(found) < count:
@@ -67,8 +71,8 @@ def publish_part(local_output: str, url: str, who: str) -> None:
             raise
     fs.invalidate_cache()
     if _published(fs, root, key, _read_pointer):
-        _remove_parts(fs, root)
-    log.info("%s: all %d shards in: %s published", who, count, url)
+        _remove_parts(fs, root, url, key)
+    log.info("%s: all %d shards in: %s published", who, count, redacted(url))
 
 
 def _merge_and_upload(found: dict[int, str], mine: Path, local_output: str, url: str, key: str) -> None:
@@ -108,22 +112,38 @@ def _part_metas(fs: Any, root: str, url: str) -> list[tuple[str, dict[str, Any]]
             if not pointer:
                 continue
             meta = json.loads(fs.cat_file(f"{folder}/{VERSIONS}/{pointer['version']}/{PART_META}"))
-        except (FileNotFoundError, StepError, ValueError):
+        except (OSError, StepError, ValueError, KeyError, TypeError):
             continue  # an upload cut short, removed meanwhile, or not ours: not a part
-        if isinstance(meta, dict) and {"index", "count", "key"} <= set(meta):
+        if _is_part(meta, folder.rpartition('/')[2]):
             out.append((f"{url.rstrip('/')}/{PARTS}/{folder.rpartition('/')[2]}", meta))
     return out
+
+
+def _is_part(meta: Any, name: str) -> bool:
+    """Whether ``meta`` is the part.json of the part folder ``name`` (anything else under ``_shards`` is ignored)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
+        return False
+    index, count = meta.get("index"), meta.get("count")
+    return (type(index) is int and type(count) is int and 0 <= index < count <= MAX_SHARDS
+            and Shard(index, count).name == name)
 
 
 def _parts(fs: Any, root: str, url: str, key: str, count: int) -> dict[int, str]:
     return {m["index"]: part for part, m in _part_metas(fs, root, url) if m["key"] == key and m["count"] == count}
 
 
-def _remove_parts(fs: Any, root: str) -> None:
-    """Remove the parts (all runs: an older run's parts can never be published over this output); best effort."""
+def _remove_parts(fs: Any, root: str, url: str, key: str) -> None:
+    """Remove the parts of run ``key`` (published); best effort. Another run's parts stay: it may be under way (a
+    rerun with other parameters), and publishes over this output when its last shard is in."""
+    from .store import _remove
+
+    _remove(fs, [f"{root}/{PARTS}/{part.rpartition('/')[2]}" for part, m in _part_metas(fs, root, url)
+                 if m["key"] == key])
+    fs.invalidate_cache()
     try:
-        fs.rm(f"{root}/{PARTS}", recursive=True)
-    except OSError:
+        if not fs.ls(f"{root}/{PARTS}", detail=False):  # a file system's empty folder (a store has none)
+            fs.rmdir(f"{root}/{PARTS}")
+    except (OSError, NotImplementedError):
         pass
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from . import COMPLETE_MARKER as POINTER
 from .io import StepError
 
-__all__ = ["upload", "download", "POINTER", "VERSIONS", "FORMAT"]
+__all__ = ["upload", "download", "fetch", "POINTER", "VERSIONS", "FORMAT"]
 
 VERSIONS = "_versions"
 FORMAT = "xpuflow.output/1"
@@ -71,9 +71,18 @@ def upload(local: str | os.PathLike[str], url: str, version: str | None = None) 
 
 def download(url: str, local: str) -> str:
     """A local copy of the finished output at ``url`` (the version its pointer names); a single file stays a URL."""
+    return fetch(url, local)[0]
+
+
+def fetch(url: str, local: str) -> tuple[str, str]:
+    """:func:`download`, and what names the content read: the URL with the version its pointer named (a single
+    file: with its store's key for the object, e.g. an ETag), so a sharded run's key changes with its input."""
     fs, root = _fs(url)
     if fs.isfile(root):  # a single file (a Parquet data set): the step reads it through fsspec itself
-        return url
+        try:
+            return url, f"{url}#{fs.ukey(root)}"
+        except (OSError, NotImplementedError, ValueError, TypeError):
+            return url, f"{url}#{fs.size(root)}"
     pointer = _read_pointer(fs, root)
     if pointer is None:
         from .shards_store import incomplete
@@ -101,7 +110,7 @@ def download(url: str, local: str) -> str:
             raise StepError(f"{url}: {name} holds {target.stat().st_size} bytes, its {POINTER} records {size}: the "
                             "output is damaged. Fix: rerun the upstream step.")
     Path(local).mkdir(parents=True, exist_ok=True)
-    return local
+    return local, f"{url}#{pointer.get('version', 'top')}"
 
 
 def _read_pointer(fs: Any, root: str) -> dict[str, Any] | None:

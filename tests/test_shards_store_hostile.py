@@ -1,0 +1,119 @@
+"""Shards meeting in an object store, used the way a hostile outsider would: reruns over a published output,
+two runs of other widths on one URL, garbage under ``<url>/_shards``, credentials in the URL.
+
+In-process through :func:`xpuflow.steps.run` (what ``xpuflow step`` calls) on fsspec's ``memory://`` store, so each
+test takes seconds; tests/test_shards_store.py covers real subprocesses sharing a ``local://`` store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+
+from xpuflow.steps import run as run_step
+from xpuflow.steps.io import StepError
+from xpuflow.steps.shards_store import PARTS
+from xpuflow.steps.store import download
+
+
+def docs(folder: Path, texts: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "docs.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                                               for i, t in enumerate(texts)))
+    return folder
+
+
+def texts(url: str, where: Path) -> list[str]:
+    return pq.read_table(Path(download(url, str(where))) / "chunks.parquet").column("text").to_pylist()
+
+
+def embed(data: str, out: str, shard: str, size: int = 1) -> None:
+    run_step("embed", ["--data", data, "--output", out, "--shard-size", str(size), "--shard", shard])
+
+
+def test_a_rerun_over_changed_input_publishes_the_new_result_not_the_old_one(tmp_path):
+    """The input URL holds a new version with the same number of chunks: the shards must not take the old
+    output for theirs ("already published") and keep it."""
+    bucket = "memory://h16-rerun"
+    run_step("chunk", ["--input", str(docs(tmp_path / "a", ["alpha beta", "gamma delta"])), "--output",
+                       f"{bucket}/chunks"])
+    for i in (0, 1):
+        embed(f"{bucket}/chunks", f"{bucket}/emb", f"{i}/2")
+    assert texts(f"{bucket}/emb", tmp_path / "got1") == ["alpha beta", "gamma delta"]
+    run_step("chunk", ["--input", str(docs(tmp_path / "b", ["new words", "other text"])), "--output",
+                       f"{bucket}/chunks"])
+    for i in (0, 1):
+        embed(f"{bucket}/chunks", f"{bucket}/emb", f"{i}/2")
+    assert texts(f"{bucket}/emb", tmp_path / "got2") == ["new words", "other text"]
+    # the same input and parameters again: already published, and the rerun leaves no part behind
+    embed(f"{bucket}/chunks", f"{bucket}/emb", "1/2")
+    assert texts(f"{bucket}/emb", tmp_path / "got3") == ["new words", "other text"]
+    assert not fsspec.filesystem("memory").find(f"/h16-rerun/emb/{PARTS}")
+
+
+def test_a_run_publishing_does_not_remove_the_parts_of_another_run_in_progress(tmp_path):
+    """Run A (2 shards) publishes while run B (3 shards, other parameters) is under way on the same URL: B's parts
+    must survive A's publish, and B, once all its shards are done, is published."""
+    bucket = "memory://h16-two-runs"
+    run_step("chunk", ["--input", str(docs(tmp_path / "a", ["one", "two", "three"])), "--output", f"{bucket}/chunks"])
+    chunks, out = f"{bucket}/chunks", f"{bucket}/emb"
+    embed(chunks, out, "0/2", size=1)
+    embed(chunks, out, "0/3", size=2)  # run B starts
+    embed(chunks, out, "1/2", size=1)  # run A completes and publishes
+    first = json.loads(fsspec.filesystem("memory").cat_file("/h16-two-runs/emb/_COMPLETE"))
+    embed(chunks, out, "1/3", size=2)
+    embed(chunks, out, "2/3", size=2)  # run B's last shard: all three parts of B are in
+    now = json.loads(fsspec.filesystem("memory").cat_file("/h16-two-runs/emb/_COMPLETE"))
+    assert now["version"] != first["version"]
+    summary = json.loads(Path(download(out, str(tmp_path / "got")), "embeddings.json").read_text())
+    assert summary["shard_size"] == 2 and summary["processes"] == 3
+
+
+def _part(fs, bucket: str, name: str, meta: object) -> None:
+    version = "shards-" + "0" * 32
+    body = json.dumps(meta).encode()
+    fs.pipe_file(f"/{bucket}/{PARTS}/{name}/_versions/{version}/part.json", body)
+    fs.pipe_file(f"/{bucket}/{PARTS}/{name}/_COMPLETE", json.dumps(
+        {"format": "xpuflow.output/1", "version": version, "files": {"part.json": len(body)}}).encode())
+
+
+@pytest.mark.parametrize("meta", [
+    {"index": "0", "count": "2", "key": "k"},     # strings
+    {"index": 0, "count": 0, "key": "k"},         # no shards
+    {"index": 5, "count": 2, "key": "k"},         # past the count
+    {"index": True, "count": 2, "key": "k"},      # a bool is no index
+    {"index": 0, "count": 2, "key": ["k"]},       # a key that is no string
+    [0, 2, "k"],                                   # not an object
+])
+def test_a_part_json_that_is_not_a_part_is_ignored_never_a_traceback_or_a_nonsense_count(meta, tmp_path):
+    fs = fsspec.filesystem("memory")
+    bucket = f"h16-garbage-{abs(hash(json.dumps(meta)))}"
+    _part(fs, bucket, "part-00000-of-00002", meta)
+    with pytest.raises(StepError) as e:
+        download(f"memory://{bucket}", str(tmp_path / "got"))
+    assert "no _COMPLETE marker" in str(e.value)  # no part there: what a reader of a missing output is told
+
+
+def test_the_credentials_of_the_output_url_are_not_logged(tmp_path, caplog):
+    bucket = "memory://KEY:SECRET@h16-creds"
+    run_step("chunk", ["--input", str(docs(tmp_path / "a", ["one", "two"])), "--output", f"{bucket}/chunks"])
+    with caplog.at_level(logging.INFO, logger="xpuflow"):
+        for i in (0, 1):
+            embed(f"{bucket}/chunks", f"{bucket}/emb", f"{i}/2")
+    assert "published" in caplog.text and "SECRET" not in caplog.text
+
+
+def test_a_shards_file_instead_of_a_folder_is_one_line(tmp_path):
+    """``<url>/_shards`` is a file (a stray upload): the shard fails in one line naming it, and leaves it."""
+    root = tmp_path / "bucket"
+    run_step("chunk", ["--input", str(docs(tmp_path / "a", ["x y"])), "--output", f"local://{root}/chunks"])
+    (root / "emb").mkdir()
+    (root / "emb" / PARTS).write_text("junk")
+    with pytest.raises(StepError) as e:
+        embed(f"local://{root}/chunks", f"local://{root}/emb", "0/2")
+    assert "\n" not in str(e.value) and f"emb/{PARTS}" in str(e.value) and "previous output" in str(e.value)
+    assert (root / "emb" / PARTS).read_text() == "junk"  # not ours to remove
