@@ -5,9 +5,7 @@ a refused sharded rerun leaves the published output as it was."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runs import env, python
+from runs import env, kill_when, python
 
 from xpuflow.steps.io import StepError
 from xpuflow.steps.preprocess import SPLITS, preprocess, read_split, split_of
@@ -101,14 +99,8 @@ def test_a_shard_killed_mid_way_reruns_alone_and_the_result_is_unchanged(tmp_pat
     common = ("--input", str(data), "--output", str(out), "--batch-rows", "8")  # 1,500 units, tiny row groups: slow
     finish(step(*common, "--shard", "0/3"), step(*common, "--shard", "2/3"))
     proc = step(*common, "--shard", "1/3")
-    partial = parts_dir(out) / ".part-00001-of-00003.partial"
-    deadline = time.time() + 120
-    while not (partial / "train.parquet").exists() or (partial / "train.parquet").stat().st_size < 16_384:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline, "shard 1/3 did not write 16 KiB of its part in time"
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    written = parts_dir(out) / ".part-00001-of-00003.partial" / "train.parquet"
+    kill_when(proc, lambda: written.exists() and written.stat().st_size >= 16_384, "shard 1/3 writing 16 KiB")
     assert not out.exists()
     with pytest.raises(StepError, match=r"only 2 of 3 shards are written \(missing 1/3\)"):
         read_split(out, "test")

@@ -4,16 +4,14 @@ are in; the result equals one process's; a killed shard reruns alone; a partial 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from runs import env, python
+from runs import env, kill_when, python
 
 from xpuflow.steps.io import StepError
 from xpuflow.steps.rag.batch_infer import batch_infer
@@ -87,13 +85,7 @@ def test_a_shard_killed_mid_way_reruns_alone_and_the_result_is_unchanged(docs, r
     finish(step("embed", *common, "--shard", "0/3"), step("embed", *common, "--shard", "2/3"))
     proc = step("embed", *common, "--shard", "1/3")
     partial = parts_dir(out) / ".part-00001-of-00003.partial" / "embeddings"
-    deadline = time.time() + 120
-    while len(list(partial.glob("shard-*.parquet"))) < 3:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline, "shard 1/3 did not write 3 files in time"
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    kill_when(proc, lambda: len(list(partial.glob("shard-*.parquet"))) >= 3, "shard 1/3 writing 3 files")
     assert not out.exists()
     kept = {p.name: p.stat().st_mtime_ns for p in partial.glob("shard-*.parquet")}
     rerun = subprocess.run(proc.args, capture_output=True, text=True, env=env(), timeout=300)  # shard 1 alone

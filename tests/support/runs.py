@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,3 +59,16 @@ def interrupt(cmd: list[str], out: Path, at_step: int, sig: int) -> int:
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "model.pt", weights_only=True)["state_dict"]
+
+
+def kill_when(proc: subprocess.Popen, ready: Any, what: str, timeout: float = 120) -> None:
+    """``kill -9`` ``proc`` as soon as ``ready()`` holds (polled every 2 ms); fails if it ends first or times out."""
+    import signal
+
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else proc.returncode
+        assert time.time() < deadline, f"{what} did not happen in time"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
