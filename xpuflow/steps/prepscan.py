@@ -198,7 +198,9 @@ def _scan_batch(batch: Any, offset: int, source: Any, labels: _Labels, schema: A
         part_codes = codes[order[bounds[s]:bounds[s + 1]]]
         counts[s, :] = np.bincount(part_codes, minlength=counts.shape[1])
     count, mean, m2 = _moments(parts[0], source.features)
-    return {"parts": parts, "present": present, "counts": counts, "n": count, "mean": mean, "m2": m2}
+    # the size of the three parts' buffers, counted here (RecordBatch.nbytes of a slice takes ~0.1 ms, in the merge)
+    return {"parts": parts, "nbytes": grouped.get_total_buffer_size(), "present": present, "counts": counts,
+            "n": count, "mean": mean, "m2": m2}
 
 
 def _moments(train: Any, features: tuple[str, ...]) -> tuple[Any, Any, Any]:
@@ -230,7 +232,7 @@ def _merge(result: Scan, part: dict[str, Any], writers: dict[int, Any]) -> None:
     """Fold one batch into the running totals, in file order (Chan et al.'s pairwise update)."""
     import numpy as np
 
-    size = sum(rows.nbytes for rows in part["parts"].values())
+    size = part["nbytes"]
     in_memory = result.held_bytes + size <= result.budget and not result.spilled
     result.spilled = not in_memory
     for s, rows in part["parts"].items():
