@@ -96,13 +96,27 @@ def _operators(task: Any, operator: type) -> list[Any]:
         return [task]
     if not (isinstance(getattr(task, "operator_class", None), type) and issubclass(task.operator_class, operator)):
         return []  # another operator: runs on the worker, not in a pod of its own
-    value = getattr(task.expand_input, "value", None)
+    decorated = getattr(task, "op_kwargs_expand_input", None)  # @task.kubernetes(...).expand(x=...): its op_kwargs
+    value = getattr(decorated or task.expand_input, "value", None)
     if isinstance(value, dict):  # .expand(**lists): every combination of the literal lists
-        known = {k: list(v) for k, v in value.items() if isinstance(v, (list, tuple))}
+        known = {k: list(v) for k, v in value.items() if isinstance(v, (list, tuple)) and _known(v)}
         combos = [dict(zip(known, values)) for values in itertools.islice(itertools.product(*known.values()),
                                                                           MAX_MAPPED)]
-    elif isinstance(value, (list, tuple)):  # .expand_kwargs([{...}, ...])
-        combos = [dict(v) for v in value[:MAX_MAPPED] if isinstance(v, dict)]
+    elif isinstance(value, (list, tuple)):  # .expand_kwargs([{...}, ...]): an upstream's value in one is left out
+        combos = [{k: x for k, x in v.items() if _known(x)} for v in value[:MAX_MAPPED] if isinstance(v, dict)]
     else:  # .expand_kwargs(an upstream's list): known when the DAG runs
         combos = []
-    return [task.unmap(resolve) for resolve in combos or [{}]]
+    return [task.unmap({"op_kwargs": resolve} if decorated is not None else resolve) for resolve in combos or [{}]]
+
+
+def _known(value: Any) -> bool:
+    """Whether a mapped value is known when the file is parsed: no upstream's XCom (``task.output``) in it."""
+    try:
+        from airflow.sdk.definitions._internal.mixins import ResolveMixin as late
+    except ImportError:  # pragma: no cover - another Airflow layout
+        from airflow.sdk.definitions.xcom_arg import XComArg as late
+    if isinstance(value, late):
+        return False
+    if isinstance(value, dict):
+        return all(_known(v) for v in value.values())
+    return all(_known(v) for v in value) if isinstance(value, (list, tuple)) else True
