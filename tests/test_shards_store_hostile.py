@@ -117,3 +117,84 @@ def test_a_shards_file_instead_of_a_folder_is_one_line(tmp_path):
         embed(f"local://{root}/chunks", f"local://{root}/emb", "0/2")
     assert "\n" not in str(e.value) and f"emb/{PARTS}" in str(e.value) and "previous output" in str(e.value)
     assert (root / "emb" / PARTS).read_text() == "junk"  # not ours to remove
+
+
+USER_STEP = '''
+import json
+from xpuflow import Compute
+from xpuflow.dsl.step import step
+from xpuflow.steps.io import write_json
+from xpuflow.steps.shards import assemble, finish_part, parse, part, run_key
+
+
+def merge(parts, staging):
+    values = sorted(v for folder, _ in parts for v in json.loads((folder / "values.json").read_text()))
+    (staging / "values.json").write_text(json.dumps(values))
+    write_json(staging / "done.json", {"count": len(values), "processes": len(parts)})
+    return {"count": len(values)}
+
+
+@step(compute=Compute.cpu(cpu="1", memory="1Gi"), outputs=("output",))
+def squares(output: str = "out/sq", n: int = 10, shard: str = "") -> dict:
+    """Squares of 0..n-1, each shard the numbers it owns (a user's own sharded step, as docs/scale-out.md says)."""
+    sh = parse(shard, "squares")
+    key = run_key(n=n)
+    with part(output, sh, who="squares", key=key) as folder:
+        (folder / "values.json").write_text(json.dumps([i * i for i in range(n) if sh.owns(i)]))
+        finish_part(folder, sh, key, {"n": n}, who="squares", markers=("done.json",), merge=merge)
+    return assemble(output, sh, who="squares", key=key, markers=("done.json",), merge=merge) or {}
+'''
+
+
+@pytest.fixture
+def squares(tmp_path, monkeypatch) -> str:
+    """A user's package (outside xpuflow/) with a step that has a ``shard: str`` parameter."""
+    pkg = tmp_path / "userpkg" / "h16_user"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "steps.py").write_text(USER_STEP)
+    monkeypatch.syspath_prepend(str(pkg.parent))
+    return "h16_user.steps:squares"
+
+
+def test_a_users_own_step_sharded_to_a_url_publishes_when_all_are_in(squares, tmp_path):
+    url = "memory://h16-user/sq"
+    run_step(squares, ["--output", url, "--n", "7", "--shard", "1/2"])
+    with pytest.raises(StepError, match=r"only 1 of 2 shards are written \(missing 0/2\)"):
+        download(url, str(tmp_path / "early"))
+    run_step(squares, ["--output", url, "--n", "7", "--shard", "0/2"])
+    got = Path(download(url, str(tmp_path / "got")))
+    assert json.loads((got / "values.json").read_text()) == [i * i for i in range(7)]
+
+
+def test_all_parts_in_but_not_yet_published_is_said_so_not_missing_nothing(squares, tmp_path):
+    """The window while the last shard merges (or after it was killed before publishing): a reader is told that,
+    not `only 2 of 2 shards are written (missing )`."""
+    from xpuflow.steps.shards import parts_dir
+    from xpuflow.steps.store import upload
+
+    for i in (0, 1):  # each shard's part, as a KFP iteration leaves it beside its own output
+        run_step(squares, ["--output", str(tmp_path / f"it{i}" / "sq"), "--shard", f"{i}/2"])
+    url = "memory://h16-window/sq"
+    for i in (0, 1):
+        folder = parts_dir(tmp_path / f"it{i}" / "sq") / f"part-0000{i}-of-00002"
+        upload(str(folder), f"{url}/{PARTS}/{folder.name}")
+    with pytest.raises(StepError) as e:
+        download(url, str(tmp_path / "got"))
+    assert "all 2 shards are written but the output is not published yet" in str(e.value), str(e.value)
+    assert "missing" not in str(e.value)
+    run_step(squares, ["--output", url, "--shard", "1/2"])  # "rerun any one shard": it publishes
+    assert json.loads((Path(download(url, str(tmp_path / "got2"))) / "values.json").read_text()) == \
+        [i * i for i in range(10)]
+
+
+def test_a_local_part_json_that_is_not_a_part_is_no_traceback_for_a_reader(squares, tmp_path):
+    from xpuflow.steps.io import read_finished
+    from xpuflow.steps.shards import parts_dir
+
+    out = tmp_path / "sq"
+    folder = parts_dir(out) / "part-00000-of-00002"
+    folder.mkdir(parents=True)
+    (folder / "part.json").write_text(json.dumps({"index": "0", "key": 3}))
+    with pytest.raises(StepError, match=r"has no done.json, so it is not a finished squares output"):
+        read_finished(out, "done.json", who="reader", option="data", producer="squares")

@@ -35,7 +35,8 @@ from typing import Any
 from ..errors import invalid
 from .io import StepError, local_path, write_json
 
-__all__ = ["Shard", "parse", "run_key", "part", "finish_part", "assemble", "join", "link_or_copy", "incomplete", "parts_dir", "ENV"]
+__all__ = ["Shard", "parse", "run_key", "part", "finish_part", "assemble", "join", "link_or_copy", "incomplete", "lacking", "is_part",
+           "parts_dir", "ENV"]
 
 log = logging.getLogger("xpuflow.shards")
 ENV = "JOB_COMPLETION_INDEX"
@@ -168,10 +169,21 @@ def finish_part(folder: Path, shard: Shard, key: str, summary: dict[str, Any], *
 
 
 def _meta(folder: Path) -> dict[str, Any] | None:
+    """The ``part.json`` of a part folder (committed, or its ``.partial``), None when absent or not a part's."""
     try:
-        return json.loads((folder / PART_META).read_text())
+        meta = json.loads((folder / PART_META).read_text())
     except (OSError, ValueError):
         return None
+    return meta if is_part(meta, folder.name.lstrip(".").removesuffix(".partial")) else None
+
+
+def is_part(meta: Any, name: str) -> bool:
+    """Whether ``meta`` is the part.json of the part folder ``name`` (anything else found there is not a part)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
+        return False
+    index, count = meta.get("index"), meta.get("count")
+    return (type(index) is int and type(count) is int and 0 <= index < count <= MAX_SHARDS
+            and Shard(index, count).name == name)
 
 
 def assemble(output: str | os.PathLike[str], shard: Shard, *, who: str, key: str, markers: Iterable[str],
@@ -274,9 +286,17 @@ def incomplete(folder: str | os.PathLike[str]) -> str | None:
     newest = max(parts.glob("part-*-of-*"), key=lambda p: p.stat().st_mtime)
     latest = _meta(newest) or metas[0]
     count, key = latest["count"], latest["key"]
-    have = sorted(m["index"] for m in metas if m["key"] == key and m["count"] == count)
-    missing = [i for i in range(count) if i not in have]
+    return lacking({m["index"] for m in metas if m["key"] == key and m["count"] == count}, count)
+
+
+def lacking(have: Iterable[int], count: int) -> str:
+    """What a reader of an unpublished output is told, given the indexes of one run's parts that are in."""
+    missing = [i for i in range(count) if i not in set(have)]
+    if not missing:  # the last shard is merging them, or was killed before it published
+        return (f"all {count} shards are written but the output is not published yet (the last shard is merging "
+                "them, or was stopped before it published). Fix: wait for it; if no shard is running, rerun any one "
+                "shard: it publishes the output.")
     shown = ", ".join(f"{i}/{count}" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
-    return (f"only {len(have)} of {count} shards are written (missing {shown}), so it is not published. Fix: run "
-            f"the missing shard(s) (--shard {missing[0]}/{count}, or rerun that index of the Indexed Job); the "
-            f"output is published when all {count} are in.")
+    return (f"only {count - len(missing)} of {count} shards are written (missing {shown}), so it is not published. "
+            f"Fix: run the missing shard(s) (--shard {missing[0]}/{count}, or rerun that index of the Indexed Job); "
+            f"the output is published when all {count} are in.")

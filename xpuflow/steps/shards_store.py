@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import redacted
 from .io import StepError
-from .shards import MAX_SHARDS, PART_META, Shard, parts_dir
+from .shards import PART_META, Shard, is_part, lacking, parts_dir
 
 __all__ = ["PARTS", "publish_part", "incomplete", "version_of"]
 
@@ -114,18 +114,9 @@ def _part_metas(fs: Any, root: str, url: str) -> list[tuple[str, dict[str, Any]]
             meta = json.loads(fs.cat_file(f"{folder}/{VERSIONS}/{pointer['version']}/{PART_META}"))
         except (OSError, StepError, ValueError, KeyError, TypeError):
             continue  # an upload cut short, removed meanwhile, or not ours: not a part
-        if _is_part(meta, folder.rpartition('/')[2]):
+        if is_part(meta, folder.rpartition('/')[2]):
             out.append((f"{url.rstrip('/')}/{PARTS}/{folder.rpartition('/')[2]}", meta))
     return out
-
-
-def _is_part(meta: Any, name: str) -> bool:
-    """Whether ``meta`` is the part.json of the part folder ``name`` (anything else under ``_shards`` is ignored)."""
-    if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
-        return False
-    index, count = meta.get("index"), meta.get("count")
-    return (type(index) is int and type(count) is int and 0 <= index < count <= MAX_SHARDS
-            and Shard(index, count).name == name)
 
 
 def _parts(fs: Any, root: str, url: str, key: str, count: int) -> dict[int, str]:
@@ -153,12 +144,4 @@ def incomplete(fs: Any, root: str, url: str) -> str | None:
     if not metas:
         return None
     (key, count), _ = Counter((m["key"], m["count"]) for m in metas).most_common(1)[0]  # the run most parts are of
-    have = sorted({m["index"] for m in metas if m["key"] == key and m["count"] == count})
-    missing = [i for i in range(count) if i not in have]
-    shown = ", ".join(f"{i}/{count}" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
-    first = f"{missing[0]}/{count}" if missing else f"0/{count}"
-    return (f"only {len(have)} of {count} shards are written (missing {shown}), so it is not published. Fix: run "
-            f"the missing shard(s) (--shard {first}, or rerun that index of the Indexed Job); the output is "
-            f"published when all {count} are in.")
-
-
+    return lacking({m["index"] for m in metas if m["key"] == key and m["count"] == count}, count)
