@@ -12,6 +12,7 @@ rendered (the DAG params in them filled in) when the mapped pods start.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["shard_values", "list_task"]
@@ -31,8 +32,11 @@ def _count(text: Any, param: str, task: str) -> int:
     except ImportError:  # pragma: no cover - only called inside Airflow
         pass
     value = text.strip() if isinstance(text, str) else text
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)  # the rendered template of an integer param: shown as the number it was
+    whole = re.fullmatch(r"(-?[0-9]{1,18})(\.0*)?", value) if isinstance(value, str) else None
+    if whole:  # the rendered template of an integer param, shown as the number it was; 3.0 is one to Airflow's
+        value = int(whole.group(1))  # Param(type="integer") too (JSON Schema), so a trigger with it is accepted
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
     count = value if isinstance(value, int) and not isinstance(value, bool) else None
     if count is None or not 1 <= count <= limit:
         raise StepError(invalid(f"parameter {param}", value, f"a whole number of shards from 1 to {limit}",
