@@ -198,3 +198,13 @@ def test_a_local_part_json_that_is_not_a_part_is_no_traceback_for_a_reader(squar
     (folder / "part.json").write_text(json.dumps({"index": "0", "key": 3}))
     with pytest.raises(StepError, match=r"has no done.json, so it is not a finished squares output"):
         read_finished(out, "done.json", who="reader", option="data", producer="squares")
+
+
+def test_the_credentials_of_a_url_are_not_in_the_error_a_task_logs(squares, tmp_path):
+    """Airflow and KFP tasks log the exception a step raises (not the CLI's masked line): its message is masked."""
+    url = "memory://KEY:SECRET@h16-creds-read/sq"
+    run_step(squares, ["--output", url, "--shard", "0/2"])
+    with pytest.raises(StepError) as e:
+        download(url, str(tmp_path / "got"))
+    assert "only 1 of 2 shards are written" in str(e.value) and "SECRET" not in str(e.value)
+    assert "memory://***@h16-creds-read/sq" in str(e.value)

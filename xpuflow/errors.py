@@ -28,7 +28,11 @@ __all__ = [
 
 
 class XpuflowError(Exception):
-    """Base class of every error xpuflow raises on purpose."""
+    """Base class of every error xpuflow raises on purpose. A URL's credentials in the message are masked here, so
+    they reach no log (an Airflow or KFP task logs the exception itself, not the CLI's one line)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redacted(a) if isinstance(a, str) else a for a in args))
 
 
 class ComputeError(XpuflowError, ValueError):
