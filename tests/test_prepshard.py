@@ -125,6 +125,27 @@ def test_parts_of_other_statistics_are_not_merged(tmp_path):
     assert_same_output(tmp_path / "data", tmp_path / "one")
 
 
+def test_an_object_replaced_under_the_same_url_is_a_new_run(tmp_path):
+    """An fsspec URL input: the run key names the object's version, so shards of the old and the new object do not
+    join, and the new object's shards publish its output."""
+    import fsspec
+
+    url = f"memory://xpuflow-prepshard/{tmp_path.name}/in.csv"
+    with fsspec.open(url, "wb") as f:
+        f.write(table_csv(tmp_path / "old.csv", 500).read_bytes())
+    for i in (0, 1):
+        preprocess(input=url, output=str(tmp_path / "data"), batch_rows=100, shard=f"{i}/3")
+    with fsspec.open(url, "wb") as f:
+        f.write(table_csv(tmp_path / "new.csv", 600, seed=4).read_bytes())
+    preprocess(input=url, output=str(tmp_path / "data"), batch_rows=100, shard="2/3")
+    with pytest.raises(StepError, match=r"only 1 of 3 shards are written \(missing 0/3, 1/3\)"):
+        read_split(tmp_path / "data", "train")
+    for i in (0, 1):
+        preprocess(input=url, output=str(tmp_path / "data"), batch_rows=100, shard=f"{i}/3")
+    preprocess(input=str(tmp_path / "new.csv"), output=str(tmp_path / "one"), batch_rows=100)
+    assert read_split(tmp_path / "data", "train")[0].tobytes() == read_split(tmp_path / "one", "train")[0].tobytes()
+
+
 def test_a_refused_or_unfinished_sharded_rerun_leaves_the_published_output_untouched(csv_in, tmp_path):
     data, reference = csv_in
     out = tmp_path / "data"

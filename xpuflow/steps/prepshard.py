@@ -11,7 +11,8 @@
    standardised (found from each column's extremes, then named by its first row in file order, as one process
    names it). It leaves ``stats-<key>/`` (the statistics and pass 1's rows, renamed in whole); the other shards
    wait on the lock and use it, and so does a rerun. The key hashes the input (a local file's path, size and
-   modification time) and the options, so a changed input gets a new pass 1.
+   modification time; a URL with its store's key for the object) and the options, so a changed input gets a new
+   pass 1.
 2. **Each shard's units**: unit k is the input rows [k * batch_rows, (k + 1) * batch_rows); shard I reads pass 1's
    rows (not the input), keeps the units with k % N == I, and standardises and writes them with the shared
    statistics through one process's code (:func:`xpuflow.steps.prepwrite.write_splits`) into its part
@@ -81,8 +82,17 @@ def sharded(source: Any, output: str, sh: Any, *, batch_rows: int, seed: int, va
 
 
 def _identity(uri: str) -> Any:
-    """What names the input's content for the run key: a local file's path, size and modification time."""
-    if is_url(uri) and not uri.startswith("file://") or uri.startswith("builtin:"):
+    """What names the input's content for the run key: a local file's path, size and modification time; a URL
+    with its store's key for the object (e.g. an ETag), else its size."""
+    if uri.startswith("builtin:"):
+        return uri
+    if is_url(uri) and not uri.startswith("file://"):
+        from .store import _fs
+
+        fs, root = _fs(uri)
+        for version in (fs.ukey, fs.size):
+            with contextlib.suppress(OSError, NotImplementedError, ValueError, TypeError):
+                return [uri, version(root)]
         return uri
     path = os.path.abspath(local_path(uri))
     st = os.stat(path)
