@@ -208,3 +208,33 @@ def test_the_credentials_of_a_url_are_not_in_the_error_a_task_logs(squares, tmp_
         download(url, str(tmp_path / "got"))
     assert "only 1 of 2 shards are written" in str(e.value) and "SECRET" not in str(e.value)
     assert "memory://***@h16-creds-read/sq" in str(e.value)
+
+
+def test_shards_finishing_together_never_publish_a_mixed_output_nor_fail(squares, tmp_path):
+    """All shards of a run started at once (real processes sharing a ``local://`` store), run after run with other
+    parameters over the published output, a reader polling all along: every shard exits 0, each run publishes its
+    own whole result, and a reader sees a whole output (the previous or the new one) or a one-line refusal."""
+    import os
+    import subprocess
+
+    from runs import env, python
+
+    url = f"local://{tmp_path}/bucket/sq"
+    child = env(PYTHONPATH=os.pathsep.join([str(Path(__import__("h16_user").__file__).parents[1]),
+                                            os.environ.get("PYTHONPATH", "")]))
+    whole = [[i * i for i in range(n)] for n in (10, 11, 12)]
+    for round_, (n, count) in enumerate([(10, 2), (11, 3), (12, 2), (10, 3)]):
+        procs = [subprocess.Popen([python("main"), "-m", "xpuflow", "step", squares, "--output", url, "--n", str(n),
+                                   "--shard", f"{i}/{count}"], env=child, stderr=subprocess.PIPE, text=True)
+                 for i in range(count)]
+        while any(p.poll() is None for p in procs):
+            try:
+                seen = json.loads((Path(download(url, str(tmp_path / "r" / str(round_)))) / "values.json").read_text())
+            except StepError as e:
+                assert "\n" not in str(e)
+            else:
+                assert seen in whole
+        for p in procs:
+            assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
+        got = json.loads((Path(download(url, str(tmp_path / "got" / str(round_)))) / "values.json").read_text())
+        assert got == [i * i for i in range(n)], round_
