@@ -29,6 +29,7 @@ class PlanRow:
     problem: str | None = None
     what: str = ""  # the hardware asked for, when there is no Compute
     pods: int = 1  # a step run in N shards: N pods (an Indexed Job), each paying what one pod pays
+    fanout: str = ""  # what those pods are, when not shards (a mapped Airflow task's map indexes)
 
     @property
     def price(self) -> float | None:
@@ -90,7 +91,7 @@ def _cells(row: PlanRow) -> list[list[str]]:
                                                   for i, c in enumerate(p.options, 1)]
     price = [_price(p.price_per_hour)]
     if row.pods > 1:
-        hardware.append(f"x {row.pods} pods (shards, an Indexed Job)")
+        hardware.append(f"x {row.pods} pods ({row.fanout or 'shards, an Indexed Job'})")
         price = [_price(row.price), f"({row.pods} x {_price(p.price_per_hour)})"]
     return [[row.step], hardware, pools, selector, tolerations, [p.instance_type or "-"], price]
 

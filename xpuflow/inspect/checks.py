@@ -33,12 +33,13 @@ def plan_pods(pods: list[TaskPod], cluster: Cluster) -> list[PlanRow]:
         findings, fitting = _assess(pod, cluster, "k8s")
         if not fitting:
             problem = next((f.message for f in findings if f.level == "error"), "no node pool admits it")
-            rows.append(PlanRow(pod.task, None, None, problem, what=_asked(pod)))
+            rows.append(PlanRow(pod.task, None, None, problem, what=_asked(pod), pods=pod.pods, fanout=pod.fanout))
             continue
         # the scheduler's preference first (preferred node affinity), then the price the pod pays
         node = min(fitting, key=lambda n: (-_preferred(pod, n), _price(n, pod) is None, _price(n, pod) or 0.0,
                                            cluster.node_pools.index(n.pool)))
-        rows.append(PlanRow(pod.task, None, _placement(pod, node, cluster), what=_asked(pod)))
+        rows.append(PlanRow(pod.task, None, _placement(pod, node, cluster), what=_asked(pod), pods=pod.pods,
+                            fanout=pod.fanout))
     return rows
 
 

@@ -12,6 +12,7 @@ import contextlib
 import io
 import itertools
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -75,38 +76,60 @@ def _read(where: str, dagbag: Any, operator: type, client: Any) -> tuple[str, li
     for dag_id, dag in sorted(bag.dags.items()):
         for task in dag.tasks:
             name = f"{dag_id}.{task.task_id}" if several else task.task_id
+            operators, total = _operators(task, operator)
             try:
                 specs = [client.sanitize_for_serialization(op.build_pod_request_obj(dry_run=True)).get("spec") or {}
-                         for op in _operators(task, operator)]
+                         for op in operators]
             except Exception as e:  # noqa: BLE001 - the operator's own error, reported as a finding's cause
                 raise PipelineFileError(f"DAG file {where!r}: task {name!r}: KubernetesPodOperator cannot build its "
                                         f"pod: {type(e).__name__}: {str(e)[:200]}") from e
-            distinct = [spec for i, spec in enumerate(specs) if spec not in specs[:i]]
-            pods += [from_pod_spec(name if len(distinct) == 1 else f"{name}[{i}]", spec)
-                     for i, spec in enumerate(distinct)]
+            pods += _distinct(name, specs, total, mapped=not isinstance(task, operator))
     return ", ".join(sorted(bag.dags)), pods
 
 
-def _operators(task: Any, operator: type) -> list[Any]:
+def _distinct(name: str, specs: list[dict[str, Any]], total: int | None, mapped: bool) -> list[TaskPod]:
+    """One TaskPod per distinct pod spec of a task, with how many of its pods have it (plan prices them all)."""
+    distinct = [spec for i, spec in enumerate(specs) if spec not in specs[:i]]
+    counts = [specs.count(spec) for spec in distinct]
+    notes: tuple[str, ...] = ()
+    if total is None and mapped:
+        notes = (f"mapped over a value an upstream task returns: how many pods run is known when the DAG runs; "
+                 f"planned as the {len(specs)} the file's own lists give (at least)",)
+    elif total is not None and total > len(specs):  # past the map indexes built to check
+        counts[-1] += total - len(specs)
+        notes = (f"mapped into {total} pods: the first {len(specs)} are built and checked, the other "
+                 f"{total - len(specs)} are planned like the last one",)
+    fanout = "map indexes of a mapped task" if mapped else ""
+    return [from_pod_spec(name if len(distinct) == 1 else f"{name}[{i}]", spec, notes, pods=count, fanout=fanout)
+            for i, (spec, count) in enumerate(zip(distinct, counts))]
+
+
+def _operators(task: Any, operator: type) -> tuple[list[Any], int | None]:
     """The pod operators a task stands for: itself, or a mapped task's (``.partial().expand()``) as its map
     indexes would be built: one per combination of the values known when the file is parsed (up to
     ``MAX_MAPPED``); values an upstream task returns at run time are left out (the partial arguments decide
-    the placement, which is what lint reads)."""
+    the placement, which is what lint reads). Also how many map indexes the task has, when the file says (None:
+    known when the DAG runs)."""
     if isinstance(task, operator):
-        return [task]
+        return [task], 1
     if not (isinstance(getattr(task, "operator_class", None), type) and issubclass(task.operator_class, operator)):
-        return []  # another operator: runs on the worker, not in a pod of its own
+        return [], 0  # another operator: runs on the worker, not in a pod of its own
     decorated = getattr(task, "op_kwargs_expand_input", None)  # @task.kubernetes(...).expand(x=...): its op_kwargs
     value = getattr(decorated or task.expand_input, "value", None)
     if isinstance(value, dict):  # .expand(**lists): every combination of the literal lists
         known = {k: list(v) for k, v in value.items() if isinstance(v, (list, tuple)) and _known(v)}
         combos = [dict(zip(known, values)) for values in itertools.islice(itertools.product(*known.values()),
                                                                           MAX_MAPPED)]
+        total = math.prod(len(v) for v in known.values()) if len(known) == len(value) else None
     elif isinstance(value, (list, tuple)):  # .expand_kwargs([{...}, ...]): an upstream's value in one is left out
         combos = [{k: x for k, x in v.items() if _known(x)} for v in value[:MAX_MAPPED] if isinstance(v, dict)]
+        total = len(value)
     else:  # .expand_kwargs(an upstream's list): known when the DAG runs
-        combos = []
-    return [task.unmap({"op_kwargs": resolve} if decorated is not None else resolve) for resolve in combos or [{}]]
+        combos, total = [], None
+    if total == 0:
+        return [], 0  # mapped over nothing: Airflow skips the task, no pod runs
+    return [task.unmap({"op_kwargs": resolve} if decorated is not None else resolve)
+            for resolve in combos or [{}]], total
 
 
 def _known(value: Any) -> bool:

@@ -31,6 +31,9 @@ class TaskPod:
     preferred_terms: tuple[tuple[int, tuple[dict[str, Any], ...]], ...] = ()
     # what the reader could not know before run time (pipeline parameters, JSON selectors)
     unknown: tuple[str, ...] = ()
+    # how many pods of this spec the task runs at once (a mapped Airflow task's map indexes); plan prices them all
+    pods: int = 1
+    fanout: str = ""  # what the pods are, shown beside their count in plan ("map indexes of a mapped task")
 
     def extended(self) -> dict[str, str]:
         """Extended resources (GPUs, TPU chips, NPUs) asked for: limits beyond cpu/memory/storage."""
@@ -38,7 +41,8 @@ class TaskPod:
         return {k: v for k, v in asked.items() if k not in BASIC_RESOURCES and not k.startswith("hugepages-")}
 
 
-def from_pod_spec(task: str, spec: dict[str, Any], unknown: tuple[str, ...] = ()) -> TaskPod:
+def from_pod_spec(task: str, spec: dict[str, Any], unknown: tuple[str, ...] = (), pods: int = 1,
+                  fanout: str = "") -> TaskPod:
     """A TaskPod from a Kubernetes pod spec (camelCase dicts), asking what the scheduler counts for the whole pod:
     every container (sidecars too), or an init container's peak when that is larger."""
     required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
@@ -56,6 +60,8 @@ def from_pod_spec(task: str, spec: dict[str, Any], unknown: tuple[str, ...] = ()
         required_terms=terms,
         preferred_terms=preferred,
         unknown=unknown,
+        pods=pods,
+        fanout=fanout,
     )
 
 
