@@ -30,7 +30,8 @@ with DAG("mapped_more", start_date=datetime(2026, 1, 1), schedule=None):
                                                              labels=[{"a": "1"}, {"a": "2"}])
     BashOperator.partial(task_id="bash").expand(bash_command=["echo 1", "echo 2"])
 
-    @task.kubernetes(image="python:3.11", container_resources=RES, node_selector={"cloud.google.com/gke-nodepool": "nope"})
+    @task.kubernetes(image="python:3.11", container_resources=RES,
+                     node_selector={"cloud.google.com/gke-nodepool": "nope"})
     def kube(x):
         return x
 
