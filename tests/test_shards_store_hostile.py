@@ -238,3 +238,20 @@ def test_shards_finishing_together_never_publish_a_mixed_output_nor_fail(squares
             assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
         got = json.loads((Path(download(url, str(tmp_path / "got" / str(round_)))) / "values.json").read_text())
         assert got == [i * i for i in range(n)], round_
+
+
+def test_a_foreign_pointer_at_the_output_url_says_to_remove_it_not_to_rerun(squares, tmp_path):
+    """``<url>/_COMPLETE`` holds something that is not xpuflow's pointer: a shard (or any upload) refuses to write
+    over it, and says what works: remove it (before: "rerun the step that writes this output", which fails again)."""
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/h16-foreign/sq/_COMPLETE", b"written by someone else")
+    url = "memory://h16-foreign/sq"
+    for argv in (["--shard", "0/1"], ["--shard", "1/2"], ["--shard", "0/2"]):
+        with pytest.raises(StepError) as e:
+            run_step(squares, ["--output", url, *argv])
+        assert "Fix: remove /h16-foreign/sq/_COMPLETE" in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert fs.cat_file("/h16-foreign/sq/_COMPLETE") == b"written by someone else"
+    fs.rm("/h16-foreign/sq/_COMPLETE")
+    run_step(squares, ["--output", url, "--shard", "1/2"])  # the parts uploaded before are reused
+    got = Path(download(url, str(tmp_path / "got")))
+    assert json.loads((got / "values.json").read_text()) == [i * i for i in range(10)]

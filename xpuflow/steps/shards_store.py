@@ -44,7 +44,7 @@ def version_of(key: str) -> str:
 def publish_part(local_output: str, url: str, who: str) -> None:
     """Upload the part this process wrote beside ``local_output`` to ``url``'s parts; publish ``url`` when all
     parts of its run are there. A process of one shard (``--shard 0/1``) published locally: uploaded as is."""
-    from .store import _fs, _read_pointer, upload
+    from .store import _fs, upload
 
     mine = sorted(p for p in parts_dir(local_output).glob("part-*-of-*") if (p / PART_META).is_file())
     if not mine:  # the step published its output itself (the only shard)
@@ -55,7 +55,7 @@ def publish_part(local_output: str, url: str, who: str) -> None:
     key, count = meta["key"], meta["count"]
     fs, root = _fs(url)
     upload(str(folder), f"{url.rstrip('/')}/{PARTS}/{folder.name}")
-    if _published(fs, root, key, _read_pointer):
+    if _published(fs, root, key):
         log.info("%s: shard %d/%d: the output of this run is already published", who, meta["index"], count)
         _remove_parts(fs, root, url, key)
         return
@@ -67,10 +67,10 @@ def publish_part(local_output: str, url: str, who: str) -> None:
     try:
         _merge_and_upload(found, folder, local_output, url, key)
     except StepError:  # another shard published and removed the parts while this one read them
-        if not _published(fs, root, key, _read_pointer):
+        if not _published(fs, root, key):
             raise
     fs.invalidate_cache()
-    if _published(fs, root, key, _read_pointer):
+    if _published(fs, root, key):
         _remove_parts(fs, root, url, key)
     log.info("%s: all %d shards in: %s published", who, count, redacted(url))
 
@@ -89,9 +89,11 @@ def _merge_and_upload(found: dict[int, str], mine: Path, local_output: str, url:
     upload(local_output, url, version=version_of(key))
 
 
-def _published(fs: Any, root: str, key: str, read_pointer: Any) -> bool:
+def _published(fs: Any, root: str, key: str) -> bool:
+    from .store import _read_pointer
+
     fs.invalidate_cache()
-    pointer = read_pointer(fs, root)
+    pointer = _read_pointer(fs, root, writing=True)  # a shard about to publish there
     return bool(pointer) and pointer.get("version") == version_of(key)
 
 

@@ -64,7 +64,7 @@ def upload(local: str | os.PathLike[str], url: str, version: str | None = None) 
         raise StepError(f"{url}: the upload failed ({' '.join(str(e).split())[:300]}); the previous output there "
                         "is kept as it was. Fix: check the store's credentials and space, then rerun the step.") \
             from None
-    previous = _read_pointer(fs, root)
+    previous = _read_pointer(fs, root, writing=True)
     _write_pointer(fs, root, {"format": FORMAT, "version": version, "files": files})  # the switch
     _remove_others(fs, root, keep=version, legacy=previous == {})
 
@@ -113,8 +113,9 @@ def fetch(url: str, local: str) -> tuple[str, str]:
     return local, f"{url}#{pointer.get('version', 'top')}"
 
 
-def _read_pointer(fs: Any, root: str) -> dict[str, Any] | None:
-    """The pointer's content: None when absent, {} for an older xpuflow's empty marker."""
+def _read_pointer(fs: Any, root: str, writing: bool = False) -> dict[str, Any] | None:
+    """The pointer's content: None when absent, {} for an older xpuflow's empty marker. ``writing``: for a step
+    about to write there, which is refused too (what is there is not xpuflow's), but told to remove it."""
     try:
         raw = fs.cat_file(f"{root}/{POINTER}")
     except FileNotFoundError:
@@ -128,6 +129,9 @@ def _read_pointer(fs: Any, root: str) -> dict[str, Any] | None:
                       for n, s in pointer["files"].items()))
     except (ValueError, KeyError, TypeError, AttributeError):
         ok = False
+    if not ok and writing:  # rerunning the step would fail the same way: what is there must go first
+        raise StepError(f"{root}/{POINTER} is not an xpuflow output pointer, so the step does not write over what is "
+                        f"there. Fix: remove {root}/{POINTER} (or pass another output URL), then rerun the step.")
     if not ok:
         raise StepError(f"{root}/{POINTER} is not an xpuflow output pointer. Fix: rerun the step that writes this "
                         "output.")
