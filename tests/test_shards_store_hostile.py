@@ -255,3 +255,17 @@ def test_a_foreign_pointer_at_the_output_url_says_to_remove_it_not_to_rerun(squa
     run_step(squares, ["--output", url, "--shard", "1/2"])  # the parts uploaded before are reused
     got = Path(download(url, str(tmp_path / "got")))
     assert json.loads((got / "values.json").read_text()) == [i * i for i in range(10)]
+
+
+def test_shards_of_two_counts_on_one_url_never_join(squares, tmp_path):
+    """0/2 and 1/3 of the same parameters: two parts, no set; a reader is refused; 1/2 completes the 2-shard set,
+    and the 3-shard part (the same result) goes with the published run's parts."""
+    url = "memory://h16-counts/sq"
+    run_step(squares, ["--output", url, "--shard", "0/2"])
+    run_step(squares, ["--output", url, "--shard", "1/3"])
+    with pytest.raises(StepError, match=r"only 1 of [23] shards are written \(missing"):
+        download(url, str(tmp_path / "early"))
+    run_step(squares, ["--output", url, "--shard", "1/2"])
+    got = Path(download(url, str(tmp_path / "got")))
+    assert json.loads((got / "done.json").read_text()) == {"count": 10, "processes": 2}
+    assert not fsspec.filesystem("memory").find(f"/h16-counts/sq/{PARTS}")
