@@ -14,6 +14,8 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
+from usershards import write_package
+
 from xpuflow.steps import run as run_step
 from xpuflow.steps.io import StepError
 from xpuflow.steps.shards_store import PARTS
@@ -119,41 +121,10 @@ def test_a_shards_file_instead_of_a_folder_is_one_line(tmp_path):
     assert (root / "emb" / PARTS).read_text() == "junk"  # not ours to remove
 
 
-USER_STEP = '''
-import json
-from xpuflow import Compute
-from xpuflow.dsl.step import step
-from xpuflow.steps.io import write_json
-from xpuflow.steps.shards import assemble, finish_part, parse, part, run_key
-
-
-def merge(parts, staging):
-    values = sorted(v for folder, _ in parts for v in json.loads((folder / "values.json").read_text()))
-    (staging / "values.json").write_text(json.dumps(values))
-    write_json(staging / "done.json", {"count": len(values), "processes": len(parts)})
-    return {"count": len(values)}
-
-
-@step(compute=Compute.cpu(cpu="1", memory="1Gi"), outputs=("output",))
-def squares(output: str = "out/sq", n: int = 10, shard: str = "") -> dict:
-    """Squares of 0..n-1, each shard the numbers it owns (a user's own sharded step, as docs/scale-out.md says)."""
-    sh = parse(shard, "squares")
-    key = run_key(n=n)
-    with part(output, sh, who="squares", key=key) as folder:
-        (folder / "values.json").write_text(json.dumps([i * i for i in range(n) if sh.owns(i)]))
-        finish_part(folder, sh, key, {"n": n}, who="squares", markers=("done.json",), merge=merge)
-    return assemble(output, sh, who="squares", key=key, markers=("done.json",), merge=merge) or {}
-'''
-
-
 @pytest.fixture
 def squares(tmp_path, monkeypatch) -> str:
     """A user's package (outside xpuflow/) with a step that has a ``shard: str`` parameter."""
-    pkg = tmp_path / "userpkg" / "h16_user"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "steps.py").write_text(USER_STEP)
-    monkeypatch.syspath_prepend(str(pkg.parent))
+    monkeypatch.syspath_prepend(str(write_package(tmp_path / "userpkg", "h16_user")))
     return "h16_user.steps:squares"
 
 

@@ -9,49 +9,11 @@ import textwrap
 from pathlib import Path
 
 from dagruns import dag_test
-
-STEP = '''
-import json
-from xpuflow import Compute, flow
-from xpuflow.dsl.step import step
-from xpuflow.steps.io import write_json
-from xpuflow.steps.shards import assemble, finish_part, parse, part, run_key
-
-
-def merge(parts, staging):
-    values = sorted(v for folder, _ in parts for v in json.loads((folder / "values.json").read_text()))
-    (staging / "values.json").write_text(json.dumps(values))
-    write_json(staging / "done.json", {"count": len(values), "processes": len(parts)})
-    return {"count": len(values)}
-
-
-@step(compute=Compute.cpu(cpu="1", memory="1Gi"), outputs=("output",))
-def squares(output: str = "out/sq", n: int = 10, shard: str = "") -> dict:
-    sh = parse(shard, "squares")
-    if sh is None:
-        from xpuflow.steps.publish import publish
-        with publish(output, who="squares", markers=("done.json",)) as staging:
-            (staging / "values.json").write_text(json.dumps([i * i for i in range(n)]))
-            write_json(staging / "done.json", {"count": n, "processes": 1})
-        return {"count": n}
-    key = run_key(n=n)
-    with part(output, sh, who="squares", key=key) as folder:
-        (folder / "values.json").write_text(json.dumps([i * i for i in range(n) if sh.owns(i)]))
-        finish_part(folder, sh, key, {"n": n}, who="squares", markers=("done.json",), merge=merge)
-    return assemble(output, sh, who="squares", key=key, markers=("done.json",), merge=merge) or {}
-
-
-@flow(name="sq_flow")
-def sq_flow(shards: int = 1, n: int = 9):
-    squares(n=n).with_shards(shards)
-'''
+from usershards import write_package
 
 
 def test_a_users_sharded_step_takes_its_count_from_the_trigger_conf(airflow_env, tmp_path):
-    pkg = tmp_path / "src" / "h16_airflow_user"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "steps.py").write_text(STEP)
+    src = write_package(tmp_path / "src", "h16_airflow_user")
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "sq.py").write_text(textwrap.dedent("""
@@ -59,7 +21,7 @@ def test_a_users_sharded_step_takes_its_count_from_the_trigger_conf(airflow_env,
         from h16_airflow_user.steps import sq_flow
         dag = build_dag(sq_flow, mode="local", dag_id="sq")
     """))
-    env = {**airflow_env, "PYTHONPATH": f"{pkg.parent}:{airflow_env.get('PYTHONPATH', '')}"}
+    env = {**airflow_env, "PYTHONPATH": f"{src}:{airflow_env.get('PYTHONPATH', '')}"}
     (whole, negative), log = dag_test(dags / "sq.py", "sq", [{"shards": 3.0}, {"shards": -1}], env)
     # 3.0: an integer to Airflow's Param; before, the shards task refused it: "parameter shards='3.0' is not valid"
     assert whole["state"] == "success", log[-3000:]
