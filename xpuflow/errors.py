@@ -98,7 +98,8 @@ def invalid(
 _SHOWN = 80  # characters of a bad value shown in a message
 
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s'\"]+@")
+# a URL's user:password@, unless it is the documentation's own placeholder (a Fix's example URL stays readable)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!user:password@)[^/?#@\s'\"]+@")
 
 
 def redacted(text: str) -> str:
