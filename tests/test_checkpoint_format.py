@@ -171,3 +171,26 @@ def test_a_value_a_checkpoint_cannot_hold_is_refused_before_anything_is_written(
     with pytest.raises(TypeError, match=r"cannot hold a bytes at state\['blob'\]"):
         ckpt.save(1, {"step": 1, "blob": b"raw"})
     assert ckpt.steps() == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_same_state_is_written_as_the_same_bytes_whatever_the_buffer_held(tmp_path):
+    """The bytes between tensors (alignment padding) are written too: zeros, not what the buffer held before
+    (a fresh buffer's uninitialised memory, or an earlier state's tensors when the layout changes)."""
+    from xpuflow.steps.checkpoint_flat import Packer
+
+    def state(n: int) -> dict:
+        return {"w": torch.arange(n, dtype=torch.float32), "b": torch.arange(7), "k": torch.ones(3, dtype=torch.int8)}
+
+    garbage = torch.empty(1 << 16, dtype=torch.uint8).fill_(0xAB)  # freed: the allocator hands it out again
+    del garbage
+    reused = Packer()
+    reused.pack({"big": torch.full((4096,), -1.0)})  # another layout first: the buffer holds its bytes
+    a = reused.pack(state(100))
+    b = Packer().pack(state(100))
+    assert a.tree == b.tree and bytes(a.data) == bytes(b.data)
+    assert bytes(a.data) == bytes(Packer().pack(state(100)).data)
+    ckpt = Checkpointer(tmp_path, {"seed": 0})
+    ckpt.save(1, a)
+    first = (tmp_path / "ckpt-00000001.pt").read_bytes()
+    ckpt.save(1, b)
+    assert (tmp_path / "ckpt-00000001.pt").read_bytes() == first

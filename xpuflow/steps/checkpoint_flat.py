@@ -82,7 +82,9 @@ class Packer:
             size = _numel(shape) * dtype.itemsize
             end += -(-size // ALIGN) * ALIGN
         if self._buffer is None or self._buffer.numel() < end:
-            self._buffer = torch.empty(max(end, ALIGN), dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
+            size = max(end, ALIGN)
+            self._buffer = torch.empty(size, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
+        self._buffer.zero_()  # the padding between tensors is written too: zeros, never what the memory held before
         self._views = [self._buffer[o:o + _numel(s) * d.itemsize].view(d).view(s)
                        for o, (d, s) in zip(offsets, layout)]
         self._table = json.dumps([[str(d).removeprefix("torch."), list(s), o] for o, (d, s) in zip(offsets, layout)],
