@@ -276,3 +276,34 @@ def test_a_pipeline_file_over_the_size_limit_is_refused_before_it_is_read(tmp_pa
     with pytest.raises(PipelineFileError, match=r"huge\.yaml': is larger than 65536 KiB, too large for a pipeline "
                                                 r"file\. Fix: pass the compiled pipeline YAML"):
         read(path)
+
+
+@dsl.pipeline(name="gke-admission")
+def gke_admission():
+    """A GPU task that selects the L4 inference pool and does not tolerate its nvidia.com/gpu taint itself."""
+    infer = work(x=1).set_display_name("infer").set_cpu_request("2").set_memory_request("8Gi")
+    infer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    kubernetes.add_node_selector(infer, label_key="cloud.google.com/gke-nodepool", label_value="gpu-l4-inference")
+    cpu = work(x=1).set_display_name("cpu-on-gpu-pool").set_cpu_request("1").set_memory_request("2Gi")
+    kubernetes.add_node_selector(cpu, label_key="cloud.google.com/gke-nodepool", label_value="gpu-l4-inference")
+
+
+def test_gke_adds_the_gpu_toleration_to_pods_that_request_gpus_and_lint_checks_them_as_admitted(tmp_path):
+    """GKE's ExtendedResourceToleration admission: a pod asking for nvidia.com/gpu tolerates that taint by the
+    time it is scheduled, so a plain-kfp task without the toleration is not an error there. A pod that asks for
+    no GPU gets nothing, and a cluster without that admission still needs the toleration written."""
+    import yaml
+
+    path = compiled(tmp_path, gke_admission)
+    gke = errors_by_task(path, "gke")
+    assert gke["infer"] == [] and len(gke["cpu-on-gpu-pool"]) == 1
+    assert "tainted nvidia.com/gpu=present:NoSchedule, without a toleration" in gke["cpu-on-gpu-pool"][0]
+    data = yaml.safe_load((ROOT / "xpuflow" / "catalog" / "clusters" / "gke.yaml").read_text())
+    assert data["extended_resource_toleration"] is True
+    without = Cluster.from_dict({**data, "extended_resource_toleration": False}, source="gke-without-admission")
+    findings = [f for f in lint_pods(read(path)[1], without) if f.level == "error"]
+    assert {f.step for f in findings} == {"infer", "cpu-on-gpu-pool"}
+    assert "kubernetes.add_toleration(task, key='nvidia.com/gpu', operator='Equal', value='present'" in \
+        next(f.message for f in findings if f.step == "infer")
+    with pytest.raises(Exception, match=r"extended_resource_toleration"):
+        Cluster.from_dict({**data, "extended_resource_toleration": "yes"}, source="bad")

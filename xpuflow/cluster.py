@@ -98,6 +98,9 @@ class Cluster:
     spot_tolerations: tuple[Toleration, ...] = ()
     spot_grace_period: int | None = None
     mig_strategy: str = "mixed"
+    # the ExtendedResourceToleration admission plugin: a pod asking for an extended resource gets a toleration of
+    # the taint of that name (GKE enables it); lint and plan check a pod as the scheduler will see it
+    extended_resource_toleration: bool = False
     tpu_labels: dict[str, str] | None = None
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
     kueue: KueueProfile | None = None  # the profile's kueue: section (xpuflow/kueue.py)
@@ -132,6 +135,7 @@ class Cluster:
             spot_tolerations=tuple(_toleration(t) for t in spot.get("tolerations", [])),
             spot_grace_period=spot.get("grace_period"),
             mig_strategy=checked.get("mig_strategy", "mixed"),
+            extended_resource_toleration=checked.get("extended_resource_toleration", False),
             tpu_labels=checked.get("tpu_labels"),
             sources=checked.get("sources", {}),
             kueue=kueue.profile(checked.get("kueue"), source, checked["name"], pools),

@@ -108,6 +108,7 @@ from kubernetes.client import models as k8s
 
 GPU = k8s.V1Toleration(key="nvidia.com/gpu", operator="Equal", value="present", effect="NoSchedule")
 RES = k8s.V1ResourceRequirements(requests={"cpu": "2", "memory": "8Gi"}, limits={"nvidia.com/gpu": "1"})
+HUGE = k8s.V1ResourceRequirements(requests={"cpu": "2", "memory": "900Gi"}, limits={"nvidia.com/gpu": "1"})
 
 with DAG("mapped", start_date=datetime(2026, 1, 1), schedule=None):
     files = PythonOperator(task_id="files", python_callable=lambda: [["a"], ["b"]])
@@ -116,7 +117,7 @@ with DAG("mapped", start_date=datetime(2026, 1, 1), schedule=None):
                                   tolerations=[GPU]).expand(node_selector=[
         {"cloud.google.com/gke-accelerator": "nvidia-l4"}, {"cloud.google.com/gke-accelerator": "nvidia-h300"}])
     # a fan-out over an upstream's list (known when the DAG runs): its pods are built from the partial arguments
-    KubernetesPodOperator.partial(task_id="embed", image="python:3.11", cmds=["true"], container_resources=RES,
+    KubernetesPodOperator.partial(task_id="embed", image="python:3.11", cmds=["true"], container_resources=HUGE,
                                   node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}).expand(
         arguments=files.output)
 '''
@@ -130,4 +131,4 @@ def test_mapped_pod_tasks_are_linted_not_skipped(tmp_path):
     errors = {f.step: f.message for f in lint_pods(pods, Cluster.load("gke")) if f.level == "error"}
     assert set(errors) == {"embed", "score[1]"}, errors
     assert "nvidia-h300" in errors["score[1]"]  # the map index that can never schedule
-    assert "nvidia.com/gpu" in errors["embed"]  # selects the GPU pool without tolerating its taint
+    assert "fits no node" in errors["embed"]  # 900Gi on an L4 node (its GPU toleration GKE's admission adds)

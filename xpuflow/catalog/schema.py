@@ -263,6 +263,7 @@ CLUSTER_SCHEMA = Obj(
         "spot": Obj(optional={"node_selector": Labels(), "tolerations": ListOf(item=_TOLERATION),
                               "grace_period": Int(minimum=0, maximum=3600)}),
         "mig_strategy": Enum(choices=("single", "mixed")),
+        "extended_resource_toleration": Bool(),
         "tpu_labels": Obj(required={"accelerator": Str(), "topology": Str()}),
         "kueue": _KUEUE,
         "dra": _DRA,

@@ -94,9 +94,10 @@ def _assess(pod: TaskPod, cluster: Cluster, backend: str) -> tuple[list[Finding]
     if not with_resource:
         out += [error(m) for m in _resource_mismatch(pod, extended, selected)]
         return out, []
-    admitted = [n for n in with_resource if not untolerated(pod.tolerations, n)]
+    tolerations = pod.tolerations + admission_tolerations(extended, cluster)
+    admitted = [n for n in with_resource if not untolerated(tolerations, n)]
     if not admitted:
-        out.append(error(_untolerated_message(pod, with_resource)))
+        out.append(error(_untolerated_message(tolerations, with_resource)))
         return out, []
     fitting = [n for n in admitted if fits(requests, n)]
     if not fitting:
@@ -124,11 +125,19 @@ def _taint_text(taint: Taint) -> str:
     return f"{taint.key}{'=' + taint.value if taint.value is not None else ''}:{taint.effect}"
 
 
-def _untolerated_message(pod: TaskPod, candidates: list[Node]) -> str:
+def admission_tolerations(extended: dict[str, str], cluster: Cluster) -> tuple[dict[str, str], ...]:
+    """What the cluster's admission adds to a pod before it is scheduled: with ExtendedResourceToleration (GKE
+    enables it), ``key=<resource>, operator=Exists, effect=NoSchedule`` for each extended resource requested."""
+    if not cluster.extended_resource_toleration:
+        return ()
+    return tuple({"key": resource, "operator": "Exists", "effect": "NoSchedule"} for resource in sorted(extended))
+
+
+def _untolerated_message(tolerations: tuple[dict[str, str], ...], candidates: list[Node]) -> str:
     """One error for a task every candidate node of which has a taint it does not tolerate."""
     missing: dict[str, list[Taint]] = {}
     for n in candidates:
-        for taint in untolerated(pod.tolerations, n):
+        for taint in untolerated(tolerations, n):
             if taint not in missing.setdefault(n.pool.name, []):
                 missing[n.pool.name].append(taint)
     fixes = []
