@@ -112,3 +112,21 @@ def test_batch_infer_in_three_processes_equals_one(data, tmp_path):
     assert pq.read_table(out / "predictions.parquet").equals(pq.read_table(tmp_path / "one" / "predictions.parquet"))
     summary = json.loads((out / "predictions.json").read_text())
     assert (summary["rows"], summary["shards"], summary["imputed"]) == (one["rows"], 3, one["imputed"])
+
+
+def test_a_batch_infer_shard_killed_mid_way_reruns_alone_and_the_predictions_are_unchanged(data, tmp_path):
+    from xpuflow.steps.train import train
+
+    model = tmp_path / "model"
+    train(data=str(data), output=str(model), epochs=1, batch_size=64)
+    one = tmp_path / "one"
+    batch_infer(model=str(model), data=str(data), output=str(one), batch_size=1)
+    out = tmp_path / "three"
+    common = ("--model", str(model), "--data", str(data), "--output", str(out), "--batch-size", "1")
+    finish(step("batch_infer", *common, "--shard", "0/3"), step("batch_infer", *common, "--shard", "2/3"))
+    victim = step("batch_infer", *common, "--shard", "1/3")
+    partial = parts_dir(out) / ".part-00001-of-00003.partial"
+    kill_when(victim, lambda: any(partial.glob("*")), "shard 1/3 writing its part")  # one row per batch: ~600
+    assert not out.exists()  # never published from 2 parts and a piece
+    finish(step("batch_infer", *common, "--shard", "1/3"))  # shard 1 alone
+    assert pq.read_table(out / "predictions.parquet").equals(pq.read_table(one / "predictions.parquet"))
