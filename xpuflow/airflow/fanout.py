@@ -15,6 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..dsl.command import flag
+from ..dsl.local import spec_list
+
 __all__ = ["shard_values", "list_task"]
 
 
@@ -48,11 +51,10 @@ def _count(text: Any, param: str, task: str) -> int:
 def shard_values(count: Any, base: Any, param: str, task: str, **_context: Any) -> list[Any]:
     """One value per shard for the mapped operator: ``base`` (a pod's argument list, or a local task's op_kwargs
     dict) with this shard's ``--shard I/N``; an unsharded run (count 1) gets ``base`` as it is."""
-    n = _count(count, param, task)
-    specs = [f"{i}/{n}" for i in range(n)] if n > 1 else [""]
+    specs = spec_list(_count(count, param, task))
     if isinstance(base, dict):
         return [{**base, "shard": s} for s in specs]
-    return [[*base, "--shard", s] if s else list(base) for s in specs]
+    return [[*base, flag("shard"), s] if s else list(base) for s in specs]
 
 
 def list_task(dag: Any, t: Any, base: Any) -> Any:

@@ -44,6 +44,11 @@ def shard_specs(task: Task, params: Mapping[str, Any] | None = None) -> list[str
     if task.shards_param is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise FlowError(invalid(f"parameter {task.shards_param.name}", count, "a whole number of shards, 1 or more",
                                 where=f"task {task.name!r}"))
+    return spec_list(count)
+
+
+def spec_list(count: int) -> list[str]:
+    """The ``--shard`` values of ``count`` processes: ``["0/N", ..., "N-1/N"]``, or ``[""]`` for one."""
     return [f"{i}/{count}" for i in range(count)] if count > 1 else [""]
 
 
