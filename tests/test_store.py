@@ -21,7 +21,8 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from xpuflow.steps import _download, _upload
+from xpuflow.steps import _upload
+from xpuflow.steps.store import download as _download
 from xpuflow.steps.io import StepError
 
 ROOT = Path(__file__).resolve().parent.parent

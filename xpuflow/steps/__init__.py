@@ -184,12 +184,6 @@ def _remote(value: Any) -> bool:
     return isinstance(value, str) and "://" in value and not value.startswith("file://")
 
 
-def _download(url: str, local: str) -> str:
-    from .store import download
-
-    return download(url, local)
-
-
 def _upload(local: str, url: str) -> None:
     from .store import upload
 

@@ -69,7 +69,6 @@ def publish_part(local_output: str, url: str, who: str) -> None:
     except StepError:  # another shard published and removed the parts while this one read them
         if not _published(fs, root, key):
             raise
-    fs.invalidate_cache()
     if _published(fs, root, key):
         _remove_parts(fs, root, url, key)
     log.info("%s: all %d shards in: %s published", who, count, redacted(url))
