@@ -187,7 +187,7 @@ def test_the_same_state_is_written_as_the_same_bytes_whatever_the_buffer_held(tm
     reused.pack({"big": torch.full((4096,), -1.0)})  # another layout first: the buffer holds its bytes
     a = reused.pack(state(100))
     b = Packer().pack(state(100))
-    assert a.tree == b.tree and bytes(a.data) == bytes(b.data)
+    assert a.line == b.line and bytes(a.data) == bytes(b.data)
     assert bytes(a.data) == bytes(Packer().pack(state(100)).data)
     ckpt = Checkpointer(tmp_path, {"seed": 0})
     ckpt.save(1, a)

@@ -67,7 +67,7 @@ def encode(step: int, identity: dict[str, Any], state: dict[str, Any] | Packed) 
     """The header line and the payload (a :class:`Packed` state) of checkpoint ``step``."""
     packed = state if isinstance(state, Packed) else pack(state)
     header = {"format": FORMAT, "step": step, "identity": identity, "bytes": packed.nbytes,
-              "sha256": _digest(step, identity, packed.tree, packed.data)}
+              "sha256": _digest(step, identity, packed.line, packed.data)}
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n", packed
 
 
@@ -150,12 +150,12 @@ class Checkpointer:
             with tempfile.TemporaryDirectory() as tmp:
                 local = os.path.join(tmp, "ckpt")
                 with open(local, "wb") as handle:
-                    handle.writelines((header, packed.tree, packed.data))
+                    handle.writelines((header, packed.line, packed.data))
                 self.fs.put_file(local, self._path(step))
             self.fs.pipe_file(f"{self._path(step)}.complete", b"")  # last: marks the upload complete
         else:
             with atomic_file(self._path(step)) as handle:
-                handle.writelines((header, packed.tree, packed.data))
+                handle.writelines((header, packed.line, packed.data))
             _fsync_dir(self.root)
         self._prune()
         return time.perf_counter() - start
@@ -269,7 +269,7 @@ def rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
         # Mersenne Twister words as one tensor: 625 numbers would be most of a checkpoint's JSON line
-        "python": {"version": version, "words": torch.frombuffer(array.array("q", words), dtype=torch.int64),
+        "python": {"version": version, "words": torch.frombuffer(array.array("Q", words), dtype=torch.int64),
                    "gauss": gauss},
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},

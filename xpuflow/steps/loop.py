@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import ON_MISMATCH, Checkpointer, restore_rng, rng_state
-from .checkpoint_async import BackgroundSaver
+from .checkpoint_async import BackgroundSaver, writer_process
+from .checkpoint_writer import WriterProcess
 from .io import StepError, is_url, local_path, write_json
 from .models import build_model, save_model
 from .preprocess import read_split
@@ -130,16 +131,18 @@ def fit(rt: Runtime, o: Options, *, step_name: str = "train") -> dict[str, Any]:
     """
     out = local_path(o.output)
     if not rt.main:  # only the first process writes outputs
-        return _fit(rt, o, step_name, out, None)
+        return _fit(rt, o, step_name, out, None, None)
     inside = [] if o.checkpoint_dir else ["checkpoints"]  # what a stopped run leaves in the output
     if o.checkpoint_dir and not is_url(o.checkpoint_dir):
         relative = os.path.relpath(os.path.abspath(local_path(o.checkpoint_dir)), os.path.abspath(out))
         inside = [] if relative.startswith("..") or relative == "." else [Path(relative).parts[0]]
-    with publish(out, markers=("metrics.json", "progress.log", *inside), who=step_name) as staging:
-        return _fit(rt, o, step_name, out, staging)
+    with (publish(out, markers=("metrics.json", "progress.log", *inside), who=step_name) as staging,
+          writer_process(o.checkpoint_dir or str(out / "checkpoints"), step_name, rt.device.type == "cuda") as writer):
+        return _fit(rt, o, step_name, out, staging, writer)
 
 
-def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | None) -> dict[str, Any]:
+def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | None,
+         writer: WriterProcess | None) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -164,7 +167,7 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
 
     identity = run_identity(o, (x_train, y_train, x_val, y_val), stats, net)
     ckpt = Checkpointer(o.checkpoint_dir or out / "checkpoints", identity, who=step_name, writer=rt.main)
-    saver = BackgroundSaver(ckpt)
+    saver = BackgroundSaver(ckpt, writer)
     if ckpt.remote and rt.main:
         out.mkdir(parents=True, exist_ok=True)  # progress.log beside the remote checkpoints' output
     progress_path = Path(ckpt.root if not ckpt.remote else out) / "progress.log"
@@ -283,6 +286,7 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
         "checkpoint_save_seconds_max": round(max(save_times), 4) if save_times else None,
         "checkpoint_fits_gke_spot_window": (max(save_times) < GKE_SPOT_WINDOW_S) if save_times else None,
         "checkpoint_stall_seconds_max": round(max(saver.stall_seconds), 4) if saver.stall_seconds else None,
+        "checkpoint_writer": saver.writer,
         "compiled": o.compile,
     }
     if staging is not None:
