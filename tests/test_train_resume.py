@@ -313,3 +313,17 @@ def test_object_store_checkpoints_are_checked_the_same_way():
         other.latest(on_mismatch="refuse")  # the damaged step 20 is skipped first, as for this run
     assert other.steps() == [20, 10]
     assert other.latest(on_mismatch="fresh") is None and other.steps() == []
+
+
+def test_a_damaged_progress_log_does_not_stop_a_resume(data, tmp_path):
+    """progress.log only feeds the RPO a resume reports: unreadable, it counts from the checkpoint."""
+    out = tmp_path / "model"
+    cmd = [*step_cmd("main", "train", data, out), "--epochs", "2", "--checkpoint-every", "5"]
+    assert interrupt(cmd, out, 12, signal.SIGTERM) == 143
+    log = out / "checkpoints" / "progress.log"
+    assert int(log.read_bytes()) >= 12 and len(log.read_bytes()) == 21  # one fixed-width line, kept by mapping
+    log.write_bytes(b"\x00\xffnot a step\n")
+    proc = run(cmd)
+    assert "Traceback" not in proc.stderr
+    event = json.loads((out / "metrics.json").read_text())["interruptions"][0]
+    assert event["rpo_steps"] == 0 and event["resumed_from_step"] >= 12

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import signal
 import sys
@@ -192,7 +193,7 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
                               "rto_seconds": None, "written_by": state.get("written_by", "train")})
         log.info("%s: resumed from checkpoint step %d (last step before the stop: %d)", step_name, step, last)
     previous = _install_sigterm()
-    progress = os.open(progress_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if rt.main else None
+    progress = _Progress(progress_path, step) if rt.main else None
     bar = _progress_bar(total_steps, step, rt, step_name)
     local_batch = o.batch_size // rt.world_size
     samples, train_seconds = 0, 0.0
@@ -239,7 +240,7 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
                 epoch_loss += loss.detach() if loss.dtype == torch.float32 else loss.detach().float()
                 samples += o.batch_size
                 if progress is not None:
-                    os.write(progress, b"%d\n" % step)
+                    progress.mark(step)
                 if interruptions and interruptions[-1]["rto_seconds"] is None:
                     interruptions[-1]["rto_seconds"] = round(time.perf_counter() - started, 3)
                 if bar is not None:
@@ -264,7 +265,7 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
     finally:
         saver.close()
         if progress is not None:
-            os.close(progress)
+            progress.close()
         if bar is not None:
             bar.close()
         if previous is not None:
@@ -325,12 +326,42 @@ def run_identity(o: Options, arrays: tuple[Any, ...], stats: dict[str, Any], net
     }
 
 
+class _Progress:
+    """The last step reached, in ``progress.log``, for the RPO a resume reports.
+
+    Stored through a shared mapping of the file: no system call per step (an append was ~10 us
+    a step, 2 % of a small model's). A ``kill -9`` keeps it: the mapped page is the file's page.
+    """
+
+    def __init__(self, path: Path, step: int) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, _progress_line(step), 0)  # a reader never sees the file without a number
+            os.ftruncate(fd, _PROGRESS_WIDTH)  # the end of an older, longer log
+            self._map = mmap.mmap(fd, _PROGRESS_WIDTH)
+        finally:
+            os.close(fd)
+
+    def mark(self, step: int) -> None:
+        self._map[:] = _progress_line(step)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+_PROGRESS_WIDTH = 21
+
+
+def _progress_line(step: int) -> bytes:
+    return b"%020d\n" % step
+
+
 def _last_progress(path: Path) -> int:
+    """The step ``progress.log`` holds (0 when absent or unreadable: the RPO then counts from the checkpoint)."""
     try:
-        lines = path.read_bytes().split()
-    except OSError:
+        return int(path.read_bytes()[-200:].split()[-1])
+    except (OSError, ValueError, IndexError):  # none, empty, or damaged
         return 0
-    return int(lines[-1]) if lines else 0
 
 
 def _progress_bar(total: int, done: int, rt: Runtime, desc: str) -> Any:
