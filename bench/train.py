@@ -32,7 +32,7 @@ The per-epoch training losses of the step and the bare loop are compared: the sa
 numbers mean both did the same work.
 
     .venv/bin/python bench/train.py                       # 20 epochs, 7 rounds, torch's thread count
-    .venv/bin/python bench/train.py --threads 1 --reps 15 # the figures in docs/benchmarks.md
+    .venv/bin/python bench/train.py --threads 1 --reps 31 # the figures in docs/benchmarks.md
 
 On a small machine shared with other work, ``--threads 1`` gives steadier figures: two
 intra-op threads on two busy cores slow every variant many times over.
