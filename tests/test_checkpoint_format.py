@@ -1,9 +1,9 @@
 """Checkpoint format 3: tensors in one flat buffer, the rest as a JSON line; read back exactly, never unpickled.
 
 What a user's state may hold comes back equal (dtypes, shapes, tuples, integer keys, a module's
-``_metadata``); a state packed for the background writer is a copy at submit time even though the
-buffer is reused; a checkpoint of format 2 (``torch.save`` payload) is another run's, in one line;
-a checkpoint whose checksum holds but whose content lies is damaged, and the previous one is used.
+``_metadata``); a checkpoint of format 2 (``torch.save`` payload) is another run's, in one line; a
+checkpoint whose checksum holds but whose content lies is damaged, and the previous one is used.
+(That each writer writes the state as it was at submit: tests/test_checkpoint_writer.py.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from xpuflow.steps.checkpoint import Checkpointer, decode_header
-from xpuflow.steps.checkpoint_async import BackgroundSaver
 from xpuflow.steps.checkpoint_flat import unpack
 from xpuflow.steps.io import StepError
 from xpuflow.steps.train import train
@@ -68,31 +67,6 @@ def test_every_kind_of_state_comes_back_exactly(tmp_path):
     fresh = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.BatchNorm1d(3))
     fresh.load_state_dict(back["model"])
     torch.optim.AdamW(fresh.parameters()).load_state_dict(back["optimizer"])
-
-
-def test_the_background_writer_writes_the_state_as_it_was_at_submit(tmp_path):
-    """The buffer is reused between checkpoints; what was submitted is what lands, each time."""
-    saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}))
-    weights = torch.zeros(1000)
-    history: list[float] = []
-    try:
-        for step in range(1, 6):
-            weights.fill_(step)
-            history.append(step)
-            saver.submit(step, {"step": step, "w": weights, "history": history})
-            weights.fill_(-1)  # training goes on at once
-            history.append(-1)
-            history.pop()
-        saver.wait()
-    finally:
-        saver.close()
-    assert Checkpointer(tmp_path).steps() == [5, 4, 3]
-    for step in (5, 4, 3):
-        header, payload = decode_header((tmp_path / f"ckpt-{step:08d}.pt").read_bytes())
-        state = unpack(payload)
-        assert header["step"] == state["step"] == step
-        assert torch.equal(state["w"], torch.full((1000,), float(step)))
-        assert state["history"] == list(range(1, step + 1))
 
 
 def _write(path: Path, header: dict, payload: bytes) -> None:

@@ -175,19 +175,27 @@ def test_the_writer_dies_with_a_killed_training_process(tmp_path):
     proc.stdout.close()
 
 
-def test_a_write_the_writer_cannot_do_is_one_line_naming_the_directory(tmp_path):
+@pytest.mark.parametrize("written_before", [0, 1])
+def test_a_write_the_writer_cannot_do_is_one_line(tmp_path, written_before):
+    """The folder replaced by a file before the writer's first write (it opens the folder then), or after one."""
     folder = tmp_path / "ckpt"
     with writer_process(str(folder), "train") as writer:
         saver = BackgroundSaver(Checkpointer(folder, {"seed": 0}), writer)
+        for step in range(1, written_before + 1):
+            saver.submit(step, {"w": torch.ones(3)})
+            saver.wait()
         shutil.rmtree(folder)
         folder.write_text("a file where the directory was")
-        saver.submit(1, {"w": torch.ones(3)})
+        saver.submit(written_before + 1, {"w": torch.ones(3)})
         with pytest.raises(StepError) as caught:
             saver.wait()
         saver.close()
     message = str(caught.value)
-    assert "\n" not in message and message.count("Fix:") == 1, message
-    assert message.startswith(f"train: checkpoint_dir='{folder}' is not writable: File exists. Fix: "), message
+    assert "\n" not in message and "Traceback" not in message and message.count("Fix:") == 1, message
+    expected = (f"train: checkpoint_dir='{folder}' is not writable: File exists. Fix: pass a writable --checkpoint-dir"
+                if not written_before else f"train: writing checkpoint step 2 to checkpoint_dir='{folder}' failed: "
+                "File exists. Fix: check the space and permissions there, or pass another --checkpoint-dir.")
+    assert message.startswith(expected), message
     assert saver.writer == "process"  # a failed write is not a dead writer
 
 
@@ -211,21 +219,3 @@ def test_train_writes_through_the_process_and_records_which_writer(data, tmp_pat
     assert remote["checkpoint_writer"] == "thread"  # object storage: uploads from this process
     for name in ("a", "b", "c"):  # the same training, whoever wrote the checkpoints
         assert json.loads((tmp_path / name / "metrics.json").read_text())["final"] == metrics["final"]
-
-
-def test_a_write_failing_after_good_ones_is_one_line_with_the_system_reason(tmp_path):
-    folder = tmp_path / "ckpt"
-    with writer_process(str(folder), "train") as writer:
-        saver = BackgroundSaver(Checkpointer(folder, {"seed": 0}), writer)
-        saver.submit(1, {"w": torch.ones(3)})
-        saver.wait()
-        shutil.rmtree(folder)
-        folder.write_text("a file where the directory was")
-        saver.submit(2, {"w": torch.ones(3)})
-        with pytest.raises(StepError) as caught:
-            saver.wait()
-        saver.close()
-    message = str(caught.value)
-    assert "\n" not in message and "Traceback" not in message, message
-    assert message == (f"train: writing checkpoint step 2 to checkpoint_dir='{folder}' failed: File exists. "
-                       "Fix: check the space and permissions there, or pass another --checkpoint-dir."), message
