@@ -62,7 +62,7 @@ class Packed:
 class Packer:
     """Packs states into one reused buffer, grown when a state needs more.
 
-    ``allocate(nbytes)`` returns the buffer (a uint8 CPU tensor); the default allocates process
+    ``allocate(nbytes, pin)`` returns the buffer (a uint8 CPU tensor); the default allocates process
     memory, pinned when the state has CUDA tensors. A writer in another process passes one that
     maps memory both processes share (:mod:`~xpuflow.steps.checkpoint_writer`).
     """
