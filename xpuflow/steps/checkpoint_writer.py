@@ -25,6 +25,7 @@ import json
 import marshal
 import mmap
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -39,6 +40,8 @@ from .io import StepError
 __all__ = ["WriterProcess", "WriterGone", "main"]
 
 _FRAME = struct.Struct("<qQ")  # step, length of the marshalled (state, table, size)
+_STOP = _FRAME.pack(-1, 0)  # "exit now": a forked process (a DataLoader worker) may hold the pipe open past close
+_POLL = 1.0  # seconds between looks at a writer that has not answered yet
 
 
 class WriterGone(Exception):
@@ -60,6 +63,7 @@ class WriterProcess:
             os.close(self._fd)
             raise WriterGone(f"could not start ({e})") from None
         self._requests, self._answers = self._proc.stdin.fileno(), self._proc.stdout.fileno()  # type: ignore
+        os.set_blocking(self._requests, False)  # a full pipe returns at once: a stopped writer is seen (_ready)
 
     def allocate(self, nbytes: int, pin: bool) -> Any:
         """A uint8 tensor over ``nbytes`` of the shared memory (the Packer's buffer)."""
@@ -73,8 +77,10 @@ class WriterProcess:
         blob = marshal.dumps((packed.state, packed.table, len(packed.data), ckpt.identity, ckpt.keep))
         message = memoryview(_FRAME.pack(step, len(blob)) + blob)
         try:
-            while message:  # one system call, unless a signal interrupts it part way
-                message = message[os.write(self._requests, message):]
+            while message:  # one system call, unless a signal interrupts it or the pipe is full
+                self._ready(self._requests, write=True)
+                with contextlib.suppress(BlockingIOError):
+                    message = message[os.write(self._requests, message):]
         except OSError:
             raise WriterGone(self._ended()) from None
 
@@ -82,6 +88,7 @@ class WriterProcess:
         """The seconds the write took; its error re-raised (an ``OSError`` with its errno when it was one)."""
         line = b""
         while not line.endswith(b"\n"):
+            self._ready(self._answers, write=False)
             chunk = os.read(self._answers, 1 << 16)
             if not chunk:
                 raise WriterGone(self._ended())
@@ -94,6 +101,20 @@ class WriterProcess:
             raise OSError(failure["errno"], failure["strerror"])
         raise (StepError if failure.get("whole") else RuntimeError)(failure["message"])
 
+    def _ready(self, fd: int, write: bool) -> None:
+        """Block until ``fd`` is ready; a writer stopped (SIGSTOP, a debugger) for a whole look is killed: it would
+        never answer, and a training run waiting for it forever is a silent failure."""
+        poller = select.poll()  # not select.select: a training process may hold over 1024 files open
+        poller.register(fd, select.POLLOUT if write else select.POLLIN)
+        stopped = False
+        while not poller.poll(_POLL * 1000):  # an answer, EOF and errors all end the wait
+            now = _stopped(self._proc.pid)  # type: ignore[union-attr]
+            if now and stopped:
+                self._proc.kill()  # type: ignore[union-attr]
+                self._proc.wait()  # type: ignore[union-attr]
+                raise WriterGone("was stopped (SIGSTOP) and did not answer; it was killed")
+            stopped = now
+
     def _ended(self) -> str:
         try:
             code = self._proc.wait(timeout=5)
@@ -105,6 +126,8 @@ class WriterProcess:
         """Let the child finish and exit (it has nothing in flight once the saver waited); again: no-op."""
         if self._proc is None:
             return
+        with contextlib.suppress(OSError, ValueError):
+            os.write(self._requests, _STOP)  # EOF alone never comes while a forked process holds the pipe
         with contextlib.suppress(OSError, ValueError):
             self._proc.stdin.close()  # type: ignore[union-attr]
         try:
@@ -143,6 +166,15 @@ def _shared_fd() -> int:
         return os.dup(handle.fileno())
 
 
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (Linux: its /proc state; elsewhere never known, so never)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b") ")[2][:1] in (b"T", b"t")
+    except OSError:
+        return False
+
+
 def _die_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         import ctypes
@@ -170,6 +202,8 @@ def main() -> None:
     fd, view = config["fd"], memoryview(b"")
     requests = sys.stdin.buffer
     while (frame := _read_exactly(requests, _FRAME.size)) is not None:
+        if frame == _STOP:
+            break
         step, length = _FRAME.unpack(frame)
         blob = _read_exactly(requests, length)
         if blob is None:

@@ -1,0 +1,110 @@
+"""The checkpoint writer process under hostile conditions: nothing hangs, nothing is lost silently.
+
+A writer stopped (SIGSTOP, a debugger attached to it) is killed once seen stopped and its
+write is done by the training process (one WARNING), instead of a training run waiting
+forever; a forked process that inherited the request pipe (a DataLoader worker) does not
+keep the writer alive past close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from xpuflow.steps.checkpoint import Checkpointer, decode_header
+from xpuflow.steps.checkpoint_async import BackgroundSaver, writer_process
+from xpuflow.steps.checkpoint_flat import unpack
+
+
+def read(folder: Path, step: int) -> dict:
+    header, payload = decode_header((folder / f"ckpt-{step:08d}.pt").read_bytes())
+    assert header["step"] == step
+    return unpack(payload)
+
+
+def within(seconds: float, action, rescue) -> float:
+    """Run ``action`` on a thread; fail (after ``rescue()`` unblocks it) if it takes longer than ``seconds``."""
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(action, failure))
+    start = time.perf_counter()
+    thread.start()
+    thread.join(seconds)
+    took = time.perf_counter() - start
+    if thread.is_alive():
+        rescue()
+        thread.join()
+        raise AssertionError(f"still blocked after {seconds} s")
+    if failure:
+        raise failure[0]
+    return took
+
+
+def _catch(action, failure: list[BaseException]) -> None:
+    try:
+        action()
+    except BaseException as e:
+        failure.append(e)
+
+
+def test_a_stopped_writer_is_killed_and_its_write_done_here_not_waited_for_forever(tmp_path, caplog):
+    with writer_process(str(tmp_path), "train") as writer:
+        saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
+        saver.submit(1, {"w": torch.ones(10)})
+        saver.wait()
+        child = writer._proc.pid
+        os.kill(child, signal.SIGSTOP)  # kill -STOP by an operator, a debugger attached to it
+        with caplog.at_level(logging.WARNING, logger="xpuflow.checkpoint"):
+            saver.submit(2, {"w": torch.full((10,), 2.0)})
+            within(20, saver.wait, lambda: os.kill(child, signal.SIGCONT))
+            saver.submit(3, {"w": torch.full((10,), 3.0)})
+            saver.close()
+    assert saver.writer == "thread"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "was stopped (SIGSTOP)" in warnings[0] and "\n" not in warnings[0], warnings
+    for step in (1, 2, 3):
+        assert torch.equal(read(tmp_path, step)["w"], torch.full((10,), float(step)))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_stopped_writer_does_not_block_a_large_request(tmp_path, caplog):
+    """The non-tensor part of a state beyond a pipe's 64 KiB: sending it to a stopped writer must not block."""
+    history = [float(i) for i in range(50_000)]  # a loss curve kept in the state
+    with writer_process(str(tmp_path), "train") as writer:
+        saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
+        saver.submit(1, {"history": history[:10]})
+        saver.wait()
+        child = writer._proc.pid
+        os.kill(child, signal.SIGSTOP)
+        with caplog.at_level(logging.WARNING, logger="xpuflow.checkpoint"):
+            within(20, lambda: (saver.submit(2, {"history": history}), saver.wait()),
+                   lambda: os.kill(child, signal.SIGCONT))
+        saver.close()
+    assert read(tmp_path, 2)["history"] == history
+
+
+def test_a_dataloader_worker_holding_the_pipe_does_not_hold_the_writer_past_close(tmp_path):
+    """Forked workers inherit every descriptor: the writer must not wait for them to see the end of its requests."""
+    from torch.utils.data import DataLoader
+
+    manager = writer_process(str(tmp_path), "train")
+    writer = manager.__enter__()
+    proc = writer._proc
+    saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
+    loader = iter(DataLoader(list(range(64)), batch_size=1, num_workers=1,
+                             multiprocessing_context="fork"))  # a user's loader, still alive
+    try:
+        next(loader)
+        saver.submit(1, {"w": torch.ones(3)})
+        saver.close()
+        took = within(30, lambda: manager.__exit__(None, None, None), lambda: None)
+    finally:
+        del loader
+    assert took < 10, f"close took {took:.1f} s"
+    assert proc.returncode == 0  # it exited when asked, not killed after a timeout
+    assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))
