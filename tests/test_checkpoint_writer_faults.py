@@ -15,11 +15,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from xpuflow.steps.checkpoint import Checkpointer, decode_header
 from xpuflow.steps.checkpoint_async import BackgroundSaver, writer_process
 from xpuflow.steps.checkpoint_flat import unpack
+from xpuflow.steps.io import StepError
 
 
 def read(folder: Path, step: int) -> dict:
@@ -108,3 +110,33 @@ def test_a_dataloader_worker_holding_the_pipe_does_not_hold_the_writer_past_clos
     assert took < 10, f"close took {took:.1f} s"
     assert proc.returncode == 0  # it exited when asked, not killed after a timeout
     assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))
+
+
+def nested(depth: int) -> list:
+    tree: list = []
+    for _ in range(depth):
+        tree = [tree]
+    return tree
+
+
+def looped() -> dict:
+    state: dict = {"lr": 0.1}
+    state["self"] = state  # a user's extra state that refers to itself
+    return state
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+@pytest.mark.parametrize("state", [{"tree": nested(5000)}, {"model": looped()}], ids=["deep", "cycle"])
+def test_a_state_nested_too_deep_or_holding_itself_is_refused_in_one_line(tmp_path, monkeypatch, kind, state):
+    monkeypatch.setenv("XPUFLOW_CHECKPOINT_WRITER", kind)
+    with writer_process(str(tmp_path), "train") as writer:
+        saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
+        saver.submit(1, {"w": torch.ones(2)})
+        with pytest.raises(StepError) as caught:
+            saver.submit(2, state)
+        saver.submit(3, {"w": torch.ones(2)})  # the writer is still usable
+        saver.close()
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("train: checkpoint step 2 cannot be written: "), message
+    assert "nested too deeply" in message and message.count("Fix:") == 1, message
+    assert Checkpointer(tmp_path).steps() == [3, 1]

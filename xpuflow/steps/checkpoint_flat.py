@@ -86,6 +86,9 @@ class Packer:
         except TypeError as e:
             raise TypeError(f"{e} at {_where(state, torch.Tensor)}; a checkpoint holds tensors, numbers, strings, "
                             "None, lists, tuples and dicts") from None
+        except RecursionError:  # a container that holds itself, or hundreds of levels: no reader could rebuild it
+            raise TypeError("it is nested too deeply (a container holding itself, or hundreds of levels); a checkpoint "
+                            "holds a tree of tensors, numbers, strings, None, lists, tuples and dicts") from None
         layout = [(t.dtype, t.shape, t.is_cpu) for t in tensors]
         if layout != self._layout:
             self._plan(layout, pin=any(t.is_cuda for t in tensors))
