@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -140,3 +143,24 @@ def test_a_state_nested_too_deep_or_holding_itself_is_refused_in_one_line(tmp_pa
     assert "\n" not in message and message.startswith("train: checkpoint step 2 cannot be written: "), message
     assert "nested too deeply" in message and message.count("Fix:") == 1, message
     assert Checkpointer(tmp_path).steps() == [3, 1]
+
+
+def test_a_training_process_started_with_stdin_and_stdout_closed_still_writes_through_the_writer(tmp_path):
+    """A daemon started with ``<&- >&-``: the shared memory's descriptor must not take a number the child's pipes reuse."""
+    script = textwrap.dedent(f"""
+        import os, sys, torch
+        os.close(0)
+        os.close(1)
+        from xpuflow.steps.checkpoint import Checkpointer
+        from xpuflow.steps.checkpoint_async import BackgroundSaver, writer_process
+        with writer_process({str(tmp_path)!r}, "train") as writer:
+            saver = BackgroundSaver(Checkpointer({str(tmp_path)!r}, {{"seed": 0}}), writer)
+            saver.submit(1, {{"w": torch.full((5,), 4.0)}})
+            saver.close()
+        print(saver.writer, file=sys.stderr)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.split()[-1] == "process", done.stderr[-2000:]
+    assert torch.equal(read(tmp_path, 1)["w"], torch.full((5,), 4.0))

@@ -158,12 +158,20 @@ main()
 
 
 def _shared_fd() -> int:
-    if hasattr(os, "memfd_create"):
-        return os.memfd_create("xpuflow-checkpoint", os.MFD_CLOEXEC)
-    import tempfile
+    """The shared memory's descriptor, numbered 3 or above: 0-2 are the child's pipes (a process started ``<&-``)."""
+    import fcntl
 
-    with tempfile.TemporaryFile() as handle:  # unlinked at once; the duplicate keeps it open
-        return os.dup(handle.fileno())
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("xpuflow-checkpoint", os.MFD_CLOEXEC)
+    else:
+        import tempfile
+
+        with tempfile.TemporaryFile() as handle:  # unlinked at once; the duplicate keeps it open
+            fd = os.dup(handle.fileno())
+    if fd < 3:
+        fd, low = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3), fd
+        os.close(low)
+    return fd
 
 
 def _stopped(pid: int) -> bool:
