@@ -1,6 +1,6 @@
 """The checkpoint writer process under hostile conditions: nothing hangs, nothing is lost silently.
 
-A writer stopped (SIGSTOP, a debugger attached to it) is killed once seen stopped and its
+A writer stopped (SIGSTOP, a debugger attached to it) is killed once seen stopped (at a write or at the end) and its
 write is done by the training process (one WARNING), instead of a training run waiting
 forever; a forked process that inherited the request pipe (a DataLoader worker) does not
 keep the writer alive past close.
@@ -164,3 +164,17 @@ def test_a_training_process_started_with_stdin_and_stdout_closed_still_writes_th
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.split()[-1] == "process", done.stderr[-2000:]
     assert torch.equal(read(tmp_path, 1)["w"], torch.full((5,), 4.0))
+
+
+def test_a_writer_stopped_at_the_end_does_not_hold_the_step_a_minute(tmp_path):
+    manager = writer_process(str(tmp_path), "train")
+    writer = manager.__enter__()
+    proc = writer._proc
+    saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
+    saver.submit(1, {"w": torch.ones(3)})
+    saver.close()
+    os.kill(proc.pid, signal.SIGSTOP)
+    took = within(90, lambda: manager.__exit__(None, None, None), lambda: None)
+    assert took < 10, f"close took {took:.1f} s"
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))

@@ -130,6 +130,8 @@ class WriterProcess:
             os.write(self._requests, _STOP)  # EOF alone never comes while a forked process holds the pipe
         with contextlib.suppress(OSError, ValueError):
             self._proc.stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(WriterGone):
+            self._ready(self._answers, write=False)  # its exit (EOF), or a stopped writer killed at once
         try:
             self._proc.wait(timeout=60)  # it finishes the write it has (none: the caller waited) and exits
         except subprocess.TimeoutExpired:
