@@ -178,3 +178,21 @@ def test_a_writer_stopped_at_the_end_does_not_hold_the_step_a_minute(tmp_path):
     assert took < 10, f"close took {took:.1f} s"
     assert proc.returncode == -signal.SIGKILL
     assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))
+
+
+def test_a_users_module_named_like_the_standard_library_in_the_working_directory_is_not_imported(
+        tmp_path, monkeypatch, caplog):
+    """``python -c`` puts the working directory first on sys.path: a project's own types.py must not reach the writer."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("json", "types", "struct", "tempfile", "hashlib"):
+        (project / f"{name}.py").write_text("raise SystemExit('the user module was imported by the writer')\n")
+    monkeypatch.chdir(project)
+    folder = tmp_path / "ckpt"
+    with caplog.at_level(logging.WARNING, logger="xpuflow.checkpoint"):
+        with writer_process(str(folder), "train") as writer:
+            saver = BackgroundSaver(Checkpointer(folder, {"seed": 0}), writer)
+            saver.submit(1, {"w": torch.ones(3)})
+            saver.close()
+    assert saver.writer == "process" and not caplog.records, [r.getMessage() for r in caplog.records]
+    assert torch.equal(read(folder, 1)["w"], torch.ones(3))

@@ -145,10 +145,12 @@ class WriterProcess:
 # The child imports only the checkpoint modules (~40 ms), not the xpuflow package (~0.1 s of CPU the training
 # would share its cores with): its packages are bare namespaces over the same folders.
 _BOOT = """
+import sys
+sys.path[:] = [p for p in sys.path if p]  # not the working directory -c puts first: a project's own types.py
 import signal
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: a group's Ctrl-C or SIGTERM must not stop the final write
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-import json, sys, types
+import json, types
 package = json.loads(sys.argv[1])["package"]
 for name, path in (("xpuflow", package), ("xpuflow.steps", package + "/steps")):
     module = types.ModuleType(name)
