@@ -25,6 +25,7 @@ from xpuflow.steps.checkpoint import Checkpointer, decode_header
 from xpuflow.steps.checkpoint_async import BackgroundSaver, writer_process
 from xpuflow.steps.checkpoint_flat import unpack
 from xpuflow.steps.io import StepError
+from xpuflow.steps.train import train
 
 
 def read(folder: Path, step: int) -> dict:
@@ -196,3 +197,24 @@ def test_a_users_module_named_like_the_standard_library_in_the_working_directory
             saver.close()
     assert saver.writer == "process" and not caplog.records, [r.getMessage() for r in caplog.records]
     assert torch.equal(read(folder, 1)["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize("damage", ["a directory", "a dangling link"])
+def test_a_progress_log_that_cannot_be_opened_does_not_stop_the_training(data, tmp_path, caplog, damage):
+    """progress.log only feeds the RPO a resume reports: one it cannot open is replaced, or skipped with a WARNING."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    log = folder / "progress.log"
+    if damage == "a directory":
+        (log / "inside").mkdir(parents=True)
+    else:
+        log.symlink_to(tmp_path / "gone" / "progress.log")
+    with caplog.at_level(logging.WARNING):
+        metrics = train(data=str(data), output=str(tmp_path / "model"), epochs=1, checkpoint_every=5, device="cpu",
+                        checkpoint_dir=str(folder))
+    assert (tmp_path / "model" / "model.pt").exists() and metrics["checkpoint_writer"] == "process"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if damage == "a directory":
+        assert len(warnings) == 1 and "progress.log" in warnings[0] and "\n" not in warnings[0], warnings
+    else:
+        assert not warnings and int(log.read_bytes()) == metrics["steps"], warnings

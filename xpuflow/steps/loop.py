@@ -7,6 +7,7 @@ checkpoint written by one step loads in the other (tensors are saved on the CPU)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -193,7 +194,7 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
                               "rto_seconds": None, "written_by": state.get("written_by", "train")})
         log.info("%s: resumed from checkpoint step %d (last step before the stop: %d)", step_name, step, last)
     previous = _install_sigterm()
-    progress = _Progress(progress_path, step) if rt.main else None
+    progress = _Progress.open(progress_path, step, step_name) if rt.main else None
     bar = _progress_bar(total_steps, step, rt, step_name)
     local_batch = o.batch_size // rt.world_size
     samples, train_seconds = 0, 0.0
@@ -341,6 +342,22 @@ class _Progress:
             self._map = mmap.mmap(fd, _PROGRESS_WIDTH)
         finally:
             os.close(fd)
+
+    @classmethod
+    def open(cls, path: Path, step: int, who: str) -> _Progress | None:
+        """One kept in ``path``; one there that cannot be opened (read-only, a dangling link) is replaced, and
+        where even that fails (a directory) training goes on without it, said in one WARNING line."""
+        try:
+            return cls(path, step)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        try:
+            return cls(path, step)
+        except OSError as e:
+            log.warning("%s: %s cannot be written (%s); a resume will not report the steps a stop lost",
+                        who, path, e.strerror or type(e).__name__)
+            return None
 
     def mark(self, step: int) -> None:
         self._map[:] = _progress_line(step)
