@@ -218,3 +218,19 @@ def test_a_progress_log_that_cannot_be_opened_does_not_stop_the_training(data, t
         assert len(warnings) == 1 and "progress.log" in warnings[0] and "\n" not in warnings[0], warnings
     else:
         assert not warnings and int(log.read_bytes()) == metrics["steps"], warnings
+
+
+@pytest.mark.parametrize("executable", [None, "", "/nonexistent/python3"])
+def test_an_embedding_process_without_a_usable_interpreter_writes_on_a_thread(tmp_path, monkeypatch, caplog,
+                                                                               executable):
+    """sys.executable is None or empty where Python cannot find its own executable (an embedding application)."""
+    monkeypatch.setattr(sys, "executable", executable)
+    with caplog.at_level(logging.WARNING, logger="xpuflow.checkpoint"):
+        with writer_process(str(tmp_path), "train") as writer:
+            saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
+            saver.submit(1, {"w": torch.ones(3)})
+            saver.close()
+    assert writer is None and saver.writer == "thread"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "could not start" in warnings[0] and "\n" not in warnings[0], warnings
+    assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))

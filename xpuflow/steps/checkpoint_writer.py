@@ -52,6 +52,8 @@ class WriterProcess:
     """The parent's end: :meth:`allocate` the shared buffer, :meth:`send` a packed state, :meth:`result`."""
 
     def __init__(self, directory: str, who: str) -> None:
+        if not sys.executable:  # None or empty: an embedding application whose Python cannot find itself
+            raise WriterGone("could not start (sys.executable is empty: no Python to run it with)")
         self._fd = _shared_fd()
         config = {"directory": directory, "who": who, "fd": self._fd, "parent": os.getpid(),
                   "package": str(Path(__file__).resolve().parents[1])}  # the xpuflow this process runs
