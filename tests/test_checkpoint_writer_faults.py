@@ -1,9 +1,13 @@
 """The checkpoint writer process under hostile conditions: nothing hangs, nothing is lost silently.
 
-A writer stopped (SIGSTOP, a debugger attached to it) is killed once seen stopped (at a write or at the end) and its
-write is done by the training process (one WARNING), instead of a training run waiting
-forever; a forked process that inherited the request pipe (a DataLoader worker) does not
-keep the writer alive past close.
+A writer stopped (SIGSTOP, a debugger attached to it) is killed once seen stopped (at a write
+or at the end) and its write is done by the training process (one WARNING), instead of a
+training run waiting forever; a forked process that inherited the request socket (a DataLoader
+worker) does not keep the writer alive past close; a dead writer does not SIGPIPE a process
+that takes that signal. The writer starts where stdin/stdout are closed, where the working
+directory holds a types.py, and falls back to a thread where no interpreter can be found. A
+state that holds itself is refused in one line; a progress.log that cannot be opened costs
+no run.
 """
 
 from __future__ import annotations
@@ -147,7 +151,8 @@ def test_a_state_nested_too_deep_or_holding_itself_is_refused_in_one_line(tmp_pa
 
 
 def test_a_training_process_started_with_stdin_and_stdout_closed_still_writes_through_the_writer(tmp_path):
-    """A daemon started with ``<&- >&-``: the shared memory's descriptor must not take a number the child's pipes reuse."""
+    """A daemon started with ``<&- >&-``: the shared memory's descriptor must not take a number (0-2) that the
+    child's standard streams reuse."""
     script = textwrap.dedent(f"""
         import os, sys, torch
         os.close(0)
@@ -183,7 +188,8 @@ def test_a_writer_stopped_at_the_end_does_not_hold_the_step_a_minute(tmp_path):
 
 def test_a_users_module_named_like_the_standard_library_in_the_working_directory_is_not_imported(
         tmp_path, monkeypatch, caplog):
-    """``python -c`` puts the working directory first on sys.path: a project's own types.py must not reach the writer."""
+    """``python -c`` puts the working directory first on sys.path: a project's own types.py must not reach
+    the writer."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("json", "types", "struct", "tempfile", "hashlib"):
@@ -234,3 +240,29 @@ def test_an_embedding_process_without_a_usable_interpreter_writes_on_a_thread(tm
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "could not start" in warnings[0] and "\n" not in warnings[0], warnings
     assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))
+
+
+def test_a_dead_writer_does_not_kill_a_process_that_takes_sigpipe(tmp_path):
+    """CLIs restore SIGPIPE (to end quietly under ``| head``) and embedders never ignore it: writing to a dead
+    writer must fail with an error the saver handles, not end the training process without a word."""
+    script = textwrap.dedent(f"""
+        import logging, os, signal, sys, time, torch
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        from xpuflow.steps.checkpoint import Checkpointer
+        from xpuflow.steps.checkpoint_async import BackgroundSaver, writer_process
+        with writer_process({str(tmp_path)!r}, "train") as writer:
+            saver = BackgroundSaver(Checkpointer({str(tmp_path)!r}, {{"seed": 0}}), writer)
+            saver.submit(1, {{"w": torch.ones(3)}})
+            saver.wait()
+            os.kill(writer._proc.pid, signal.SIGKILL)
+            writer._proc.wait()
+            saver.submit(2, {{"w": torch.full((3,), 2.0)}})
+            saver.close()
+        print(saver.writer, file=sys.stderr)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stderr.split()[-1] == "thread" and "killed by signal 9" in done.stderr, done.stderr[-2000:]
+    for step in (1, 2):
+        assert torch.equal(read(tmp_path, step)["w"], torch.full((3,), float(step)))

@@ -4,7 +4,7 @@ A writer thread in the training process competes for the GIL on every system cal
 makes (open, write, fsync, rename, the directory's fsync, pruning): the training thread
 waits for it a few microseconds at a time, over a millisecond per checkpoint on a
 Python-bound loop. Here the pack buffer is memory both processes map (a memfd, else an
-unlinked temporary file), so handing a checkpoint over is one small message on a pipe:
+unlinked temporary file), so handing a checkpoint over is one small message on a socket:
 the step, the state's non-tensor part (``marshal``: plain data) and the buffer's size.
 The child builds the JSON line, checksums, writes, fsyncs and renames with the same
 :meth:`~xpuflow.steps.checkpoint.Checkpointer.save` a thread would call, and answers
@@ -14,8 +14,13 @@ The child dies with its parent on Linux (``PR_SET_PDEATHSIG``): a ``kill -9`` of
 training process ends the write in flight as it did on a thread (a temporary file, removed
 by the next run). It ignores SIGINT and SIGTERM (a terminal's Ctrl-C or Airflow's
 SIGTERM reach the whole process group) so the final checkpoint a SIGTERM asks for is
-written; it exits when its parent closes the pipe. Its own output goes to stderr: stdout
-carries only answers.
+written; it exits when its parent asks (or closes the socket). Its own output goes to
+stderr: stdout carries only answers.
+
+Nothing makes the training process wait for it forever or die with it: a writer seen stopped
+(SIGSTOP, a debugger) while the parent waits is killed and its write done by the parent;
+requests are sent with ``MSG_NOSIGNAL`` (a dead writer is an error, not a SIGPIPE); the exit is
+a message, since a forked DataLoader worker holding the socket delays its end-of-file.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import mmap
 import os
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -40,7 +46,8 @@ from .io import StepError
 __all__ = ["WriterProcess", "WriterGone", "main"]
 
 _FRAME = struct.Struct("<qQ")  # step, length of the marshalled (state, table, size)
-_STOP = _FRAME.pack(-1, 0)  # "exit now": a forked process (a DataLoader worker) may hold the pipe open past close
+_STOP = _FRAME.pack(-1, 0)  # "exit now": a forked process (a DataLoader worker) may hold the socket open
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _POLL = 1.0  # seconds between looks at a writer that has not answered yet
 
 
@@ -55,17 +62,23 @@ class WriterProcess:
         if not sys.executable:  # None or empty: an embedding application whose Python cannot find itself
             raise WriterGone("could not start (sys.executable is empty: no Python to run it with)")
         self._fd = _shared_fd()
+        # requests go over a socket, not a pipe: sent with MSG_NOSIGNAL, a dead writer is an error, never a SIGPIPE
+        # ending a training process that does not ignore it (an embedder, a CLI restoring it for `| head`)
+        self._requests, child_end = socket.socketpair()
         config = {"directory": directory, "who": who, "fd": self._fd, "parent": os.getpid(),
                   "package": str(Path(__file__).resolve().parents[1])}  # the xpuflow this process runs
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 [sys.executable, "-S", "-c", _BOOT, json.dumps(config)],  # no site: the standard library is enough
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self._fd,))
+                stdin=child_end, stdout=subprocess.PIPE, pass_fds=(self._fd,))
         except (OSError, ValueError) as e:
             os.close(self._fd)
+            self._requests.close()
             raise WriterGone(f"could not start ({e})") from None
-        self._requests, self._answers = self._proc.stdin.fileno(), self._proc.stdout.fileno()  # type: ignore
-        os.set_blocking(self._requests, False)  # a full pipe returns at once: a stopped writer is seen (_ready)
+        finally:
+            child_end.close()
+        self._answers = self._proc.stdout.fileno()  # type: ignore[union-attr]
+        self._requests.setblocking(False)  # a full socket returns at once: a stopped writer is seen (_ready)
 
     def allocate(self, nbytes: int, pin: bool) -> Any:
         """A uint8 tensor over ``nbytes`` of the shared memory (the Packer's buffer)."""
@@ -79,10 +92,10 @@ class WriterProcess:
         blob = marshal.dumps((packed.state, packed.table, len(packed.data), ckpt.identity, ckpt.keep))
         message = memoryview(_FRAME.pack(step, len(blob)) + blob)
         try:
-            while message:  # one system call, unless a signal interrupts it or the pipe is full
-                self._ready(self._requests, write=True)
+            while message:  # one system call, unless a signal interrupts it or the socket is full
+                self._ready(self._requests.fileno(), write=True)
                 with contextlib.suppress(BlockingIOError):
-                    message = message[os.write(self._requests, message):]
+                    message = message[self._requests.send(message, _NOSIGNAL):]
         except OSError:
             raise WriterGone(self._ended()) from None
 
@@ -129,9 +142,8 @@ class WriterProcess:
         if self._proc is None:
             return
         with contextlib.suppress(OSError, ValueError):
-            os.write(self._requests, _STOP)  # EOF alone never comes while a forked process holds the pipe
-        with contextlib.suppress(OSError, ValueError):
-            self._proc.stdin.close()  # type: ignore[union-attr]
+            self._requests.send(_STOP, _NOSIGNAL)  # EOF alone never comes while a forked process holds the socket
+        self._requests.close()
         with contextlib.suppress(WriterGone):
             self._ready(self._answers, write=False)  # its exit (EOF), or a stopped writer killed at once
         try:
@@ -205,7 +217,7 @@ def _read_exactly(stream: Any, n: int) -> bytes | None:
 
 
 def main() -> None:
-    """The child: one write at a time, as the parent asks; exits when the parent closes the pipe."""
+    """The child: one write at a time, as the parent asks; exits when the parent says so or closes the socket."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = json.loads(sys.argv[1])
