@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -266,3 +267,19 @@ def test_a_dead_writer_does_not_kill_a_process_that_takes_sigpipe(tmp_path):
     assert done.stderr.split()[-1] == "thread" and "killed by signal 9" in done.stderr, done.stderr[-2000:]
     for step in (1, 2):
         assert torch.equal(read(tmp_path, step)["w"], torch.full((3,), float(step)))
+
+
+def test_numpy_hyperparameters_of_a_sweep_are_recorded_as_numbers_by_either_writer(data, tmp_path, monkeypatch):
+    """``for lr in np.logspace(...)``: the run's identity crosses to the writer process as plain numbers (marshal
+    wrote a numpy float as its raw bytes, and the writer then failed every checkpoint)."""
+    runs = {}
+    for kind in ("process", "thread"):
+        monkeypatch.setenv("XPUFLOW_CHECKPOINT_WRITER", kind)
+        runs[kind] = train(data=str(data), output=str(tmp_path / kind), epochs=1, checkpoint_every=5, device="cpu",
+                           lr=np.logspace(-3, -2, 2)[0], checkpoint_dir=str(tmp_path / f"{kind}-ckpt"))
+        assert runs[kind]["checkpoint_writer"] == kind
+        header, _ = decode_header(next((tmp_path / f"{kind}-ckpt").glob("ckpt-*.pt")).read_bytes())
+        assert header["identity"]["lr"] == 0.001
+    plain = train(data=str(data), output=str(tmp_path / "plain"), epochs=1, checkpoint_every=5, device="cpu",
+                  lr=0.001)
+    assert runs["process"]["final"] == runs["thread"]["final"] == plain["final"]

@@ -105,13 +105,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _number(value: Any) -> Any:
+    """A numpy scalar's plain value (``json`` knows float subclasses, not numpy.int64)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"a {type(value).__name__} is not a number or a string")
+
+
 class Checkpointer:
     """The checkpoints of one run in ``directory`` (a local path or an fsspec URL)."""
 
     def __init__(self, directory: str | os.PathLike[str], identity: dict[str, Any] | None = None, keep: int = 3,
                  who: str = "train", writer: bool = True) -> None:
         self.directory = os.fspath(directory)
-        self.identity = {"format": FORMAT, **(identity or {})}
+        try:  # plain JSON values, as a checkpoint's header holds them (a sweep's numpy lr is a float subclass)
+            self.identity = json.loads(json.dumps({"format": FORMAT, **(identity or {})}, default=_number))
+        except (TypeError, ValueError) as e:
+            raise StepError(f"{who}: the run's options cannot be recorded in a checkpoint: {e}. Fix: pass "
+                            "numbers and strings.") from None
         self.keep = max(2, keep)  # at least one fallback
         self.who = who
         self.remote = is_url(self.directory) and not self.directory.startswith("file://")
