@@ -23,6 +23,9 @@ Reported (medians over the repetitions, after one untimed warm-up round):
   from its metrics (time inside the epochs' batch loops, checkpoints included,
   validation excluded) against the bare loop timed the same way; goal >= 0.95x;
 - wall time of the whole call (data loading, model build, evaluation, outputs);
+- a per-step diagnostic: each training step's start is taken by a forward pre-hook on the model (the
+  step's and the bare loop's alike, nothing in the step changed); each step position's median duration
+  over the rounds, summed, gives a ratio that single slow rounds do not move;
 - checkpoint write time (each ``Checkpointer.save`` call, as the writer timed it): since checkpoints
   are asynchronous this runs in the writer process; the training thread's own time per
   checkpoint (waiting for a previous write + packing the state into host memory) is the step's
@@ -56,6 +59,30 @@ sys.path.insert(0, str(ROOT))
 NO_CHECKPOINT = 10**9
 
 
+class StepClock:
+    """When each training step began: a forward pre-hook on the model, for batches of the training size.
+
+    Nothing in the step is changed to time it; the same hook times the bare loop. Consecutive starts
+    within an epoch give each step's duration, including a checkpoint taken after it.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size, self.starts = batch_size, []
+
+    def attach(self, net):  # type: ignore[no-untyped-def]
+        net.register_forward_pre_hook(self._hook)
+        return net
+
+    def _hook(self, module, args) -> None:  # type: ignore[no-untyped-def]
+        if args and getattr(args[0], "shape", (0,))[0] == self.batch_size:  # not the validation chunks
+            self.starts.append(time.perf_counter())
+
+    def durations(self, steps_per_epoch: int) -> list[float]:
+        """Each step's duration but the last of each epoch (evaluation follows it)."""
+        return [b - a for e in range(0, len(self.starts), steps_per_epoch)
+                for a, b in zip(self.starts[e:e + steps_per_epoch], self.starts[e + 1:e + steps_per_epoch])]
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -83,7 +110,8 @@ def bare_loop(data: str, out: Path, epochs: int, batch_size: int, lr: float, see
     x_val, y_val, _ = read_split(data, "validation")
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
-    net = mlp(xt.shape[1], len(stats["classes"]), hidden=hidden)
+    clock = StepClock(batch_size)
+    net = clock.attach(mlp(xt.shape[1], len(stats["classes"]), hidden=hidden))
     steps_per_epoch = len(xt) // batch_size
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps_per_epoch * epochs)
@@ -116,15 +144,17 @@ def bare_loop(data: str, out: Path, epochs: int, batch_size: int, lr: float, see
     out.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), out / "model.pt")
     return {"samples_per_second": samples / loop_seconds, "wall": time.perf_counter() - started,
-            "train_losses": losses, "save_seconds": []}
+            "step_seconds": clock.durations(steps_per_epoch), "train_losses": losses, "save_seconds": []}
 
 
 def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed: int, hidden: int,
              checkpoint_every: int, synchronous: bool = False, writer: str = "") -> dict:
-    from xpuflow.steps import checkpoint_async
+    from xpuflow.steps import checkpoint_async, loop
     from xpuflow.steps.train import train
 
     saves: list[float] = []
+    clock = StepClock(batch_size)
+    build = loop.build_model
     close = checkpoint_async.BackgroundSaver.close
     submit = checkpoint_async.BackgroundSaver.submit
 
@@ -136,6 +166,7 @@ def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed
         saves.extend(self.write_seconds)  # each write's seconds, as the writer (process or thread) timed it
 
     checkpoint_async.BackgroundSaver.close = closing
+    loop.build_model = lambda *a, **k: clock.attach(build(*a, **k))  # the step's model, timed like the bare one
     if writer:
         os.environ["XPUFLOW_CHECKPOINT_WRITER"] = writer
     if synchronous:
@@ -147,6 +178,7 @@ def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed
         wall = time.perf_counter() - started
         cpu_thread, cpu_process = time.thread_time() - cpu_thread, time.process_time() - cpu_process
     finally:
+        loop.build_model = build
         os.environ.pop("XPUFLOW_CHECKPOINT_WRITER", None)
         checkpoint_async.BackgroundSaver.close = close
         checkpoint_async.BackgroundSaver.submit = submit
@@ -155,7 +187,8 @@ def step_run(data: str, out: Path, epochs: int, batch_size: int, lr: float, seed
     return {"samples_per_second": metrics["samples_per_second"], "wall": wall,
             "train_losses": [e["train_loss"] for e in metrics["epochs"]], "save_seconds": saves,
             "metrics_save_max": metrics["checkpoint_save_seconds_max"], "steps": metrics["steps"],
-            "stall_max": metrics["checkpoint_stall_seconds_max"], "cpu_thread": cpu_thread, "cpu_process": cpu_process}
+            "stall_max": metrics["checkpoint_stall_seconds_max"], "cpu_thread": cpu_thread, "cpu_process": cpu_process,
+            "step_seconds": clock.durations(metrics["steps"] // epochs)}
 
 
 def main() -> None:
@@ -269,6 +302,16 @@ def main() -> None:
               f"{cpu['step_thread'] * 1000:.2f} ms (synchronous: {cpu['step-sync_thread'] * 1000:.2f} ms), "
               f"training process {cpu['step_process'] * 1000:.2f} ms (not counting the writer process) "
               f"(synchronous: {cpu['step-sync_process'] * 1000:.2f} ms)")
+    def per_step_total(kind: str) -> float:
+        """Each step position's median duration over the rounds, summed: outliers of single rounds left out."""
+        return sum(statistics.median(column) for column in zip(*(r["step_seconds"] for r in results[kind])))
+
+    bare_total = per_step_total("bare")
+    per_step = {kind: bare_total / per_step_total(kind) for kind in ("step", "step-nockpt", "step-thread")}
+    summary["per_step_ratio"] = per_step
+    print("diagnostic, per step (each step's duration from its forward to the next, median per step over the rounds, "
+          "summed; steadier than samples/s): " + ", ".join(f"{kind} {ratio:.3f}x" for kind, ratio in per_step.items())
+          + " the bare loop")
     print(f"per-epoch training loss, step vs bare: max |difference| {drift:.2e} (same work when ~0)")
     from figures import Ratio, record
 
@@ -279,7 +322,8 @@ def main() -> None:
                               Ratio("bare loop + DataLoader / bare loop (diagnostic)", dl),
                               Ratio("step / bare loop, checkpoints written on the training thread (diagnostic)",
                                     sync),
-                              Ratio("step / bare loop, checkpoints written by a thread (diagnostic)", threaded)],
+                              Ratio("step / bare loop, checkpoints written by a thread (diagnostic)", threaded),
+                              Ratio("step / bare loop, per-step medians summed (diagnostic)", per_step["step"])],
            title=f"train step vs a bare PyTorch loop, {threads} thread(s), median of {args.reps}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
