@@ -283,3 +283,25 @@ def test_numpy_hyperparameters_of_a_sweep_are_recorded_as_numbers_by_either_writ
     plain = train(data=str(data), output=str(tmp_path / "plain"), epochs=1, checkpoint_every=5, device="cpu",
                   lr=0.001)
     assert runs["process"]["final"] == runs["thread"]["final"] == plain["final"]
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+@pytest.mark.parametrize("make, kind", [
+    (lambda: torch.eye(3).to_sparse(), "sparse_coo"),  # a graph model's adjacency buffer
+    (lambda: torch.empty(3, device="meta"), "meta"),
+    (lambda: torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8), "quantized"),
+], ids=["sparse", "meta", "quantized"])
+def test_a_tensor_without_dense_data_is_refused_in_one_line_naming_where(tmp_path, make, kind):
+    tensor = make()
+    with writer_process(str(tmp_path), "train") as writer:
+        saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
+        saver.submit(1, {"model": {"w": torch.ones(2)}})
+        with pytest.raises(StepError) as caught:
+            saver.submit(2, {"model": {"w": torch.ones(2), "adjacency": tensor}})
+        saver.submit(3, {"model": {"w": torch.full((2,), 3.0)}})  # the saver goes on
+        saver.close()
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        f"train: checkpoint step 2 cannot be written: a checkpoint cannot hold a {kind} tensor, at "
+        "state['model']['adjacency']; "), message
+    assert torch.equal(read(tmp_path, 3)["model"]["w"], torch.full((2,), 3.0))

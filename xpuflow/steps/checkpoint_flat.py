@@ -89,6 +89,21 @@ class Packer:
         except RecursionError:  # a container that holds itself, or hundreds of levels: no reader could rebuild it
             raise TypeError("it is nested too deeply (a container holding itself, or hundreds of levels); a checkpoint "
                             "holds a tree of tensors, numbers, strings, None, lists, tuples and dicts") from None
+        try:
+            self._copy(tensors)
+        except (RuntimeError, NotImplementedError):  # looked into only then: a good state pays for no check
+            bad = next((t for t in tensors if t.layout != torch.strided or t.is_quantized or t.is_meta), None)
+            if bad is None:
+                raise
+            kind = ("quantized" if bad.is_quantized else "meta" if bad.is_meta
+                    else str(bad.layout).removeprefix("torch."))
+            raise TypeError(f"a checkpoint cannot hold a {kind} tensor, at {_path_of(state, bad)}; it holds dense "
+                            "tensors with their data (to_dense(), dequantize())") from None
+        return Packed(tree, self._table, self._data)
+
+    def _copy(self, tensors: list[Any]) -> None:
+        import torch
+
         layout = [(t.dtype, t.shape, t.is_cpu) for t in tensors]
         if layout != self._layout:
             self._plan(layout, pin=any(t.is_cuda for t in tensors))
@@ -99,7 +114,6 @@ class Packer:
             else:  # from a device (CUDA into the pinned buffer, XLA): tensor by tensor
                 for view, tensor in zip(self._views, tensors):
                     view.copy_(tensor)
-        return Packed(tree, self._table, self._data)
 
     def _plan(self, layout: list[tuple[Any, Any, bool]], pin: bool) -> None:
         offsets, end = [], 0
@@ -171,6 +185,17 @@ def _where(obj: Any, tensor: type, path: str = "state") -> str:
         return "" if isinstance(obj, (*_SCALARS, tensor)) else path
     for key, value in items:
         if found := _where(key, tensor, f"{path} (a key)") or _where(value, tensor, f"{path}[{key!r}]"):
+            return found
+    return ""
+
+
+def _path_of(obj: Any, target: Any, path: str = "state") -> str:
+    """Where in ``obj`` the object ``target`` lies: ``state['model']['adjacency']``."""
+    if obj is target:
+        return path
+    items: Any = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        if found := _path_of(value, target, f"{path}[{key!r}]"):
             return found
     return ""
 
