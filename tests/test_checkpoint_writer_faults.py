@@ -6,8 +6,9 @@ training run waiting forever; a forked process that inherited the request socket
 worker) does not keep the writer alive past close; a dead writer does not SIGPIPE a process
 that takes that signal. The writer starts where stdin/stdout are closed, where the working
 directory holds a types.py, and falls back to a thread where no interpreter can be found. A
-state that holds itself is refused in one line; a progress.log that cannot be opened costs
-no run.
+state that holds itself, or a sparse/quantized/meta tensor, is refused in one line; a
+progress.log that cannot be opened costs no run; a sweep's numpy lr crosses to the writer as a
+number; runs from a runner's thread, one after another, leave no writer or descriptor behind.
 """
 
 from __future__ import annotations
@@ -305,3 +306,48 @@ def test_a_tensor_without_dense_data_is_refused_in_one_line_naming_where(tmp_pat
         f"train: checkpoint step 2 cannot be written: a checkpoint cannot hold a {kind} tensor, at "
         "state['model']['adjacency']; "), message
     assert torch.equal(read(tmp_path, 3)["model"]["w"], torch.full((2,), 3.0))
+
+
+def children() -> list[str]:
+    return Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+
+
+def descriptors() -> list[str]:
+    """This process's pipes, sockets and shared memory (what a writer opens; fonts a plot caches are not)."""
+    kinds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor
+            continue
+        kinds += [target.partition(":")[0]] if target.startswith(("pipe:", "socket:", "/memfd:")) else []
+    return sorted(kinds)
+
+
+def test_runs_from_a_runner_thread_one_after_another_leave_no_writer_and_no_descriptor(data, tmp_path):
+    """Airflow and KFP runners call the step from a thread, over and over in one process (one fails after its
+    writer started)."""
+    results: list = []
+
+    def step(name: str, **options) -> None:
+        try:
+            results.append(train(data=str(data), output=str(tmp_path / name), epochs=1, checkpoint_every=5,
+                                 device="cpu", **options))
+        except StepError as e:
+            results.append(e)
+
+    def on_thread(name: str, **options) -> None:
+        thread = threading.Thread(target=step, args=(name,), kwargs=options)
+        thread.start()
+        thread.join(300)
+        assert not thread.is_alive()
+
+    on_thread("warm")  # the first run loads what a process loads once (fonts, libraries)
+    before = descriptors()
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a checkpoint directory should be")
+    on_thread("fails", checkpoint_dir=str(blocked))
+    on_thread("again")
+    on_thread("again2")
+    assert isinstance(results[1], StepError) and [r["checkpoint_writer"] for r in results[2:]] == ["process"] * 2
+    assert children() == [] and descriptors() == before
