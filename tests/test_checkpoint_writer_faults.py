@@ -228,11 +228,15 @@ def test_a_progress_log_that_cannot_be_opened_does_not_stop_the_training(data, t
         assert not warnings and int(log.read_bytes()) == metrics["steps"], warnings
 
 
-@pytest.mark.parametrize("executable", [None, "", "/nonexistent/python3"])
+@pytest.mark.parametrize("executable", [None, "", "/nonexistent/python3", "frozen"])
 def test_an_embedding_process_without_a_usable_interpreter_writes_on_a_thread(tmp_path, monkeypatch, caplog,
                                                                                executable):
-    """sys.executable is None or empty where Python cannot find its own executable (an embedding application)."""
-    monkeypatch.setattr(sys, "executable", executable)
+    """sys.executable is None or empty where Python cannot find its own executable (an embedding application);
+    in a frozen application (PyInstaller) it is the application itself, which must not be started again."""
+    if executable == "frozen":
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+    else:
+        monkeypatch.setattr(sys, "executable", executable)
     with caplog.at_level(logging.WARNING, logger="xpuflow.checkpoint"):
         with writer_process(str(tmp_path), "train") as writer:
             saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)

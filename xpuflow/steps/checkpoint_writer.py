@@ -61,6 +61,8 @@ class WriterProcess:
     def __init__(self, directory: str, who: str) -> None:
         if not sys.executable:  # None or empty: an embedding application whose Python cannot find itself
             raise WriterGone("could not start (sys.executable is empty: no Python to run it with)")
+        if getattr(sys, "frozen", False):  # PyInstaller and the like: sys.executable would start the application again
+            raise WriterGone("could not start (a frozen application: sys.executable is the application, not Python)")
         self._fd = _shared_fd()
         # requests go over a socket, not a pipe: sent with MSG_NOSIGNAL, a dead writer is an error, never a SIGPIPE
         # ending a training process that does not ignore it (an embedder, a CLI restoring it for `| head`)
