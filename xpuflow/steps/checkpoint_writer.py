@@ -118,13 +118,13 @@ class WriterProcess:
             raise OSError(failure["errno"], failure["strerror"])
         raise (StepError if failure.get("whole") else RuntimeError)(failure["message"])
 
-    def _ready(self, fd: int, write: bool) -> None:
-        """Block until ``fd`` is ready; a writer stopped (SIGSTOP, a debugger) for a whole look is killed: it would
-        never answer, and a training run waiting for it forever is a silent failure."""
+    def _ready(self, fd: int, write: bool, looks: float = float("inf")) -> None:
+        """Block until ``fd`` is ready (or ``looks`` seconds passed); a writer stopped (SIGSTOP, a debugger) for a
+        whole look is killed: it would never answer, and a training run waiting for it forever is a silent failure."""
         poller = select.poll()  # not select.select: a training process may hold over 1024 files open
         poller.register(fd, select.POLLOUT if write else select.POLLIN)
         stopped = False
-        while not poller.poll(_POLL * 1000):  # an answer, EOF and errors all end the wait
+        while not poller.poll(_POLL * 1000) and (looks := looks - _POLL) > 0:  # an answer, EOF, errors end it
             now = _stopped(self._proc.pid)  # type: ignore[union-attr]
             if now and stopped:
                 self._proc.kill()  # type: ignore[union-attr]
@@ -147,9 +147,9 @@ class WriterProcess:
             self._requests.send(_STOP, _NOSIGNAL)  # EOF alone never comes while a forked process holds the socket
         self._requests.close()
         with contextlib.suppress(WriterGone):
-            self._ready(self._answers, write=False)  # its exit (EOF), or a stopped writer killed at once
+            self._ready(self._answers, write=False, looks=60)  # its exit (EOF), or a stopped writer killed at once
         try:
-            self._proc.wait(timeout=60)  # it finishes the write it has (none: the caller waited) and exits
+            self._proc.wait(timeout=5)  # it had nothing in flight (the caller waited): it exits at once
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
