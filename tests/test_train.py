@@ -163,3 +163,21 @@ def test_bf16_autocast_and_torch_compile_run_on_the_cpu(data, tmp_path):
     assert compiled["compiled"] is True and compiled["final"]["val_accuracy"] > 0.5
     model, _ = load_model(tmp_path / "compiled" / "model.pt")  # the saved weights are the plain module's
     assert not any(k.startswith("_orig_mod") for k in model.state_dict())
+
+
+def test_a_sweeps_numpy_integers_train_as_their_ints_and_a_fractional_seed_is_one_line(data, tmp_path):
+    """``for seed in np.arange(3)``: numpy integers are whole numbers (were refused, or failed deep in the loop)."""
+    import numpy as np
+
+    from xpuflow.steps.train import train
+
+    common = {"data": str(data), "device": "cpu", "lr": np.float64(1e-3)}
+    ints = train(output=str(tmp_path / "ints"), seed=1, epochs=1, batch_size=64, checkpoint_every=5, **common)
+    numpy = train(output=str(tmp_path / "numpy"), seed=np.int64(1), epochs=np.int32(1), batch_size=np.int64(64),
+                  checkpoint_every=np.int64(5), **common)
+    assert numpy["final"] == ints["final"] and numpy["steps"] == ints["steps"]
+    for key, value in weights(tmp_path / "ints").items():
+        assert torch.equal(weights(tmp_path / "numpy")[key], value), key
+    with pytest.raises(StepError, match=r"^train: seed=1\.5 is not valid: a whole number\.$"):
+        train(output=str(tmp_path / "bad"), seed=1.5, epochs=1, **common)
+    assert not (tmp_path / "bad").exists()

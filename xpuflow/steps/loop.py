@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import mmap
+import operator
 import os
 import signal
 import sys
@@ -57,19 +58,27 @@ class Options:
 
 def check_scalars(step: str, **values: Any) -> dict[str, Any]:
     """The options' own checks (whole-number bounds, model_kwargs JSON); ``@step(check=...)`` runs them before a
-    flow starts. Returns model_kwargs parsed; other keys are ignored."""
-    for name, low in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("num_workers", 0)):
+    flow starts. Returns model_kwargs parsed and the whole numbers as ``int`` (a sweep's ``numpy.int64`` seed or
+    batch size is one); other keys are ignored."""
+    checked: dict[str, Any] = {}
+    for name, low in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("num_workers", 0), ("seed", None)):
         if name not in values:  # train_tpu has no num_workers
             continue
         value = values[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise StepError(f"{step}: {name}={value!r} is not valid: a whole number >= {low}.")
+        try:
+            number = operator.index(value) if not isinstance(value, bool) else None  # int, numpy integers
+        except TypeError:
+            number = None
+        if number is None or (low is not None and number < low):
+            allowed = "a whole number" + (f" >= {low}" if low is not None else "")
+            raise StepError(f"{step}: {name}={value!r} is not valid: {allowed}.")
+        checked[name] = number
     if values.get("on_mismatch", "fresh") not in ON_MISMATCH:
         raise StepError(f"{step}: on_mismatch={values['on_mismatch']!r} is not valid: fresh (start over when the "
                         "checkpoints are of another run) or refuse (stop).")
     raw = values.get("model_kwargs", "{}")
     try:
-        return {"model_kwargs": json.loads(raw) if isinstance(raw, str) else dict(raw)}
+        return {**checked, "model_kwargs": json.loads(raw) if isinstance(raw, str) else dict(raw)}
     except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise StepError(f"{step}: model_kwargs={raw!r} is not valid: a JSON object ({e}).") from e
 
