@@ -84,8 +84,9 @@ class Packer:
         try:
             tree = _encode(state, tensors, torch.Tensor)
         except TypeError as e:
-            raise TypeError(f"{e} at {_where(state, torch.Tensor)}; a checkpoint holds tensors, numbers, strings, "
-                            "None, lists, tuples and dicts") from None
+            where = _where(state, lambda value: not isinstance(value, (dict, list, tuple, *_SCALARS, torch.Tensor)))
+            raise TypeError(f"{e} at {where}; a checkpoint holds tensors, numbers, strings, None, lists, tuples and "
+                            "dicts") from None
         except RecursionError:  # a container that holds itself, or hundreds of levels: no reader could rebuild it
             raise TypeError("it is nested too deeply (a container holding itself, or hundreds of levels); a checkpoint "
                             "holds a tree of tensors, numbers, strings, None, lists, tuples and dicts") from None
@@ -97,8 +98,8 @@ class Packer:
                 raise
             kind = ("quantized" if bad.is_quantized else "meta" if bad.is_meta
                     else str(bad.layout).removeprefix("torch."))
-            raise TypeError(f"a checkpoint cannot hold a {kind} tensor, at {_path_of(state, bad)}; it holds dense "
-                            "tensors with their data (to_dense(), dequantize())") from None
+            raise TypeError(f"a checkpoint cannot hold a {kind} tensor, at {_where(state, lambda value: value is bad)}; "
+                            "it holds dense tensors with their data (to_dense(), dequantize())") from None
         return Packed(tree, self._table, self._data)
 
     def _copy(self, tensors: list[Any]) -> None:
@@ -175,27 +176,13 @@ def _encode(obj: Any, tensors: list[Any], tensor: type) -> Any:
     raise TypeError(f"a checkpoint cannot hold a {type(obj).__name__}")
 
 
-def _where(obj: Any, tensor: type, path: str = "state") -> str:
-    """Where in ``obj`` the first value a checkpoint cannot hold lies: ``state['model']['x']``."""
-    if isinstance(obj, dict):
-        items: Any = obj.items()
-    elif isinstance(obj, (list, tuple)):
-        items = enumerate(obj)
-    else:
-        return "" if isinstance(obj, (*_SCALARS, tensor)) else path
-    for key, value in items:
-        if found := _where(key, tensor, f"{path} (a key)") or _where(value, tensor, f"{path}[{key!r}]"):
-            return found
-    return ""
-
-
-def _path_of(obj: Any, target: Any, path: str = "state") -> str:
-    """Where in ``obj`` the object ``target`` lies: ``state['model']['adjacency']``."""
-    if obj is target:
+def _where(obj: Any, wrong: Callable[[Any], bool], path: str = "state") -> str:
+    """Where in ``obj`` the first value ``wrong`` picks lies (keys looked at too): ``state['model']['x']``."""
+    if wrong(obj):
         return path
     items: Any = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
     for key, value in items:
-        if found := _path_of(value, target, f"{path}[{key!r}]"):
+        if found := _where(key, wrong, f"{path} (a key)") or _where(value, wrong, f"{path}[{key!r}]"):
             return found
     return ""
 
