@@ -38,7 +38,7 @@ from typing import Any
 from .checkpoint_flat import Packed, pack, unpack
 from .io import StepError, atomic_file, is_url
 
-__all__ = ["Checkpointer", "FORMAT", "ON_MISMATCH", "rng_state", "restore_rng"]
+__all__ = ["Checkpointer", "local_root", "FORMAT", "ON_MISMATCH", "rng_state", "restore_rng"]
 
 log = logging.getLogger("xpuflow.checkpoint")
 FORMAT = "xpuflow.checkpoint/3"
@@ -112,6 +112,13 @@ def _number(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} is not a number or a string")
 
 
+def local_root(directory: str) -> str | None:
+    """The folder of a local checkpoint directory (a path or a ``file://`` URL); None for object storage."""
+    if is_url(directory) and not directory.startswith("file://"):
+        return None
+    return directory.removeprefix("file://")
+
+
 class Checkpointer:
     """The checkpoints of one run in ``directory`` (a local path or an fsspec URL)."""
 
@@ -125,15 +132,16 @@ class Checkpointer:
                             "numbers and strings.") from None
         self.keep = max(2, keep)  # at least one fallback
         self.who = who
-        self.remote = is_url(self.directory) and not self.directory.startswith("file://")
+        local = local_root(self.directory)
+        self.remote = local is None
         try:
-            if self.remote:
+            if local is None:
                 import fsspec
 
                 self.fs, self.root = fsspec.core.url_to_fs(self.directory)
                 self.fs.makedirs(self.root, exist_ok=True)
             else:
-                self.root = self.directory.removeprefix("file://")
+                self.root = local
                 Path(self.root).mkdir(parents=True, exist_ok=True)
                 if writer:
                     fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root)

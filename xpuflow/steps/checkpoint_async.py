@@ -38,10 +38,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, local_root
 from .checkpoint_flat import Packed, Packer
 from .checkpoint_writer import WriterGone, WriterProcess
-from .io import StepError, is_url
+from .io import StepError
 
 __all__ = ["BackgroundSaver", "WRITERS", "writer_process"]
 
@@ -165,10 +165,10 @@ def writer_process(directory: str, who: str, cuda: bool = False) -> Iterator[Wri
     if chosen not in WRITERS:
         raise StepError(f"{who}: XPUFLOW_CHECKPOINT_WRITER={chosen!r} is not valid: process or thread. "
                         "Fix: set one of those, or unset it.")
-    process = None
-    if chosen == "process" and not (is_url(directory) and not directory.startswith("file://")):
+    process, local = None, local_root(directory)
+    if chosen == "process" and local is not None:
         try:
-            process = WriterProcess(directory.removeprefix("file://"), who)
+            process = WriterProcess(local, who)
         except WriterGone as e:
             log.warning("%s: the checkpoint writer process %s; checkpoints are written by a thread", who, e)
     try:
