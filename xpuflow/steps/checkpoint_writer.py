@@ -219,9 +219,8 @@ def _read_exactly(stream: Any, n: int) -> bytes | None:
 
 
 def main() -> None:
-    """The child: one write at a time, as the parent asks; exits when the parent says so or closes the socket."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The child (started by ``_BOOT``, which ignores SIGINT and SIGTERM first): one write at a time, as the parent
+    asks; exits when the parent says so or closes the socket."""
     config = json.loads(sys.argv[1])
     _die_with_parent(config["parent"])
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -251,7 +250,3 @@ def main() -> None:
             }).encode() + b"\n")
         else:
             answers.write(b"ok %r\n" % seconds)
-
-
-if __name__ == "__main__":
-    main()
