@@ -26,17 +26,11 @@ import numpy as np
 import pytest
 import torch
 
-from xpuflow.steps.checkpoint import Checkpointer, decode_header
+from runs import read_checkpoint
+from xpuflow.steps.checkpoint import Checkpointer
 from xpuflow.steps.checkpoint_async import BackgroundSaver, writer_process
-from xpuflow.steps.checkpoint_flat import unpack
 from xpuflow.steps.io import StepError
 from xpuflow.steps.train import train
-
-
-def read(folder: Path, step: int) -> dict:
-    header, payload = decode_header((folder / f"ckpt-{step:08d}.pt").read_bytes())
-    assert header["step"] == step
-    return unpack(payload)
 
 
 def child_of(writer) -> int:
@@ -82,7 +76,7 @@ def test_each_writer_writes_the_state_as_it_was_at_submit(tmp_path, monkeypatch,
         assert saver.writer == kind and len(saver.write_seconds) == 5
     assert Checkpointer(tmp_path).steps() == [5, 4, 3]
     for step in (5, 4, 3):
-        state = read(tmp_path, step)
+        state = read_checkpoint(tmp_path, step)
         assert torch.equal(state["w"], torch.full((1000,), float(step)))
         assert state["history"] == list(range(1, step + 1)) and torch.equal(state["big"], torch.arange(step * 4000))
 
@@ -96,7 +90,7 @@ def test_numpy_scalars_and_enums_cross_to_the_writer_as_their_plain_values(tmp_p
         saver = BackgroundSaver(Checkpointer(tmp_path, {"seed": 0}), writer)
         saver.submit(1, state)
         saver.close()
-    back = read(tmp_path, 1)
+    back = read_checkpoint(tmp_path, 1)
     assert back["loss"] == 0.25 and type(back["loss"]) is float and back["phase"] == 2 and type(back["phase"]) is int
     assert torch.equal(back["w"], torch.ones(3))
 
@@ -117,7 +111,7 @@ def test_a_killed_writer_process_loses_no_checkpoint_and_says_so(tmp_path, caplo
     assert len(warnings) == 1 and "killed by signal 9" in warnings[0], warnings
     assert "checkpoints are written by a thread from now on" in warnings[0]
     for step in (1, 2, 3):
-        assert torch.equal(read(tmp_path, step)["w"], torch.full((10,), float(step)))
+        assert torch.equal(read_checkpoint(tmp_path, step)["w"], torch.full((10,), float(step)))
 
 
 def test_a_writer_killed_while_writing_is_answered_by_a_write_here(tmp_path, caplog):
@@ -130,7 +124,7 @@ def test_a_writer_killed_while_writing_is_answered_by_a_write_here(tmp_path, cap
         with caplog.at_level(logging.WARNING, logger="xpuflow.checkpoint"):
             saver.wait()
         saver.close()
-    assert torch.equal(read(tmp_path, 1)["w"], torch.full((10,), 7.0))
+    assert torch.equal(read_checkpoint(tmp_path, 1)["w"], torch.full((10,), 7.0))
     assert any("killed by signal 9" in r.getMessage() for r in caplog.records)
 
 
@@ -147,7 +141,7 @@ def test_sigterm_and_sigint_to_the_group_leave_the_writer_writing(tmp_path):
         saver.submit(1, {"w": torch.ones(4)})
         saver.close()
         assert saver.writer == "process"
-    assert torch.equal(read(tmp_path, 1)["w"], torch.ones(4))
+    assert torch.equal(read_checkpoint(tmp_path, 1)["w"], torch.ones(4))
 
 
 def test_the_writer_dies_with_a_killed_training_process(tmp_path):

@@ -27,17 +27,11 @@ import numpy as np
 import pytest
 import torch
 
+from runs import read_checkpoint
 from xpuflow.steps.checkpoint import Checkpointer, decode_header
 from xpuflow.steps.checkpoint_async import BackgroundSaver, writer_process
-from xpuflow.steps.checkpoint_flat import unpack
 from xpuflow.steps.io import StepError
 from xpuflow.steps.train import train
-
-
-def read(folder: Path, step: int) -> dict:
-    header, payload = decode_header((folder / f"ckpt-{step:08d}.pt").read_bytes())
-    assert header["step"] == step
-    return unpack(payload)
 
 
 def within(seconds: float, action, rescue) -> float:
@@ -80,7 +74,7 @@ def test_a_stopped_writer_is_killed_and_its_write_done_here_not_waited_for_forev
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "was stopped (SIGSTOP)" in warnings[0] and "\n" not in warnings[0], warnings
     for step in (1, 2, 3):
-        assert torch.equal(read(tmp_path, step)["w"], torch.full((10,), float(step)))
+        assert torch.equal(read_checkpoint(tmp_path, step)["w"], torch.full((10,), float(step)))
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -97,7 +91,7 @@ def test_a_stopped_writer_does_not_block_a_large_request(tmp_path, caplog):
             within(20, lambda: (saver.submit(2, {"history": history}), saver.wait()),
                    lambda: os.kill(child, signal.SIGCONT))
         saver.close()
-    assert read(tmp_path, 2)["history"] == history
+    assert read_checkpoint(tmp_path, 2)["history"] == history
 
 
 def test_a_dataloader_worker_holding_the_pipe_does_not_hold_the_writer_past_close(tmp_path):
@@ -119,7 +113,7 @@ def test_a_dataloader_worker_holding_the_pipe_does_not_hold_the_writer_past_clos
         del loader
     assert took < 10, f"close took {took:.1f} s"
     assert proc.returncode == 0  # it exited when asked, not killed after a timeout
-    assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))
+    assert torch.equal(read_checkpoint(tmp_path, 1)["w"], torch.ones(3))
 
 
 def nested(depth: int) -> list:
@@ -171,7 +165,7 @@ def test_a_training_process_started_with_stdin_and_stdout_closed_still_writes_th
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.split()[-1] == "process", done.stderr[-2000:]
-    assert torch.equal(read(tmp_path, 1)["w"], torch.full((5,), 4.0))
+    assert torch.equal(read_checkpoint(tmp_path, 1)["w"], torch.full((5,), 4.0))
 
 
 def test_a_writer_stopped_at_the_end_does_not_hold_the_step_a_minute(tmp_path):
@@ -185,7 +179,7 @@ def test_a_writer_stopped_at_the_end_does_not_hold_the_step_a_minute(tmp_path):
     took = within(90, lambda: manager.__exit__(None, None, None), lambda: None)
     assert took < 10, f"close took {took:.1f} s"
     assert proc.returncode == -signal.SIGKILL
-    assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))
+    assert torch.equal(read_checkpoint(tmp_path, 1)["w"], torch.ones(3))
 
 
 def test_a_users_module_named_like_the_standard_library_in_the_working_directory_is_not_imported(
@@ -204,7 +198,7 @@ def test_a_users_module_named_like_the_standard_library_in_the_working_directory
             saver.submit(1, {"w": torch.ones(3)})
             saver.close()
     assert saver.writer == "process" and not caplog.records, [r.getMessage() for r in caplog.records]
-    assert torch.equal(read(folder, 1)["w"], torch.ones(3))
+    assert torch.equal(read_checkpoint(folder, 1)["w"], torch.ones(3))
 
 
 @pytest.mark.parametrize("damage", ["a directory", "a dangling link"])
@@ -245,7 +239,7 @@ def test_an_embedding_process_without_a_usable_interpreter_writes_on_a_thread(tm
     assert writer is None and saver.writer == "thread"
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "could not start" in warnings[0] and "\n" not in warnings[0], warnings
-    assert torch.equal(read(tmp_path, 1)["w"], torch.ones(3))
+    assert torch.equal(read_checkpoint(tmp_path, 1)["w"], torch.ones(3))
 
 
 def test_a_dead_writer_does_not_kill_a_process_that_takes_sigpipe(tmp_path):
@@ -271,7 +265,7 @@ def test_a_dead_writer_does_not_kill_a_process_that_takes_sigpipe(tmp_path):
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stderr.split()[-1] == "thread" and "killed by signal 9" in done.stderr, done.stderr[-2000:]
     for step in (1, 2):
-        assert torch.equal(read(tmp_path, step)["w"], torch.full((3,), float(step)))
+        assert torch.equal(read_checkpoint(tmp_path, step)["w"], torch.full((3,), float(step)))
 
 
 def test_numpy_hyperparameters_of_a_sweep_are_recorded_as_numbers_by_either_writer(data, tmp_path, monkeypatch):
@@ -309,7 +303,7 @@ def test_a_tensor_without_dense_data_is_refused_in_one_line_naming_where(tmp_pat
     assert "\n" not in message and message.startswith(
         f"train: checkpoint step 2 cannot be written: a checkpoint cannot hold a {kind} tensor, at "
         "state['model']['adjacency']; "), message
-    assert torch.equal(read(tmp_path, 3)["model"]["w"], torch.full((2,), 3.0))
+    assert torch.equal(read_checkpoint(tmp_path, 3)["model"]["w"], torch.full((2,), 3.0))
 
 
 def children() -> list[str]:

@@ -57,6 +57,16 @@ def interrupt(cmd: list[str], out: Path, at_step: int, sig: int) -> int:
     return proc.returncode
 
 
+def read_checkpoint(folder: Path, step: int) -> dict:
+    """Checkpoint ``step`` in ``folder``, checked (checksum, its step) and unpacked."""
+    from xpuflow.steps.checkpoint import decode_header
+    from xpuflow.steps.checkpoint_flat import unpack
+
+    header, payload = decode_header((folder / f"ckpt-{step:08d}.pt").read_bytes())
+    assert header["step"] == step
+    return unpack(payload)
+
+
 def weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "model.pt", weights_only=True)["state_dict"]
 
