@@ -127,7 +127,8 @@ class BackgroundSaver:
                 self._fall_back(e)
             except Exception as e:
                 self._in_flight, self._failure = None, (step, e)
-        self._queue.join()
+        if self._thread is not None:
+            self._queue.join()
         if self._failure is not None:
             step, e = self._failure
             self._failure = None

@@ -81,6 +81,7 @@ class WriterProcess:
             child_end.close()
         self._answers = self._proc.stdout.fileno()  # type: ignore[union-attr]
         self._requests.setblocking(False)  # a full socket returns at once: a stopped writer is seen (_ready)
+        os.set_blocking(self._answers, False)  # an answer not there yet returns at once: waited for in _ready
 
     def allocate(self, nbytes: int, pin: bool) -> Any:
         """A uint8 tensor over ``nbytes`` of the shared memory (the Packer's buffer)."""
@@ -95,9 +96,10 @@ class WriterProcess:
         message = memoryview(_FRAME.pack(step, len(blob)) + blob)
         try:
             while message:  # one system call, unless a signal interrupts it or the socket is full
-                self._ready(self._requests.fileno(), write=True)
-                with contextlib.suppress(BlockingIOError):
+                try:
                     message = message[self._requests.send(message, _NOSIGNAL):]
+                except BlockingIOError:  # full: wait for room (a stopped writer is seen there)
+                    self._ready(self._requests.fileno(), write=True)
         except OSError:
             raise WriterGone(self._ended()) from None
 
@@ -105,8 +107,11 @@ class WriterProcess:
         """The seconds the write took; its error re-raised (an ``OSError`` with its errno when it was one)."""
         line = b""
         while not line.endswith(b"\n"):
-            self._ready(self._answers, write=False)
-            chunk = os.read(self._answers, 1 << 16)
+            try:  # the answer is there already, most often: one system call
+                chunk = os.read(self._answers, 1 << 16)
+            except BlockingIOError:
+                self._ready(self._answers, write=False)
+                continue
             if not chunk:
                 raise WriterGone(self._ended())
             line += chunk
