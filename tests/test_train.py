@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runs import interrupt, progress, run, step_cmd, weights
+from runs import interrupt, progress_of, run, step_cmd, weights
 
 from xpuflow.steps.checkpoint import Checkpointer
 from xpuflow.steps.io import StepError
@@ -51,7 +51,7 @@ def test_kill_9_at_a_random_step_resumes_bit_identical(data, reference, tmp_path
     total = EPOCHS * (1215 // 32)
     at = random.Random().randint(9, total - 10)
     assert interrupt(train_cmd(data, out), out, at, signal.SIGKILL) == -signal.SIGKILL
-    before = progress(out)
+    before = progress_of(out / "checkpoints")
     run(train_cmd(data, out))
     mine, ref = weights(out), weights(reference)
     assert mine.keys() == ref.keys()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,19 @@ def run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     return proc
 
 
-def progress(out: Path) -> int:
-    path = out / "checkpoints" / "progress.log"
-    lines = path.read_bytes().split() if path.exists() else []
-    return int(lines[-1]) if lines else 0
+def progress_of(folder: Path) -> int:
+    """The last step a run in progress marked in ``folder``'s progress.log: one 64-bit integer, native byte order
+    (0 before the first)."""
+    path = folder / "progress.log"
+    data = path.read_bytes() if path.exists() else b""
+    return int.from_bytes(data, sys.byteorder) if len(data) == 8 else 0
 
 
 def interrupt(cmd: list[str], out: Path, at_step: int, sig: int) -> int:
     """Start ``cmd``, wait until it has done ``at_step`` steps, send ``sig``; return its exit code."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
     deadline = time.time() + 300
-    while progress(out) < at_step:
+    while progress_of(out / "checkpoints") < at_step:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.time() < deadline, "training did not reach the step in time"
         time.sleep(0.005)
