@@ -7,11 +7,9 @@ checkpoint written by one step loads in the other (tensors are saved on the CPU)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import mmap
 import operator
 import os
 import signal
@@ -27,6 +25,7 @@ from .checkpoint_writer import WriterProcess
 from .io import StepError, is_url, local_path, write_json
 from .models import build_model, save_model
 from .preprocess import read_split
+from .progress import Progress, last_progress
 from .publish import publish
 from .report import write_curves
 from .runtime import Runtime
@@ -198,12 +197,12 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
         history, interruptions = state["history"], state["interruptions"]
         save_times.extend(state["save_times"])
         partial_loss = state["epoch_loss"]
-        last = max(_last_progress(progress_path), step)
+        last = max(last_progress(progress_path), step)
         interruptions.append({"resumed_from_step": step, "last_step_before": last, "rpo_steps": last - step,
                               "rto_seconds": None, "written_by": state.get("written_by", "train")})
         log.info("%s: resumed from checkpoint step %d (last step before the stop: %d)", step_name, step, last)
     previous = _install_sigterm()
-    progress = _Progress.open(progress_path, step, step_name) if rt.main else None
+    progress = Progress.open(progress_path, step, step_name) if rt.main else None
     bar = _progress_bar(total_steps, step, rt, step_name)
     local_batch = o.batch_size // rt.world_size
     mixed = rt.precision != "fp32"
@@ -338,63 +337,6 @@ def run_identity(o: Options, arrays: tuple[Any, ...], stats: dict[str, Any], net
         "architecture": hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16], "data": data.hexdigest()[:16],
         "seed": o.seed, "lr": o.lr, "weight_decay": o.weight_decay, "batch_size": o.batch_size, "epochs": o.epochs,
     }
-
-
-class _Progress:
-    """The last step reached, in ``progress.log``, for the RPO a resume reports.
-
-    The file is one 64-bit integer in native byte order (8 bytes), stored through a shared mapping:
-    no system call per step, and a ``kill -9`` keeps it (the mapped page is the file's page). A
-    number, not a line of digits: formatting one cost ~3 us a step in the loop, 0.7 % of a small
-    model's (an ``os.write`` append cost ~10 us before the mapping).
-    """
-
-    def __init__(self, path: Path, step: int) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            os.pwrite(fd, step.to_bytes(_PROGRESS_WIDTH, sys.byteorder), 0)  # never read without a number
-            os.ftruncate(fd, _PROGRESS_WIDTH)  # the end of an older, longer log
-            self._map = mmap.mmap(fd, _PROGRESS_WIDTH)
-        finally:
-            os.close(fd)
-        self._slot = memoryview(self._map).cast("q")
-
-    @classmethod
-    def open(cls, path: Path, step: int, who: str) -> _Progress | None:
-        """One kept in ``path``; one there that cannot be opened (read-only, a dangling link) is replaced, and
-        where even that fails (a directory) training goes on without it, said in one WARNING line."""
-        try:
-            return cls(path, step)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        try:
-            return cls(path, step)
-        except OSError as e:
-            log.warning("%s: %s cannot be written (%s); a resume will not report the steps a stop lost",
-                        who, path, e.strerror or type(e).__name__)
-            return None
-
-    def mark(self, step: int) -> None:
-        self._slot[0] = step
-
-    def close(self) -> None:
-        self._slot.release()  # the mapping cannot close while a view of it is held
-        self._map.close()
-
-
-_PROGRESS_WIDTH = 8
-_MOST_STEPS = 1 << 48  # above: not a step count (damage, or an older version's line of digits)
-
-
-def _last_progress(path: Path) -> int:
-    """The step ``progress.log`` holds (0 when absent or unreadable: the RPO then counts from the checkpoint)."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return 0
-    step = int.from_bytes(data, sys.byteorder) if len(data) == _PROGRESS_WIDTH else -1
-    return step if 0 <= step < _MOST_STEPS else 0
 
 
 def _progress_bar(total: int, done: int, rt: Runtime, desc: str) -> Any:
