@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .accelerators import Accelerator, Gpu, Npu, Tpu
-from .errors import ComputeError, invalid
+from .errors import ComputeError, invalid, whole_number
 from .params import Param, accepts_parameters, replaced_params
-from .podspec import ContainerSecurityContext, PodSecurityContext
-from .quantity import MAX_INT32, MAX_INT64, Quantity, parse_cpu, parse_memory
+from .quantity import MAX_INT64, Quantity, parse_cpu, parse_memory
+from .security import Security
 
 __all__ = ["Compute", "Security", "KINDS", "PURPOSES"]
 
@@ -33,13 +33,6 @@ PURPOSES: tuple[str, ...] = ("general", "training", "inference")
 SPOT_CHOICES = (True, False, "prefer")  # spot only, on-demand only, spot first with on-demand fallback
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _MAX_RETRIES = 20
-
-
-def _check_int(where: str, name: str, value: object, *, low: int, high: int | None = None, allowed: str, fix: str = "") -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
-    if not ok:
-        raise ComputeError(invalid(name, value, allowed, fix=fix, where=where))
-    return value  # type: ignore[return-value]
 
 
 def _purpose_of(where: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -63,65 +56,6 @@ def _pool_renamed(constructor: Any) -> Any:
         return constructor(cls, *args, **_purpose_of(f"Compute.{constructor.__name__}", kwargs))
 
     return build
-
-
-@dataclass(frozen=True, kw_only=True)
-class Security:
-    """Pod and container security settings; the default meets Pod Security "restricted".
-
-    Override explicitly, e.g. ``Security(read_only_root_filesystem=True)`` or
-    ``Security(run_as_user=1000, run_as_group=1000)``.
-    """
-
-    run_as_user: int = 10001
-    run_as_group: int = 10001
-    run_as_non_root: bool = True
-    allow_privilege_escalation: bool = False
-    drop_capabilities: tuple[str, ...] = ("ALL",)
-    seccomp_profile: Literal["RuntimeDefault", "Localhost", "Unconfined"] = "RuntimeDefault"
-    read_only_root_filesystem: bool = False
-
-    def __post_init__(self) -> None:
-        where = "Security"
-        _check_int(where, "run_as_user", self.run_as_user, low=0, high=MAX_INT32, allowed=f"a UID >= 0 and <= {MAX_INT32}")
-        _check_int(where, "run_as_group", self.run_as_group, low=0, high=MAX_INT32, allowed=f"a GID >= 0 and <= {MAX_INT32}")
-        for name in ("run_as_non_root", "allow_privilege_escalation", "read_only_root_filesystem"):
-            if not isinstance(getattr(self, name), bool):
-                raise ComputeError(invalid(name, getattr(self, name), "True or False", where=where))
-        if self.run_as_non_root and self.run_as_user == 0:
-            raise ComputeError(
-                invalid(
-                    "run_as_user", 0, "a non-zero UID while run_as_non_root=True", where=where,
-                    fix="pick a UID such as 10001, or set run_as_non_root=False explicitly",
-                )
-            )
-        if self.seccomp_profile not in ("RuntimeDefault", "Localhost", "Unconfined"):
-            raise ComputeError(
-                invalid("seccomp_profile", self.seccomp_profile, "one of RuntimeDefault, Localhost, Unconfined",
-                        where=where, choices=("RuntimeDefault", "Localhost", "Unconfined"))
-            )
-        object.__setattr__(self, "drop_capabilities", tuple(self.drop_capabilities))
-
-    @property
-    def restricted(self) -> bool:
-        """Whether these settings meet Pod Security Standards "restricted"."""
-        return (
-            self.run_as_non_root
-            and self.run_as_user != 0
-            and not self.allow_privilege_escalation
-            and "ALL" in self.drop_capabilities
-            and self.seccomp_profile in ("RuntimeDefault", "Localhost")
-        )
-
-    def pod_context(self) -> PodSecurityContext:
-        return PodSecurityContext(run_as_non_root=self.run_as_non_root, run_as_user=self.run_as_user,
-                                  run_as_group=self.run_as_group, seccomp_profile=self.seccomp_profile)
-
-    def container_context(self) -> ContainerSecurityContext:
-        return ContainerSecurityContext(
-            allow_privilege_escalation=self.allow_privilege_escalation, drop_capabilities=self.drop_capabilities,
-            read_only_root_filesystem=self.read_only_root_filesystem, run_as_non_root=self.run_as_non_root,
-            seccomp_profile=self.seccomp_profile)
 
 
 _DEFAULT = object()  # sentinel: "use the kind's default"
@@ -202,9 +136,9 @@ class Compute:
                         fix="training and inference work use separate node pools; pick the purpose of this step")
             )
         if self.timeout is not None:
-            _check_int(where, "timeout", self.timeout, low=1, high=MAX_INT64,
+            whole_number(where, "timeout", self.timeout, low=1, high=MAX_INT64,
                        allowed=f"whole seconds >= 1 and <= {MAX_INT64} (an int64), or None for no limit")
-        _check_int(where, "retries", self.retries, low=0, high=_MAX_RETRIES, allowed=f"a whole number from 0 to {_MAX_RETRIES}")
+        whole_number(where, "retries", self.retries, low=0, high=_MAX_RETRIES, allowed=f"a whole number from 0 to {_MAX_RETRIES}")
         if self.priority_class is not None and not (
             isinstance(self.priority_class, str) and len(self.priority_class) <= 253 and _DNS_SUBDOMAIN.match(self.priority_class)
         ):
@@ -213,7 +147,7 @@ class Compute:
                         where=where, fix="use the name shown by `kubectl get priorityclass`")
             )
         if self.grace_period is not None:
-            _check_int(where, "grace_period", self.grace_period, low=0, high=3600,
+            whole_number(where, "grace_period", self.grace_period, low=0, high=3600,
                        allowed="whole seconds from 0 to 3600 (the pod's terminationGracePeriodSeconds)")
         if not isinstance(self.security, Security):
             raise ComputeError(invalid("security", self.security, "a xpuflow.Security", where=where,

@@ -24,6 +24,7 @@ __all__ = [
     "invalid",
     "did_you_mean",
     "shown",
+    "whole_number",
 ]
 
 
@@ -116,3 +117,11 @@ def shown(value: object) -> str:
     if len(text) > _SHOWN:
         return f"{text[:_SHOWN - 20]}... ({len(text)} characters)"
     return text
+
+
+def whole_number(where: str, name: str, value: object, *, low: int, high: int | None = None, allowed: str,
+                 fix: str = "") -> int:
+    """``value`` when it is an int (not a bool) from ``low`` to ``high``; else a one-line :class:`ComputeError`."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)):
+        raise ComputeError(invalid(name, value, allowed, fix=fix, where=where))
+    return value
