@@ -80,6 +80,7 @@ class WriterProcess:
         finally:
             child_end.close()
         self._answers = self._proc.stdout.fileno()  # type: ignore[union-attr]
+        self._gone = ""  # why the parent killed it, once it did
         self._requests.setblocking(False)  # a full socket returns at once: a stopped writer is seen (_ready)
         os.set_blocking(self._answers, False)  # an answer not there yet returns at once: waited for in _ready
 
@@ -92,9 +93,9 @@ class WriterProcess:
         return torch.frombuffer(mmap.mmap(self._fd, nbytes, flags=mmap.MAP_SHARED | populate), dtype=torch.uint8)
 
     def send(self, ckpt: Checkpointer, step: int, packed: Packed) -> None:
-        blob = marshal.dumps((packed.state, packed.table, len(packed.data), ckpt.identity, ckpt.keep))
-        message = memoryview(_FRAME.pack(step, len(blob)) + blob)
         try:
+            blob = marshal.dumps((packed.state, packed.table, len(packed.data), ckpt.identity, ckpt.keep))
+            message = memoryview(_FRAME.pack(step, len(blob)) + blob)
             while message:  # one system call, unless a signal interrupts it or the socket is full
                 try:
                     message = message[self._requests.send(message, _NOSIGNAL):]
@@ -102,6 +103,11 @@ class WriterProcess:
                     self._ready(self._requests.fileno(), write=True)
         except OSError:
             raise WriterGone(self._ended()) from None
+        except BaseException:  # Ctrl-C, maybe mid-request: the writer would wait for the rest, the answer never come
+            self._gone = "was interrupted in the middle of a request; it was killed"
+            self._proc.kill()  # type: ignore[union-attr]
+            self._proc.wait()  # type: ignore[union-attr]
+            raise
 
     def result(self) -> float:
         """The seconds the write took; its error re-raised (an ``OSError`` with its errno when it was one)."""
@@ -138,6 +144,8 @@ class WriterProcess:
             stopped = now
 
     def _ended(self) -> str:
+        if self._gone:
+            return self._gone
         try:
             code = self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
