@@ -322,3 +322,24 @@ def test_a_damaged_progress_log_does_not_stop_a_resume(data, tmp_path, damage):
     assert "Traceback" not in proc.stderr
     event = json.loads((out / "metrics.json").read_text())["interruptions"][0]
     assert event["rpo_steps"] == 0 and event["resumed_from_step"] >= 12
+
+
+def test_a_run_moves_between_fp32_and_bf16_and_the_bf16_steps_autocast(data, tmp_path):
+    """Precision is not part of a run's identity: checkpoints of an fp32 run resume in bf16 and back; the steps after
+    the resume run in the new precision (bf16 autocasts; fp32 enters no autocast) and an fp32 resume stays
+    bit-identical to the run that never stopped."""
+    common = dict(data=str(data), **FAST)
+    runs = {}
+    for first, then in (("fp32", "bf16"), ("bf16", "fp32"), ("fp32", "fp32")):
+        name = f"{first}-{then}"
+        folder = tmp_path / f"{name}-ckpt"
+        whole = train(output=str(tmp_path / f"{name}-whole"), precision=first, checkpoint_dir=str(folder), **common)
+        resumed = train(output=str(tmp_path / name), precision=then, checkpoint_dir=str(folder), **common)
+        assert resumed["precision"] == then and resumed["interruptions"][0]["resumed_from_step"] == 35, resumed
+        runs[name] = (weights(tmp_path / f"{name}-whole"), weights(tmp_path / name), whole)
+    fp32_whole, fp32_resumed, _ = runs["fp32-fp32"]
+    assert all(torch.equal(fp32_resumed[k], v) for k, v in fp32_whole.items())
+    assert any(not torch.equal(runs["fp32-bf16"][1][k], v) for k, v in fp32_resumed.items())  # 2 steps in bf16
+    bf16_whole, bf16_then_fp32, bf16_metrics = runs["bf16-fp32"]
+    assert bf16_metrics["precision"] == "bf16" and any(not torch.equal(bf16_whole[k], v) for k, v in fp32_whole.items())
+    assert any(not torch.equal(bf16_then_fp32[k], v) for k, v in bf16_whole.items())  # 2 steps in fp32
