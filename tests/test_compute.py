@@ -100,3 +100,20 @@ def test_security_defaults_are_restricted_and_overridable():
     relaxed = Security(run_as_non_root=False, run_as_user=0, allow_privilege_escalation=True)
     assert not relaxed.restricted
     assert Compute.cpu(security=relaxed).security is relaxed
+
+
+@pytest.mark.parametrize("field", ["run_as_user", "run_as_group", "retries", "timeout", "grace_period"])
+@pytest.mark.parametrize("value, shown", [(True, "True"), (1.0, "1.0"), (-1, "-1"), (2**64, str(2**64)),
+                                          (10**400, "<an integer of 1329 bits>")])
+def test_whole_number_fields_refuse_bools_floats_and_out_of_range_ints_in_one_line(field, value, shown):
+    """Security lives in xpuflow.security and is still importable from xpuflow.compute; its UID/GID and Compute's
+    retries, timeout and grace_period share one whole-number check (errors.whole_number)."""
+    from xpuflow.compute import Security as FromCompute
+
+    assert FromCompute is Security
+    make = (lambda: Security(**{field: value})) if field.startswith("run_as") else lambda: Compute.cpu(**{field: value})
+    with pytest.raises(ComputeError) as caught:
+        make()
+    where = "Security" if field.startswith("run_as") else "Compute.cpu"
+    assert str(caught.value).startswith(f"{where}: {field}={shown} is not valid: "), str(caught.value)
+    assert "\n" not in str(caught.value)
