@@ -103,6 +103,8 @@ class WriterProcess:
                     self._ready(self._requests.fileno(), write=True)
         except OSError:
             raise WriterGone(self._ended()) from None
+        except WriterGone:  # seen stopped, and killed
+            raise
         except BaseException:  # Ctrl-C, maybe mid-request: the writer would wait for the rest, the answer never come
             self._gone = "was interrupted in the middle of a request; it was killed"
             self._proc.kill()  # type: ignore[union-attr]
