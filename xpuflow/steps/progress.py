@@ -33,7 +33,7 @@ class Progress:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | _OWN, 0o644)
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:  # a FIFO, a device, another file's hard link
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a FIFO, a device, another file's hard link
                 raise OSError(errno.EEXIST, "not a file of its own")  # replaced, never written into (open)
             os.pwrite(fd, step.to_bytes(WIDTH, sys.byteorder), 0)  # never read without a number
             os.ftruncate(fd, WIDTH)  # the end of an older, longer log
