@@ -343,3 +343,23 @@ def test_a_run_moves_between_fp32_and_bf16_and_the_bf16_steps_autocast(data, tmp
     bf16_whole, bf16_then_fp32, bf16_metrics = runs["bf16-fp32"]
     assert bf16_metrics["precision"] == "bf16" and any(not torch.equal(bf16_whole[k], v) for k, v in fp32_whole.items())
     assert any(not torch.equal(bf16_then_fp32[k], v) for k, v in bf16_whole.items())  # 2 steps in fp32
+
+
+def test_an_fp32_or_bf16_runs_checkpoints_resume_in_fp16_with_a_fresh_grad_scaler(data, tmp_path):
+    """A GPU of any model may be a T4 at the retry, where precision auto picks fp16: its grad scaler refused the
+    empty scaler state an fp32 or bf16 run saves (a RuntimeError traceback at every retry). fp16 needs a GPU
+    through train(); the CPU runtime set to fp16 (CPU autocast and GradScaler run it) stands in for one here."""
+    import dataclasses
+
+    from xpuflow.steps.loop import check_options, fit
+    from xpuflow.steps.models import DEFAULT_ARCH
+    from xpuflow.steps.runtime import setup
+
+    for first in ("fp32", "bf16"):
+        folder = tmp_path / f"{first}-ckpt"
+        train(data=str(data), output=str(tmp_path / first), precision=first, checkpoint_dir=str(folder), **FAST)
+        options = check_options("train", data=str(data), output=str(tmp_path / f"{first}-fp16"), epochs=1,
+                                batch_size=32, lr=1e-3, weight_decay=0.0, seed=0, model=DEFAULT_ARCH, model_kwargs="{}",
+                                checkpoint_dir=str(folder), checkpoint_every=5, compile=False, num_workers=0)
+        metrics = fit(dataclasses.replace(setup("cpu", "fp32", True, 0), precision="fp16"), options)
+        assert metrics["precision"] == "fp16" and metrics["interruptions"][0]["resumed_from_step"] == 35, metrics

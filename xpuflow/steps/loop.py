@@ -191,7 +191,8 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty: an fp32 or bf16 run's (no scaler); fp16 here starts a fresh one
+            scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]
         restore_rng(rngs[rt.rank] if isinstance(rngs, list) else rngs)
         history, interruptions = state["history"], state["interruptions"]
