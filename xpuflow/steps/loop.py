@@ -277,13 +277,15 @@ def _fit(rt: Runtime, o: Options, step_name: str, out: Path, staging: Path | Non
                              epoch + 1, o.epochs, history[-1]["train_loss"], val_loss, val_acc)
         saver.wait()  # the last write is durable (and a failed one raised) before the outputs
     finally:
-        saver.close()
-        if progress is not None:
-            progress.close()
-        if bar is not None:
-            bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        try:
+            saver.close()  # waits for the write in flight: a second Ctrl-C may end it
+        finally:
+            if progress is not None:
+                progress.close()
+            if bar is not None:
+                bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     metrics = {
         "step": step_name,
         "epochs": history,
