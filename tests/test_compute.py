@@ -117,3 +117,27 @@ def test_whole_number_fields_refuse_bools_floats_and_out_of_range_ints_in_one_li
     where = "Security" if field.startswith("run_as") else "Compute.cpu"
     assert str(caught.value).startswith(f"{where}: {field}={shown} is not valid: "), str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_whole_number_fields_take_a_sweeps_numpy_integers_as_plain_ints():
+    """A sweep computes retries or a UID with numpy: taken as the int it is (train's own options do the same), and
+    rendered as one (YAML cannot write a numpy integer)."""
+    import numpy as np
+    import yaml
+
+    from xpuflow import Cluster
+    from xpuflow.render import kubernetes
+
+    compute = Compute.cpu(retries=np.int64(3), timeout=np.int32(600), grace_period=np.uint16(30),
+                          security=Security(run_as_user=np.int64(1000), run_as_group=np.int16(1000)))
+    values = (compute.retries, compute.timeout, compute.grace_period, compute.security.run_as_user,
+              compute.security.run_as_group)
+    assert values == (3, 600, 30, 1000, 1000) and {type(v) for v in values} == {int}
+    manifest = kubernetes.job(Cluster.load("gke").place(compute), name="x", image="img@sha256:" + "0" * 64)
+    spec = yaml.safe_load(yaml.safe_dump(manifest))["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["backoffLimit"] == 3 and spec["activeDeadlineSeconds"] == 600
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["terminationGracePeriodSeconds"] == 30
+    with pytest.raises(ComputeError, match=r"^Compute.cpu: retries=np.int64\(21\) is not valid: a whole number"):
+        Compute.cpu(retries=np.int64(21))
+

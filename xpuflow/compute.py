@@ -135,10 +135,11 @@ class Compute:
                 invalid("purpose", self.purpose, f"one of {', '.join(PURPOSES)}", where=where, choices=PURPOSES,
                         fix="training and inference work use separate node pools; pick the purpose of this step")
             )
-        if self.timeout is not None:
-            whole_number(where, "timeout", self.timeout, low=1, high=MAX_INT64,
-                       allowed=f"whole seconds >= 1 and <= {MAX_INT64} (an int64), or None for no limit")
-        whole_number(where, "retries", self.retries, low=0, high=_MAX_RETRIES, allowed=f"a whole number from 0 to {_MAX_RETRIES}")
+        if self.timeout is not None:  # a numpy integer (a sweep's) is kept as an int, as YAML and JSON need
+            limit = f"whole seconds >= 1 and <= {MAX_INT64} (an int64), or None for no limit"
+            set_("timeout", whole_number(where, "timeout", self.timeout, low=1, high=MAX_INT64, allowed=limit))
+        set_("retries", whole_number(where, "retries", self.retries, low=0, high=_MAX_RETRIES,
+                                     allowed=f"a whole number from 0 to {_MAX_RETRIES}"))
         if self.priority_class is not None and not (
             isinstance(self.priority_class, str) and len(self.priority_class) <= 253 and _DNS_SUBDOMAIN.match(self.priority_class)
         ):
@@ -147,8 +148,8 @@ class Compute:
                         where=where, fix="use the name shown by `kubectl get priorityclass`")
             )
         if self.grace_period is not None:
-            whole_number(where, "grace_period", self.grace_period, low=0, high=3600,
-                       allowed="whole seconds from 0 to 3600 (the pod's terminationGracePeriodSeconds)")
+            grace = "whole seconds from 0 to 3600 (the pod's terminationGracePeriodSeconds)"
+            set_("grace_period", whole_number(where, "grace_period", self.grace_period, low=0, high=3600, allowed=grace))
         if not isinstance(self.security, Security):
             raise ComputeError(invalid("security", self.security, "a xpuflow.Security", where=where,
                                        fix="pass security=Security(...)"))

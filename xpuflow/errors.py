@@ -9,6 +9,7 @@ do not know about xpuflow. Messages follow one shape, built by :func:`invalid`:
 
 from __future__ import annotations
 
+import operator
 import difflib
 import re
 from collections.abc import Iterable
@@ -121,7 +122,12 @@ def shown(value: object) -> str:
 
 def whole_number(where: str, name: str, value: object, *, low: int, high: int | None = None, allowed: str,
                  fix: str = "") -> int:
-    """``value`` when it is an int (not a bool) from ``low`` to ``high``; else a one-line :class:`ComputeError`."""
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)):
+    """``value`` as an ``int`` when it is a whole number (an int or a numpy integer, not a bool) from ``low`` to
+    ``high``; else a one-line :class:`ComputeError`."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:  # 1.0, "3", None
+        number = None
+    if number is None or number < low or (high is not None and number > high):
         raise ComputeError(invalid(name, value, allowed, fix=fix, where=where))
-    return value
+    return number

@@ -33,8 +33,9 @@ class Security:
 
     def __post_init__(self) -> None:
         where = "Security"
-        whole_number(where, "run_as_user", self.run_as_user, low=0, high=MAX_INT32, allowed=f"a UID >= 0 and <= {MAX_INT32}")
-        whole_number(where, "run_as_group", self.run_as_group, low=0, high=MAX_INT32, allowed=f"a GID >= 0 and <= {MAX_INT32}")
+        for name, what in (("run_as_user", "UID"), ("run_as_group", "GID")):  # a numpy integer is kept as an int
+            object.__setattr__(self, name, whole_number(where, name, getattr(self, name), low=0, high=MAX_INT32,
+                                                        allowed=f"a {what} >= 0 and <= {MAX_INT32}"))
         for name in ("run_as_non_root", "allow_privilege_escalation", "read_only_root_filesystem"):
             if not isinstance(getattr(self, name), bool):
                 raise ComputeError(invalid(name, getattr(self, name), "True or False", where=where))
