@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import interrupt, progress, python, run, step_cmd, weights
+from runs import interrupt, progress_of, python, run, step_cmd, weights
 
 from xpuflow.steps.io import StepError
 from xpuflow.steps.train_tpu import train_tpu
@@ -47,7 +47,7 @@ def test_kill_9_resumes_to_the_same_weights(data, reference, tmp_path):
     out = tmp_path / "killed"
     at = random.Random().randint(6, 3 * (1215 // 64) - 6)
     assert interrupt(step_cmd("xla", "train_tpu", data, out, *OPTS), out, at, signal.SIGKILL) == -signal.SIGKILL
-    before = progress(out)
+    before = progress_of(out / "checkpoints")
     run(step_cmd("xla", "train_tpu", data, out, *OPTS))
     (event,) = json.loads((out / "metrics.json").read_text())["interruptions"]
     assert event["last_step_before"] == before and 0 <= event["rpo_steps"] <= 5 and event["rto_seconds"] > 0
