@@ -54,7 +54,7 @@ def interrupt(cmd: list[str], out: Path, at_step: int, sig: int) -> int:
     while progress_of(out / "checkpoints") < at_step:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.time() < deadline, "training did not reach the step in time"
-        time.sleep(0.005)
+        time.sleep(0.001)  # the signal must land before the run leaves its loop: look often
     proc.send_signal(sig)
     proc.wait(timeout=120)
     return proc.returncode
