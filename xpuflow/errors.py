@@ -25,6 +25,7 @@ __all__ = [
     "invalid",
     "did_you_mean",
     "shown",
+    "as_whole",
     "whole_number",
 ]
 
@@ -120,14 +121,21 @@ def shown(value: object) -> str:
     return text
 
 
+def as_whole(value: object) -> int | None:
+    """``value`` as an ``int`` when it is a whole number (an int or a numpy integer, not a bool); else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:  # 1.0, "3", None
+        return None
+
+
 def whole_number(where: str, name: str, value: object, *, low: int, high: int | None = None, allowed: str,
                  fix: str = "") -> int:
-    """``value`` as an ``int`` when it is a whole number (an int or a numpy integer, not a bool) from ``low`` to
-    ``high``; else a one-line :class:`ComputeError`."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
-    except TypeError:  # 1.0, "3", None
-        number = None
+    """``value`` as an ``int`` when it is a whole number (:func:`as_whole`) from ``low`` to ``high``; else a
+    one-line :class:`ComputeError`."""
+    number = as_whole(value)
     if number is None or number < low or (high is not None and number > high):
         raise ComputeError(invalid(name, value, allowed, fix=fix, where=where))
     return number

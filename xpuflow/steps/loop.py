@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import operator
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import as_whole
 from .checkpoint import ON_MISMATCH, Checkpointer, restore_rng, rng_state
 from .checkpoint_async import BackgroundSaver, writer_process
 from .checkpoint_writer import WriterProcess
@@ -64,10 +64,7 @@ def check_scalars(step: str, **values: Any) -> dict[str, Any]:
         if name not in values:  # train_tpu has no num_workers
             continue
         value = values[name]
-        try:
-            number = operator.index(value) if not isinstance(value, bool) else None  # int, numpy integers
-        except TypeError:
-            number = None
+        number = as_whole(value)  # int, numpy integers
         if number is None or (low is not None and number < low):
             allowed = "a whole number" + (f" >= {low}" if low is not None else "")
             raise StepError(f"{step}: {name}={value!r} is not valid: {allowed}.")
