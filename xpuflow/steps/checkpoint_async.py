@@ -93,16 +93,14 @@ class BackgroundSaver:
         log.warning("%s: the checkpoint writer process %s; checkpoints are written by a thread from now on",
                     self.ckpt.who, why)
         process, self._process, self.writer = self._process, None, "thread"
-        if process is not None:
-            process.close()  # reaps it; the owner's close later does nothing
-            self._packer = Packer()  # process memory from the next checkpoint on (the shared file is closed)
-        if self._in_flight is not None:
-            step, packed = self._in_flight
-            self._in_flight = None
-            try:
-                self.write_seconds.append(self.ckpt.save(step, packed))
-            except Exception as e:
-                self._failure = (step, e)
+        process.close()  # type: ignore[union-attr]  # reaps it; the owner's close later does nothing
+        self._packer = Packer()  # process memory from the next checkpoint on (the shared file is closed)
+        step, packed = self._in_flight  # type: ignore[misc]  # both callers had one in flight
+        self._in_flight = None
+        try:
+            self.write_seconds.append(self.ckpt.save(step, packed))
+        except Exception as e:
+            self._failure = (step, e)
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:

@@ -106,9 +106,7 @@ class WriterProcess:
         except WriterGone:  # seen stopped, and killed
             raise
         except BaseException:  # Ctrl-C, maybe mid-request: the writer would wait for the rest, the answer never come
-            self._gone = "was interrupted in the middle of a request; it was killed"
-            self._proc.kill()  # type: ignore[union-attr]
-            self._proc.wait()  # type: ignore[union-attr]
+            self._kill("was interrupted in the middle of a request; it was killed")
             raise
 
     def result(self) -> float:
@@ -140,10 +138,15 @@ class WriterProcess:
         while not poller.poll(_POLL * 1000) and (looks := looks - _POLL) > 0:  # an answer, EOF, errors end it
             now = _stopped(self._proc.pid)  # type: ignore[union-attr]
             if now and stopped:
-                self._proc.kill()  # type: ignore[union-attr]
-                self._proc.wait()  # type: ignore[union-attr]
-                raise WriterGone("was stopped (SIGSTOP) and did not answer; it was killed")
+                raise WriterGone(self._kill("was stopped (SIGSTOP) and did not answer; it was killed"))
             stopped = now
+
+    def _kill(self, why: str) -> str:
+        """Kill and reap the writer; ``why`` is what :meth:`_ended` says from now on."""
+        self._gone = why
+        self._proc.kill()  # type: ignore[union-attr]
+        self._proc.wait()  # type: ignore[union-attr]
+        return why
 
     def _ended(self) -> str:
         if self._gone:
